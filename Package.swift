@@ -1,0 +1,51 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let package = Package(
+    name: "tcpgw",
+    products: [
+        .executable(name: "tcpgw", targets: ["tcpgw"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+    ],
+    targets: [
+        // jansson, through pkg-config; the header shim wraps its macros for Swift.
+        .systemLibrary(
+            name: "CJansson",
+            pkgConfig: "jansson",
+            providers: [.apt(["libjansson-dev"])]
+        ),
+        // What Swift cannot import: SCM_RIGHTS, FIONREAD, fchmod-before-bind, TCP_INFO, sockaddr juggling.
+        .target(name: "CNetShim"),
+        .target(
+            name: "JSONRPC",
+            dependencies: ["CJansson"],
+            swiftSettings: [.swiftLanguageMode(.v5)]
+        ),
+        .target(
+            name: "TCPGateway",
+            dependencies: [
+                "JSONRPC", "CNetShim",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: [.swiftLanguageMode(.v5)]
+        ),
+        .executableTarget(
+            name: "tcpgw",
+            dependencies: [
+                "TCPGateway", "JSONRPC", "CNetShim",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            swiftSettings: [.swiftLanguageMode(.v5)]
+        ),
+        .testTarget(name: "JSONRPCTests", dependencies: ["JSONRPC"], swiftSettings: [.swiftLanguageMode(.v5)]),
+    ]
+)

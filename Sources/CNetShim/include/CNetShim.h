@@ -1,0 +1,80 @@
+#ifndef TCPGW_CNETSHIM_H
+#define TCPGW_CNETSHIM_H
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+/* Socket plumbing Swift cannot express directly (CMSG macros, packed epoll_event,
+   ioctl varargs, TCP_INFO) or that must happen in one step (fchmod before bind).
+   Every function returns a negative errno on failure unless stated otherwise. */
+
+typedef struct {
+    int family;        /* AF_INET or AF_INET6 */
+    char addr[64];     /* numeric address text */
+    int port;
+} tcpgw_sockaddr;
+
+/* Unix domain sockets */
+int tcpgw_unix_listen(const char *path, int backlog, unsigned mode);
+int tcpgw_unix_connect(const char *path);
+int tcpgw_peer_uid(int fd, int *uid, int *pid);
+
+/* Send `len` bytes, with `passfd` attached by SCM_RIGHTS when >= 0. Non-blocking. */
+ssize_t tcpgw_send_with_fd(int fd, const void *buf, size_t len, int passfd, int nonblocking);
+/* Receive up to `len` bytes; descriptors that arrive are stored into fds (up to maxfds), count in *nfds.
+   Surplus descriptors are closed. Non-blocking when nonblocking != 0. */
+ssize_t tcpgw_recv_with_fds(int fd, void *buf, size_t len, int *fds, int maxfds, int *nfds, int nonblocking);
+
+/* TCP sockets */
+int tcpgw_tcp_socket(int family);                       /* non-blocking, close-on-exec */
+int tcpgw_resolve(int family_hint, const char *addr, int port, void *storage, unsigned *len); /* returns family */
+int tcpgw_bind(int fd, const char *addr, int port, int family);
+int tcpgw_listen(int fd, int backlog);
+int tcpgw_connect_start(int fd, const char *addr, int port, int family); /* 0 done, 1 in progress */
+int tcpgw_accept(int fd, tcpgw_sockaddr *peer);        /* new fd, non-blocking, close-on-exec */
+int tcpgw_sockname(int fd, tcpgw_sockaddr *out);
+int tcpgw_peername(int fd, tcpgw_sockaddr *out);
+int tcpgw_socket_family(int fd);
+int tcpgw_socket_check_tcp(int fd, int *listening);     /* family on success; -ENOTSOCK/-EPROTONOSUPPORT otherwise */
+int tcpgw_set_nonblocking(int fd, int on);
+
+/* Options */
+int tcpgw_setsockopt_int(int fd, int level, int name, int value);
+int tcpgw_getsockopt_int(int fd, int level, int name, int *value);
+int tcpgw_set_linger(int fd, int onoff, int seconds);
+int tcpgw_bind_to_device(int fd, const char *ifname);   /* NULL or "" unbinds */
+int tcpgw_set_keepalive(int fd, int enable, int idle_s, int interval_s, int count);
+int tcpgw_set_ttl(int fd, int ttl);
+int tcpgw_so_error(int fd);                             /* pending error (>= 0) */
+int tcpgw_fionread(int fd);
+int tcpgw_tcp_state(int fd);                            /* Linux TCP_* state number */
+int tcpgw_shutdown(int fd, int how);                    /* 0 = rd, 1 = wr, 2 = rdwr */
+
+/* Level/name numbers for the option calls (Swift cannot see some of these macros). */
+int tcpgw_const_sol_socket(void);
+int tcpgw_const_so_reuseaddr(void);
+int tcpgw_const_so_rcvbuf(void);
+int tcpgw_const_so_sndbuf(void);
+int tcpgw_const_ipproto_tcp(void);
+int tcpgw_const_tcp_nodelay(void);
+int tcpgw_const_ipproto_ipv6(void);
+int tcpgw_const_ipv6_v6only(void);
+
+/* epoll, one-shot, for descriptors NIO does not watch */
+int tcpgw_epoll_create(void);
+int tcpgw_epoll_arm(int epfd, int fd, int want_read, int want_write, uint64_t token, int add);
+int tcpgw_epoll_remove(int epfd, int fd);
+int tcpgw_epoll_wait(int epfd, uint64_t *tokens, uint32_t *events, int max, int timeout_ms);
+int tcpgw_eventfd(void);
+int tcpgw_eventfd_signal(int fd);
+int tcpgw_eventfd_drain(int fd);
+uint32_t tcpgw_epoll_readable_mask(void);
+uint32_t tcpgw_epoll_writable_mask(void);
+
+/* errno names: "ECONNREFUSED"; NULL when unknown */
+const char *tcpgw_errno_name(int err);
+const char *tcpgw_errno_message(int err);
+
+/* Closes fd retrying nothing (Linux closes even on EINTR). */
+int tcpgw_close(int fd);
+#endif

@@ -1,0 +1,140 @@
+import CJansson
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Why a byte string is not JSON, with jansson's own explanation.
+public struct JSONParseError: Error, Equatable, CustomStringConvertible {
+    public let message: String
+    public let position: Int
+    public var description: String { "\(message) at byte \(position)" }
+}
+
+/// Parses and prints JSON with jansson. Conversion to `JSONValue` happens once per message;
+/// the hot data frames (`tcp.onData`) bypass this with their own encoder.
+public enum JanssonCodec {
+    /// Parses one JSON text of any type. NUL characters inside strings are allowed (they are
+    /// valid JSON); duplicate keys keep the last value, as most parsers do.
+    public static func parse(_ bytes: UnsafeRawBufferPointer) throws -> JSONValue {
+        var error = json_error_t()
+        let flags = JSON_DECODE_ANY | JSON_ALLOW_NUL
+        guard let base = bytes.baseAddress, bytes.count > 0 else {
+            throw JSONParseError(message: "empty input", position: 0)
+        }
+        guard let root = json_loadb(base.assumingMemoryBound(to: CChar.self), bytes.count, Int(flags), &error) else {
+            let text = withUnsafePointer(to: &error) { String(cString: tcpgw_json_error_text($0)) }
+            throw JSONParseError(message: text, position: Int(error.position))
+        }
+        defer { tcpgw_json_decref(root) }
+        return convert(root)
+    }
+
+    public static func parse(_ bytes: [UInt8]) throws -> JSONValue {
+        try bytes.withUnsafeBytes { try parse($0) }
+    }
+
+    public static func parse(_ text: String) throws -> JSONValue {
+        var text = text
+        return try text.withUTF8 { try parse(UnsafeRawBufferPointer($0)) }
+    }
+
+    private static func convert(_ node: UnsafeMutablePointer<json_t>) -> JSONValue {
+        switch tcpgw_json_typeof(node) {
+        case JSON_OBJECT:
+            var object = JSONObject()
+            var iterator = json_object_iter(node)
+            while let it = iterator {
+                let key = String(cString: json_object_iter_key(it))
+                if let value = json_object_iter_value(it) { object[key] = convert(value) }
+                iterator = json_object_iter_next(node, it)
+            }
+            return .object(object)
+        case JSON_ARRAY:
+            let count = json_array_size(node)
+            var items: [JSONValue] = []
+            items.reserveCapacity(count)
+            for index in 0..<count {
+                if let item = json_array_get(node, index) { items.append(convert(item)) }
+            }
+            return .array(items)
+        case JSON_STRING:
+            let length = json_string_length(node)
+            guard let chars = json_string_value(node) else { return .string("") }
+            let buffer = UnsafeRawBufferPointer(start: chars, count: length)
+            return .string(String(decoding: buffer, as: UTF8.self))
+        case JSON_INTEGER:
+            return .int(Int64(json_integer_value(node)))
+        case JSON_REAL:
+            return .double(json_real_value(node))
+        case JSON_TRUE:
+            return .bool(true)
+        case JSON_FALSE:
+            return .bool(false)
+        default:
+            return .null
+        }
+    }
+
+    /// Builds the jansson tree for `value`. The caller owns the returned reference.
+    private static func build(_ value: JSONValue) -> UnsafeMutablePointer<json_t> {
+        switch value {
+        case .null: return json_null()
+        case .bool(let flag): return flag ? json_true() : json_false()
+        case .int(let number): return json_integer(json_int_t(number))
+        case .double(let number):
+            // jansson refuses NaN and infinities; JSON has no spelling for them either.
+            return number.isFinite ? json_real(number) : json_null()
+        case .string(var text):
+            if text.isEmpty { return json_string("") }
+            return text.withUTF8 { utf8 in
+                utf8.withMemoryRebound(to: CChar.self) { json_stringn_nocheck($0.baseAddress!, $0.count) }
+            }
+        case .array(let items):
+            let array = json_array()!
+            for item in items { json_array_append_new(array, build(item)) }
+            return array
+        case .object(let object):
+            let node = json_object()!
+            for (key, item) in object.members {
+                if key.isEmpty {
+                    json_object_set_new_nocheck(node, "", build(item))
+                    continue
+                }
+                var key = key
+                key.withUTF8 { utf8 in
+                    utf8.withMemoryRebound(to: CChar.self) {
+                        _ = json_object_setn_new_nocheck(node, $0.baseAddress!, $0.count, build(item))
+                    }
+                }
+            }
+            return node
+        }
+    }
+
+    /// Compact JSON text, never containing a raw newline (jansson escapes control characters).
+    public static func serialize(_ value: JSONValue) -> [UInt8] {
+        let root = build(value)
+        defer { tcpgw_json_decref(root) }
+        let flags = JSON_COMPACT | JSON_ENCODE_ANY | JSON_REAL_PRECISION_FLAG
+        let size = json_dumpb(root, nil, 0, Int(flags))
+        var out = [UInt8](repeating: 0, count: size)
+        if size > 0 {
+            _ = out.withUnsafeMutableBytes { json_dumpb(root, $0.baseAddress!.assumingMemoryBound(to: CChar.self), size, Int(flags)) }
+        }
+        return out
+    }
+
+    public static func serializeToString(_ value: JSONValue, pretty: Bool = false) -> String {
+        if !pretty { return String(decoding: serialize(value), as: UTF8.self) }
+        let root = build(value)
+        defer { tcpgw_json_decref(root) }
+        let flags = JSON_INDENT_FLAG_2 | JSON_ENCODE_ANY | JSON_REAL_PRECISION_FLAG
+        guard let text = json_dumps(root, Int(flags)) else { return "null" }
+        defer { free(text) }
+        return String(cString: text)
+    }
+}
+
+/// JSON_REAL_PRECISION(15) and JSON_INDENT(2): function-like macros Swift cannot import.
+private let JSON_REAL_PRECISION_FLAG: Int32 = (15 & 0x1F) << 11
+private let JSON_INDENT_FLAG_2: Int32 = 2 & 0x1F

@@ -1,0 +1,179 @@
+import JSONRPC
+import NIOCore
+
+/// Base64 and hex, written for the data path: jansson's string handling is the slow part of a
+/// large frame, so the bytes are converted here, straight between buffers.
+enum Base64 {
+    private static let alphabet: [UInt8] = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/".utf8)
+    private static let decodeTable: [UInt8] = {
+        var table = [UInt8](repeating: 0xFF, count: 256)
+        for (index, char) in alphabet.enumerated() { table[Int(char)] = UInt8(index) }
+        // The URL-safe alphabet decodes too; it costs nothing.
+        table[Int(UInt8(ascii: "-"))] = 62
+        table[Int(UInt8(ascii: "_"))] = 63
+        return table
+    }()
+
+    static func encodedLength(_ count: Int) -> Int { (count + 2) / 3 * 4 }
+
+    /// Appends the base64 of `input` to `out`.
+    static func encode(_ input: UnsafeRawBufferPointer, into out: inout ByteBuffer) {
+        let length = encodedLength(input.count)
+        out.reserveCapacity(minimumWritableBytes: length)
+        _ = out.writeWithUnsafeMutableBytes(minimumWritableBytes: length) { dest in
+            alphabet.withUnsafeBufferPointer { table in
+                var i = 0
+                var o = 0
+                let n = input.count
+                while i + 3 <= n {
+                    let v = UInt32(input[i]) << 16 | UInt32(input[i + 1]) << 8 | UInt32(input[i + 2])
+                    dest[o] = table[Int(v >> 18)]
+                    dest[o + 1] = table[Int((v >> 12) & 63)]
+                    dest[o + 2] = table[Int((v >> 6) & 63)]
+                    dest[o + 3] = table[Int(v & 63)]
+                    i += 3
+                    o += 4
+                }
+                let rest = n - i
+                if rest > 0 {
+                    let v = UInt32(input[i]) << 16 | (rest > 1 ? UInt32(input[i + 1]) << 8 : 0)
+                    dest[o] = table[Int(v >> 18)]
+                    dest[o + 1] = table[Int((v >> 12) & 63)]
+                    dest[o + 2] = rest > 1 ? table[Int((v >> 6) & 63)] : UInt8(ascii: "=")
+                    dest[o + 3] = UInt8(ascii: "=")
+                    o += 4
+                }
+                return o
+            }
+        }
+    }
+
+    static func encode(_ buffer: ByteBuffer) -> String {
+        var out = ByteBufferAllocator().buffer(capacity: encodedLength(buffer.readableBytes))
+        buffer.withUnsafeReadableBytes { encode($0, into: &out) }
+        return String(buffer: out)
+    }
+
+    /// Decodes base64 (padding optional, whitespace not allowed); nil if it is not base64.
+    static func decode(_ text: String) -> [UInt8]? {
+        var text = text
+        return text.withUTF8 { utf8 -> [UInt8]? in
+            var n = utf8.count
+            while n > 0 && utf8[n - 1] == UInt8(ascii: "=") { n -= 1 }
+            if utf8.count - n > 2 || n % 4 == 1 { return nil }
+            if utf8.count % 4 != 0 && utf8.count != n { return nil }  // padded, but not to a multiple of 4
+            var out = [UInt8](repeating: 0, count: n / 4 * 3 + max(0, n % 4 - 1))
+            let ok = decodeTable.withUnsafeBufferPointer { table -> Bool in
+                out.withUnsafeMutableBufferPointer { dest -> Bool in
+                    var i = 0
+                    var o = 0
+                    while i + 4 <= n {
+                        let a = table[Int(utf8[i])], b = table[Int(utf8[i + 1])]
+                        let c = table[Int(utf8[i + 2])], d = table[Int(utf8[i + 3])]
+                        if (a | b | c | d) & 0xC0 != 0 { return false }
+                        let v = UInt32(a) << 18 | UInt32(b) << 12 | UInt32(c) << 6 | UInt32(d)
+                        dest[o] = UInt8(v >> 16)
+                        dest[o + 1] = UInt8((v >> 8) & 0xFF)
+                        dest[o + 2] = UInt8(v & 0xFF)
+                        i += 4
+                        o += 3
+                    }
+                    let rest = n - i
+                    if rest >= 2 {
+                        let a = table[Int(utf8[i])], b = table[Int(utf8[i + 1])]
+                        let c = rest == 3 ? table[Int(utf8[i + 2])] : 0
+                        if (a | b | c) & 0xC0 != 0 { return false }
+                        let v = UInt32(a) << 18 | UInt32(b) << 12 | UInt32(c) << 6
+                        dest[o] = UInt8(v >> 16)
+                        if rest == 3 { dest[o + 1] = UInt8((v >> 8) & 0xFF) }
+                    }
+                    return true
+                }
+            }
+            return ok ? out : nil
+        }
+    }
+}
+
+enum Hex {
+    private static let digits: [UInt8] = Array("0123456789abcdef".utf8)
+
+    static func encode(_ buffer: ByteBuffer) -> String {
+        var out = [UInt8]()
+        out.reserveCapacity(buffer.readableBytes * 2)
+        buffer.withUnsafeReadableBytes { bytes in
+            for byte in bytes {
+                out.append(digits[Int(byte >> 4)])
+                out.append(digits[Int(byte & 15)])
+            }
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    static func decode(_ text: String) -> [UInt8]? {
+        let utf8 = Array(text.utf8)
+        guard utf8.count % 2 == 0 else { return nil }
+        var out = [UInt8]()
+        out.reserveCapacity(utf8.count / 2)
+        func value(_ c: UInt8) -> UInt8? {
+            switch c {
+            case UInt8(ascii: "0")...UInt8(ascii: "9"): return c - UInt8(ascii: "0")
+            case UInt8(ascii: "a")...UInt8(ascii: "f"): return c - UInt8(ascii: "a") + 10
+            case UInt8(ascii: "A")...UInt8(ascii: "F"): return c - UInt8(ascii: "A") + 10
+            default: return nil
+            }
+        }
+        var i = 0
+        while i < utf8.count {
+            guard let hi = value(utf8[i]), let lo = value(utf8[i + 1]) else { return nil }
+            out.append(hi << 4 | lo)
+            i += 2
+        }
+        return out
+    }
+}
+
+/// The encodings `data` may be given or asked in.
+enum DataEncoding: String {
+    case utf8, base64, hex
+
+    func decode(_ text: String, param: String) throws -> [UInt8] {
+        switch self {
+        case .utf8: return Array(text.utf8)
+        case .base64:
+            guard let bytes = Base64.decode(text) else { throw RPCError.invalidParams("'\(param)' is not valid base64") }
+            return bytes
+        case .hex:
+            guard let bytes = Hex.decode(text) else { throw RPCError.invalidParams("'\(param)' is not valid hex") }
+            return bytes
+        }
+    }
+
+    func encode(_ buffer: ByteBuffer) -> String {
+        switch self {
+        case .utf8: return String(decoding: buffer.readableBytesView, as: UTF8.self)  // invalid bytes → U+FFFD
+        case .base64: return Base64.encode(buffer)
+        case .hex: return Hex.encode(buffer)
+        }
+    }
+}
+
+/// Writes `tcp.onData` notifications without building a JSON tree: the one message whose size
+/// grows with the traffic. Its shape matches what jansson would print for the same object.
+enum DataFrameEncoder {
+    private static let head = Array(#"{"jsonrpc":"2.0","method":"tcp.onData","params":{"handle":"#.utf8)
+    private static let middle = Array(#","data":""#.utf8)
+    private static let tail = Array(#"","encoding":"base64"}}"#.utf8)
+
+    static func onData(handle: Int64, _ data: ByteBuffer) -> ByteBuffer {
+        var out = ByteBufferAllocator().buffer(
+            capacity: head.count + 20 + middle.count + Base64.encodedLength(data.readableBytes) + tail.count + 1)
+        out.writeBytes(head)
+        out.writeString(String(handle))
+        out.writeBytes(middle)
+        data.withUnsafeReadableBytes { Base64.encode($0, into: &out) }
+        out.writeBytes(tail)
+        out.writeInteger(UInt8(0x0A))
+        return out
+    }
+}

@@ -1,0 +1,66 @@
+import Foundation
+import JSONRPC
+
+/// tcp.constants, tcp.list, gateway.info, rpc.discover.
+enum GatewayOperations {
+    static func register(into table: inout [String: Dispatcher.Operation]) {
+        table["tcp.constants"] = { _ in constants }
+        table["tcp.list"] = list
+        table["gateway.info"] = info
+        table["rpc.discover"] = { call in call.session.gateway.catalog.document }
+    }
+
+    /// The seed's constants; IN6ADDR_LINKLOCAL_ALLROUTERS is ff02::2 (the seed's ff01::2 is the
+    /// node-local group).
+    static let constants: JSONValue = {
+        var object: JSONObject = [
+            "AF_INET": 2, "AF_INET6": 10,
+            "INADDR_NONE": "255.255.255.255", "INADDR_LOOPBACK": "127.0.0.1", "INADDR_ANY": "0.0.0.0",
+            "INADDR_BROADCAST": "255.255.255.255", "IN6ADDR_ANY": "::", "IN6ADDR_LOOPBACK": "::1",
+            "IN6ADDR_NODELOCAL_ALLNODES": "ff01::1", "IN6ADDR_LINKLOCAL_ALLNODES": "ff02::1",
+            "IN6ADDR_LINKLOCAL_ALLROUTERS": "ff02::2",
+        ]
+        for state in TCPState.allCases { object["TCP_\(state.name)"] = .int(Int64(state.rawValue)) }
+        return .object(object)
+    }()
+
+    static func list(_ call: Call) throws -> JSONValue? {
+        let session = call.session
+        let entries = session.handles.keys.sorted().compactMap { id -> JSONValue? in
+            switch session.handles[id]! {
+            case .server(let server):
+                return [
+                    "handle": .int(id), "kind": "server", "state": (server.isClosed ? TCPState.closed : .listen).json,
+                    "local": server.local.json, "remote": .null, "flowing": .bool(server.asyncAccepting),
+                    "bytesIn": 0, "bytesOut": 0,
+                ]
+            case .connection(let connection):
+                return [
+                    "handle": .int(id), "kind": "connection", "state": connection.state.json,
+                    "local": connection.local?.json ?? .null, "remote": connection.remote?.json ?? .null,
+                    "flowing": .bool(connection.flowing), "bytesIn": .int(connection.bytesIn),
+                    "bytesOut": .int(connection.bytesOut),
+                ]
+            }
+        }
+        return .array(entries)
+    }
+
+    static func info(_ call: Call) throws -> JSONValue? {
+        let gateway = call.session.gateway
+        let config = gateway.config
+        let uptime = (Date().timeIntervalSince(gateway.startTime) * 1000).rounded() / 1000
+        return [
+            "name": "tcpgw", "version": .string(Gateway.version), "pid": .int(Int64(getpid())),
+            "uptime": .double(uptime), "socket": .string(config.socketPath),
+            "limits": [
+                "maxMessageBytes": .int(Int64(config.maxMessageBytes)),
+                "maxHandlesPerConnection": .int(Int64(gateway.policy.maxHandlesPerConnection)),
+                "maxConnections": .int(Int64(config.maxConnections)),
+                "maxRecvLength": .int(Int64(config.maxRecvLength)),
+                "outboundHighWatermark": .int(Int64(config.outboundHighWatermark)),
+            ],
+            "connections": .int(Int64(gateway.sessionCount)), "handles": .int(Int64(gateway.handleCount)),
+        ]
+    }
+}

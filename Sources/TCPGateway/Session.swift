@@ -1,0 +1,310 @@
+import Foundation
+import CNetShim
+import JSONRPC
+import Logging
+import NIOCore
+
+/// One client of the gateway: its Unix socket connection, the handles it owns, and the
+/// request pipeline framing → JSON-RPC decoding → method dispatch → encoded answers.
+final class Session {
+    enum Handle {
+        case connection(ConnectionHandle)
+        case server(ServerHandle)
+    }
+
+    let id: Int
+    unowned let gateway: Gateway
+    let loop: EventLoop
+    let transport: ClientTransport
+    private var framer: LineFramer
+    private var receivedFDs: [ClientTransport.ReceivedDescriptor] = []
+    private(set) var handles: [Int64: Handle] = [:]
+    private(set) var isClosed = false
+    /// Requests whose answers are still owed; reading pauses when too many are in flight.
+    private var inFlight = 0
+    let peerUID: Int
+    let peerPID: Int
+
+    init(id: Int, gateway: Gateway, fd: Int32) {
+        self.id = id
+        self.gateway = gateway
+        self.loop = gateway.loop
+        self.transport = ClientTransport(
+            fd: fd, monitor: gateway.monitor, highWatermark: gateway.config.outboundHighWatermark)
+        self.framer = LineFramer(maxLineBytes: gateway.config.maxMessageBytes)
+        var uid: Int32 = -1
+        var pid: Int32 = -1
+        _ = tcpgw_peer_uid(fd, &uid, &pid)
+        peerUID = Int(uid)
+        peerPID = Int(pid)
+    }
+
+    func start() {
+        transport.onRead = { [unowned self] bytes, fds in self.received(bytes, fds) }
+        transport.onClose = { [unowned self] in self.closeAll() }
+        transport.onCongestion = { [unowned self] congested in self.congestionChanged(congested) }
+        transport.resumeReading()
+    }
+
+    var isCongested: Bool { transport.congested }
+
+    // MARK: inbound
+
+    private func received(_ bytes: UnsafeRawBufferPointer, _ fds: [ClientTransport.ReceivedDescriptor]) {
+        receivedFDs.append(contentsOf: fds)
+        var frames: [LineFramer.Frame] = []
+        framer.append(bytes, into: &frames)
+        for frame in frames {
+            guard !isClosed else { break }
+            switch frame {
+            case .line(let line, let start, let end):
+                let passed = takeDescriptors(start, end)
+                handleLine(line, passed: passed)
+            case .oversized(let start, let end):
+                for d in takeDescriptors(start, end) where d >= 0 { _ = tcpgw_close(d) }
+                send(RPCResponse.failure(
+                    id: .null,
+                    error: .invalidRequest("message longer than the limit of \(gateway.config.maxMessageBytes) bytes; it was discarded")))
+            }
+        }
+        // Descriptors that came before any complete line stay queued with their offsets.
+        if !isClosed { resumeReadingIfAllowed() }
+    }
+
+    private func takeDescriptors(_ start: UInt64, _ end: UInt64) -> [Int32] {
+        var taken: [Int32] = []
+        receivedFDs.removeAll { d in
+            // A descriptor arrives with the read that holds its bytes; it belongs to the line
+            // that contains (or follows) its offset.
+            if d.offset < end { taken.append(d.fd); return true }
+            return false
+        }
+        _ = start
+        return taken
+    }
+
+    private func resumeReadingIfAllowed() {
+        if !transport.congested && inFlight < gateway.config.maxInFlightRequests {
+            transport.resumeReading()
+        }
+    }
+
+    private func handleLine(_ line: [UInt8], passed: [Int32]) {
+        let message = line.withUnsafeBytes { RPCMessage.decode($0) }
+        var descriptors = passed
+        switch message {
+        case .failure(let error):
+            closeDescriptors(&descriptors)
+            send(RPCResponse.failure(id: .null, error: error))
+        case .single(let entry):
+            inFlight += 1
+            run(entry, descriptors: &descriptors) { [weak self] reply in
+                guard let self else { return }
+                self.inFlight -= 1
+                if let reply { self.send(reply.json, passing: reply.fd) }
+                self.resumeReadingIfAllowed()
+            }
+            closeDescriptors(&descriptors)
+        case .batch(let entries):
+            inFlight += 1
+            var replies = [Reply?](repeating: nil, count: entries.count)
+            var remaining = entries.count
+            for (index, entry) in entries.enumerated() {
+                run(entry, descriptors: &descriptors) { [weak self] reply in
+                    guard let self else { return }
+                    replies[index] = reply
+                    remaining -= 1
+                    guard remaining == 0 else { return }
+                    self.inFlight -= 1
+                    let answered = replies.compactMap { $0 }
+                    // One descriptor at most travels with a line: the batch's first flyAway.
+                    let passing = answered.first(where: { $0.fd != nil })?.fd
+                    for extra in answered.compactMap(\.fd) where extra != passing { _ = tcpgw_close(extra) }
+                    if !answered.isEmpty { self.send(.array(answered.map(\.json)), passing: passing) }
+                    self.resumeReadingIfAllowed()
+                }
+            }
+            closeDescriptors(&descriptors)
+        }
+    }
+
+    private func closeDescriptors(_ descriptors: inout [Int32]) {
+        for d in descriptors where d >= 0 { _ = tcpgw_close(d) }
+        descriptors = []
+    }
+
+    struct Reply {
+        let json: JSONValue
+        let fd: Int32?
+    }
+
+    /// Runs one entry; `done` gets the answer (nil for notifications).
+    private func run(_ entry: RPCEntry, descriptors: inout [Int32], done: @escaping (Reply?) -> Void) {
+        switch entry {
+        case .invalid(let id, let error):
+            done(Reply(json: RPCResponse.failure(id: id, error: error), fd: nil))
+        case .request(let request):
+            let call = Call(session: self, request: request) { result in
+                guard let id = request.id else {
+                    if case .success(let value) = result, let fd = value.fd { _ = tcpgw_close(fd) }
+                    done(nil)
+                    return
+                }
+                switch result {
+                case .success(let value):
+                    done(Reply(json: RPCResponse.success(id: id, result: value.result), fd: value.fd))
+                case .failure(let error):
+                    done(Reply(json: RPCResponse.failure(id: id, error: error), fd: nil))
+                }
+            }
+            if request.method == "tcp.createByFd" {
+                call.passedDescriptors = descriptors
+                descriptors = []
+            }
+            gateway.dispatcher.dispatch(call)
+        }
+    }
+
+    // MARK: outbound
+
+    func send(_ message: JSONValue, passing fd: Int32? = nil) {
+        var bytes = JanssonCodec.serialize(message)
+        bytes.append(0x0A)
+        var buffer = ByteBufferAllocator().buffer(capacity: bytes.count)
+        buffer.writeBytes(bytes)
+        transport.write(buffer, passing: fd)
+    }
+
+    func emit(_ method: String, _ params: JSONValue) {
+        guard !isClosed else { return }
+        send(RPCResponse.notification(method: method, params: params))
+    }
+
+    /// `tcp.onData`, encoded directly: the data path skips building a JSON tree.
+    func emitData(handle: Int64, _ data: ByteBuffer) {
+        guard !isClosed else { return }
+        transport.write(DataFrameEncoder.onData(handle: handle, data))
+    }
+
+    private func congestionChanged(_ congested: Bool) {
+        for case .connection(let connection) in handles.values { connection.applyAutoRead() }
+        if congested {
+            gateway.logger.debug("client \(id) is not reading; pausing its flowing handles")
+        } else {
+            resumeReadingIfAllowed()
+        }
+    }
+
+    // MARK: handles
+
+    func allocateHandleID() throws -> Int64 {
+        if handles.count >= gateway.policy.maxHandlesPerConnection {
+            throw RPCError.limit("this connection already has \(handles.count) handles (maximum \(gateway.policy.maxHandlesPerConnection))")
+        }
+        return gateway.nextHandleID()
+    }
+
+    var canAcceptAsync: Bool { handles.count < gateway.policy.maxHandlesPerConnection }
+
+    func register(_ handle: Handle) {
+        switch handle {
+        case .connection(let c): handles[c.id] = handle
+        case .server(let s): handles[s.id] = handle
+        }
+    }
+
+    func forget(_ id: Int64) { handles[id] = nil }
+
+    func lookup(_ id: Int64) throws -> Handle {
+        guard let handle = handles[id] else { throw RPCError.unknownHandle(id) }
+        return handle
+    }
+
+    func connection(_ id: Int64) throws -> ConnectionHandle {
+        switch try lookup(id) {
+        case .connection(let c): return c
+        case .server: throw RPCError.handleState("handle \(id) is a server; this method needs a connection")
+        }
+    }
+
+    func server(_ id: Int64) throws -> ServerHandle {
+        switch try lookup(id) {
+        case .server(let s): return s
+        case .connection: throw RPCError.handleState("handle \(id) is a connection; this method needs a server")
+        }
+    }
+
+    /// A connection taken by async accepting: adopt it, then tell the client.
+    func adoptAccepted(server: ServerHandle, fd: Int32, remote: SockAddr) {
+        guard let handleID = try? allocateHandleID() else {
+            _ = tcpgw_close(fd)
+            return
+        }
+        let connection = ConnectionHandle(id: handleID, session: self, fd: fd, flowing: true)
+        connection.remote = remote
+        connection.local = SockAddr.local(of: fd)
+        register(.connection(connection))
+        connection.adopt(loop: loop) { [weak self, weak server] result in
+            guard let self, !self.isClosed else { return }
+            switch result {
+            case .success:
+                self.emit("tcp.onAccept", ["handle": .int(server?.id ?? 0), "client": .int(handleID), "remote": remote.json])
+            case .failure(let error):
+                self.forget(handleID)
+                self.gateway.logger.warning("could not adopt an accepted connection: \(error)")
+            }
+        }
+    }
+
+    /// The client went away: every handle it owns is closed.
+    func closeAll() {
+        guard !isClosed else { return }
+        isClosed = true
+        for handle in handles.values {
+            switch handle {
+            case .connection(let c): c.close()
+            case .server(let s): s.close()
+            }
+        }
+        handles.removeAll()
+        for d in receivedFDs where d.fd >= 0 { _ = tcpgw_close(d.fd) }
+        receivedFDs.removeAll()
+        transport.close()
+        gateway.sessionEnded(self)
+    }
+}
+
+/// One request being served: its validated params and the way to answer it.
+final class Call {
+    struct Success {
+        let result: JSONValue
+        let fd: Int32?
+    }
+
+    let session: Session
+    let request: RPCRequest
+    var params = Params(values: JSONObject())
+    var passedDescriptors: [Int32] = []
+    private var completion: ((Result<Success, RPCError>) -> Void)?
+
+    init(session: Session, request: RPCRequest, completion: @escaping (Result<Success, RPCError>) -> Void) {
+        self.session = session
+        self.request = request
+        self.completion = completion
+    }
+
+    func succeed(_ result: JSONValue, passing fd: Int32? = nil) {
+        guard let completion else {
+            if let fd { _ = tcpgw_close(fd) }
+            return
+        }
+        self.completion = nil
+        completion(.success(Success(result: result, fd: fd)))
+    }
+
+    func fail(_ error: Error) {
+        guard let completion else { return }
+        self.completion = nil
+        completion(.failure(error.asRPCError))
+    }
+}

@@ -1,0 +1,97 @@
+import CNetShim
+import JSONRPC
+
+/// An IPv4/IPv6 address and port as the seed spells it: `{domain, addr, port}`.
+struct SockAddr: Equatable {
+    static let inet: Int32 = 2
+    static let inet6: Int32 = 10
+
+    var domain: Int32
+    var addr: String
+    var port: Int
+
+    init(domain: Int32, addr: String, port: Int) {
+        self.domain = domain
+        self.addr = addr
+        self.port = port
+    }
+
+    init(_ raw: tcpgw_sockaddr) {
+        domain = raw.family
+        addr = withUnsafeBytes(of: raw.addr) { bytes in
+            String(decoding: bytes.prefix(while: { $0 != 0 }), as: UTF8.self)
+        }
+        port = Int(raw.port)
+    }
+
+    /// From validated params (`addr` and `port` present; `domain` optional).
+    init(params value: JSONValue) throws {
+        guard case .string(let addr)? = value["addr"] else { throw RPCError.invalidParams("'sockaddr.addr' is required") }
+        let port: Int
+        switch value["port"] {
+        case .int(let p)?: port = Int(p)
+        case .double(let d)?: port = Int(d)
+        default: throw RPCError.invalidParams("'sockaddr.port' is required")
+        }
+        var domain: Int32 = 0
+        switch value["domain"] {
+        case .int(let d)?: domain = Int32(d)
+        case .double(let d)?: domain = Int32(d)
+        default: break
+        }
+        // Check the address text now, so a typo is an invalid param rather than an OS error.
+        var storage = [UInt8](repeating: 0, count: 128)  // room for a sockaddr_storage
+        var len: UInt32 = 0
+        let family = storage.withUnsafeMutableBytes { tcpgw_resolve(domain, addr, Int32(port), $0.baseAddress, &len) }
+        guard family > 0 else {
+            if domain != 0 {
+                throw RPCError.invalidParams("'sockaddr.addr' must be an \(domain == SockAddr.inet6 ? "IPv6" : "IPv4") address literal, got \"\(addr)\"")
+            }
+            throw RPCError.invalidParams("'sockaddr.addr' must be an IPv4 or IPv6 address literal, got \"\(addr)\"")
+        }
+        self.init(domain: family, addr: addr, port: port)
+    }
+
+    var json: JSONValue {
+        ["domain": .int(Int64(domain)), "addr": .string(addr), "port": .int(Int64(port))]
+    }
+
+    static func local(of fd: Int32) -> SockAddr? {
+        var raw = tcpgw_sockaddr()
+        return tcpgw_sockname(fd, &raw) == 0 ? SockAddr(raw) : nil
+    }
+
+    static func remote(of fd: Int32) -> SockAddr? {
+        var raw = tcpgw_sockaddr()
+        return tcpgw_peername(fd, &raw) == 0 ? SockAddr(raw) : nil
+    }
+}
+
+/// TCP states numbered as the seed's lwIP stack numbers them.
+enum TCPState: Int, CaseIterable {
+    case closed = 0, listen, synSent, synRcvd, established, finWait1, finWait2, closeWait, closing, lastAck, timeWait
+
+    var name: String {
+        ["CLOSED", "LISTEN", "SYN_SENT", "SYN_RCVD", "ESTABLISHED", "FIN_WAIT_1", "FIN_WAIT_2",
+         "CLOSE_WAIT", "CLOSING", "LAST_ACK", "TIME_WAIT"][rawValue]
+    }
+
+    var json: JSONValue { ["state": .int(Int64(rawValue)), "name": .string(name)] }
+
+    /// From Linux's TCP_INFO tcpi_state (include/net/tcp_states.h).
+    init(linux: Int32) {
+        switch linux {
+        case 1: self = .established
+        case 2: self = .synSent
+        case 3, 12: self = .synRcvd
+        case 4: self = .finWait1
+        case 5: self = .finWait2
+        case 6: self = .timeWait
+        case 8: self = .closeWait
+        case 9: self = .lastAck
+        case 10: self = .listen
+        case 11: self = .closing
+        default: self = .closed
+        }
+    }
+}

@@ -1,0 +1,241 @@
+import ArgumentParser
+import CNetShim
+import Foundation
+import JSONRPC
+import Logging
+import TCPGateway
+
+@main
+struct TCPGW: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "tcpgw",
+        abstract: "A TCP socket gateway: real TCP sockets, driven as JSON-RPC 2.0 over a Unix socket.",
+        discussion: """
+            Clients connect to the gateway's Unix socket and send newline-delimited JSON-RPC 2.0 \
+            requests such as {"jsonrpc":"2.0","id":1,"method":"tcp.createClient",\
+            "params":{"sockaddr":{"addr":"127.0.0.1","port":6379}}}. The gateway holds the real \
+            sockets under integer handles and pushes tcp.onAccept/onConnect/onData/onEnd/onClose \
+            notifications. `tcpgw schema` prints every method (OpenRPC).
+
+            Default socket: $TCPGW_SOCKET, else $XDG_RUNTIME_DIR/tcpgw.sock, else /tmp/tcpgw-<uid>.sock.
+            """,
+        version: Gateway.version,
+        subcommands: [Serve.self, Call.self, Schema.self, Bridge.self],
+        defaultSubcommand: nil
+    )
+}
+
+struct SocketOption: ParsableArguments {
+    @Option(name: .long, help: "The gateway's Unix socket path (default: see `tcpgw --help`).")
+    var socket: String?
+
+    var path: String { socket ?? GatewayConfig.defaultSocketPath() }
+}
+
+struct Serve: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run the gateway in the foreground until SIGTERM or SIGINT.",
+        discussion: """
+            Listens on the Unix socket (mode 0600). A stale socket file is replaced; a live one \
+            (another gateway answering) or a file that is not a socket is refused. Prints one line \
+            naming the socket when ready. On SIGTERM/SIGINT it stops accepting, closes every \
+            handle, removes the socket file and exits 0.
+            """)
+
+    @OptionGroup var socketOption: SocketOption
+
+    @Option(help: "A JSON policy file limiting what clients may connect to, listen on and do.")
+    var policy: String?
+
+    @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
+    var logLevel: String = "notice"
+
+    @Option(help: "Longest accepted request line, in bytes.")
+    var maxMessageBytes: Int = 16 * 1024 * 1024
+
+    @Option(help: "Most clients connected at once.")
+    var maxConnections: Int = 128
+
+    @Option(help: "Bytes queued for a slow client above which its flowing handles stop reading.")
+    var outboundHighWatermark: Int = 1024 * 1024
+
+    func validate() throws {
+        guard Logger.Level(rawValue: logLevel) != nil else {
+            throw ValidationError("--log-level must be one of trace, debug, info, notice, warning, error, critical")
+        }
+        guard maxMessageBytes >= 1024 else { throw ValidationError("--max-message-bytes must be at least 1024") }
+        guard maxConnections >= 1 else { throw ValidationError("--max-connections must be at least 1") }
+        guard outboundHighWatermark >= 64 * 1024 else {
+            throw ValidationError("--outbound-high-watermark must be at least 65536")
+        }
+    }
+
+    func run() throws {
+        let level = Logger.Level(rawValue: logLevel)!
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        let logger = Logger(label: "tcpgw")
+        var config = GatewayConfig(socketPath: socketOption.path)
+        config.maxMessageBytes = maxMessageBytes
+        config.maxConnections = maxConnections
+        config.outboundHighWatermark = outboundHighWatermark
+        if let policy {
+            do {
+                config.policy = try Policy(file: policy)
+            } catch {
+                FileHandle.standardError.write(Data("tcpgw: \(error)\n".utf8))
+                throw ExitCode(2)
+            }
+        }
+        signal(SIGPIPE, SIG_IGN)
+        let gateway: Gateway
+        do {
+            gateway = try Gateway(config: config, logger: logger)
+            try gateway.start()
+        } catch {
+            FileHandle.standardError.write(Data("tcpgw: \(error)\n".utf8))
+            throw ExitCode(1)
+        }
+        FileHandle.standardError.write(Data("tcpgw: listening on \(config.socketPath)\n".utf8))
+
+        var sources: [DispatchSourceSignal] = []
+        for sig in [SIGTERM, SIGINT] {
+            signal(sig, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+            source.setEventHandler {
+                gateway.shutdown()
+                Foundation.exit(0)
+            }
+            source.resume()
+            sources.append(source)
+        }
+        withExtendedLifetime(sources) { dispatchMain() }
+    }
+}
+
+struct Call: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Send one request to a running gateway and print its answer.",
+        discussion: """
+            Prints the result as JSON and exits 0, or prints the error object and exits 1 \
+            (2 when the gateway cannot be reached). Example:
+              tcpgw call tcp.createServer '{"sockaddr":{"addr":"127.0.0.1","port":0}}'
+            Handles belong to the connection that made them, so they end when `call` exits.
+            """)
+
+    @Argument(help: "Method name, e.g. gateway.info or tcp.constants.")
+    var method: String
+
+    @Argument(help: "Params as JSON: an object (by name) or an array (by position).")
+    var params: String?
+
+    @OptionGroup var socketOption: SocketOption
+
+    func run() throws {
+        var request: JSONObject = ["jsonrpc": "2.0", "id": 1, "method": .string(method)]
+        if let params {
+            do {
+                request["params"] = try JanssonCodec.parse(params)
+            } catch {
+                FileHandle.standardError.write(Data("tcpgw: params are not valid JSON: \(error)\n".utf8))
+                throw ExitCode(2)
+            }
+        }
+        let fd = tcpgw_unix_connect(socketOption.path)
+        guard fd >= 0 else {
+            FileHandle.standardError.write(Data("tcpgw: cannot connect to \(socketOption.path): \(String(cString: strerror(-fd)))\n".utf8))
+            throw ExitCode(2)
+        }
+        defer { close(fd) }
+        var line = JanssonCodec.serialize(.object(request))
+        line.append(0x0A)
+        guard writeAll(fd, line) else {
+            FileHandle.standardError.write(Data("tcpgw: the gateway closed the connection\n".utf8))
+            throw ExitCode(2)
+        }
+        var pending: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 65536)
+        while true {
+            if let newline = pending.firstIndex(of: 0x0A) {
+                let message = Array(pending[..<newline])
+                pending.removeFirst(newline + 1)
+                guard let value = try? JanssonCodec.parse(message) else { continue }
+                if value["id"] == nil { continue }  // an event, not our answer
+                if let result = value["result"] {
+                    print(JanssonCodec.serializeToString(result))
+                    return
+                }
+                print(JanssonCodec.serializeToString(value["error"] ?? .null))
+                throw ExitCode(1)
+            }
+            let n = read(fd, &chunk, chunk.count)
+            if n <= 0 {
+                FileHandle.standardError.write(Data("tcpgw: the gateway closed the connection without answering\n".utf8))
+                throw ExitCode(2)
+            }
+            pending.append(contentsOf: chunk[0..<n])
+        }
+    }
+}
+
+struct Schema: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Print the OpenRPC document describing every method and event.")
+
+    func run() throws {
+        print(Gateway.openRPCDocument)
+    }
+}
+
+struct Bridge: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Connect stdin/stdout to the gateway's socket (for shell clients and SSH forwarding).",
+        discussion: """
+            Copies stdin to the gateway and the gateway's lines to stdout until the gateway \
+            closes the connection. When stdin ends, the write side is shut down and the gateway \
+            ends the session (closing its handles).
+            """)
+
+    @OptionGroup var socketOption: SocketOption
+
+    func run() throws {
+        let fd = tcpgw_unix_connect(socketOption.path)
+        guard fd >= 0 else {
+            FileHandle.standardError.write(Data("tcpgw: cannot connect to \(socketOption.path): \(String(cString: strerror(-fd)))\n".utf8))
+            throw ExitCode(2)
+        }
+        signal(SIGPIPE, SIG_IGN)
+        let upstream = Thread {
+            var buffer = [UInt8](repeating: 0, count: 65536)
+            while true {
+                let n = read(0, &buffer, buffer.count)
+                if n < 0 && errno == EINTR { continue }
+                if n <= 0 { break }
+                if !writeAll(fd, Array(buffer[0..<n])) { break }
+            }
+            _ = tcpgw_shutdown(fd, 1)
+        }
+        upstream.start()
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let n = read(fd, &buffer, buffer.count)
+            if n < 0 && errno == EINTR { continue }
+            if n <= 0 { break }
+            if !writeAll(1, Array(buffer[0..<n])) { break }
+        }
+        Foundation.exit(0)
+    }
+}
+
+func writeAll(_ fd: Int32, _ bytes: [UInt8]) -> Bool {
+    var offset = 0
+    while offset < bytes.count {
+        let n = bytes[offset...].withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+        if n < 0 && errno == EINTR { continue }
+        if n <= 0 { return false }
+        offset += n
+    }
+    return true
+}

@@ -1,0 +1,498 @@
+"""asyncio flavour of the tcpgw client: the same API as :mod:`tcpgw`, as coroutines.
+
+>>> gw = await tcpgw.aio.connect()
+>>> srv = await gw.createServer(tcpgw.sockaddr("127.0.0.1", 0))
+>>> conn = await gw.createClient(("127.0.0.1", (await srv.sockName())["port"]))
+>>> async for ev in (await srv.accept()).events(): ...
+
+No threads: the connection is read with ``loop.add_reader``. Listener callbacks (``on``,
+and the callbacks of ``createClient(addr, cb)`` / ``accept(None, cb)``) run in the event
+loop as soon as their event arrives (or, for events queued before the listener was
+attached, right after attaching); a callback may be a coroutine function, whose coroutine
+is run as a task. Differences from the threaded client: ``sockFd`` is a coroutine method
+(``await conn.sockFd()``), and there is no ``poll``: the loop delivers events.
+"""
+from __future__ import annotations
+
+import asyncio
+import inspect
+import os
+import socket
+from typing import Any, AsyncIterator, Callable, Mapping, MutableMapping, Optional, Sequence, Set, Tuple, Union
+
+from . import _generated as gen
+from ._errors import ConnectionClosedError, ProtocolError
+from ._sync import FlyAwaySocket, _fly_away_socket
+from ._wire import (
+    Answer,
+    ErrorObject,
+    Event,
+    HandleState,
+    Listener,
+    SendData,
+    Session,
+    SockAddr,
+    default_socket_path,
+    drop_none,
+    normalize_sockaddr,
+    recv_result,
+    schema_doc,
+    send_params,
+)
+
+__all__ = ["connect", "Gateway", "Tcp", "FlyAwaySocket"]
+
+_READ_SIZE = 256 * 1024
+_MAX_FDS_PER_READ = 16
+
+
+class Tcp(gen._AsyncTcpMethods):
+    """A gateway handle (asyncio): the seed's methods as coroutines.
+
+    Same attributes as :class:`tcpgw.Tcp` (``handle``, ``kind``, ``local``, ``remote``,
+    ``connect_error``, ``closed``). ``async with`` closes the handle.
+    """
+
+    def __init__(self, gateway: "Gateway", handle: int, kind: str) -> None:
+        self._gw = gateway
+        self.handle = handle
+        self.kind = kind
+        self.local: Optional[SockAddr] = None
+        self.remote: Optional[SockAddr] = None
+        self.connect_error: Optional[ErrorObject] = None
+        self._state = HandleState()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._state.gone else "open"
+        return f"<tcpgw.aio.Tcp handle={self.handle} kind={self.kind} {state} local={self.local} remote={self.remote}>"
+
+    async def __aenter__(self) -> "Tcp":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    @property
+    def closed(self) -> bool:
+        """Whether the handle is gone: closed, flown away, reported closed, or the connection ended."""
+        return self._state.gone
+
+    @property
+    def gateway(self) -> "Gateway":
+        """The :class:`Gateway` connection this handle belongs to."""
+        return self._gw
+
+    async def _invoke(self, method: str, params: Mapping[str, Any]) -> Any:
+        return (await self._gw._call_answer(method, {"handle": self.handle, **params})).value
+
+    # -- events ---------------------------------------------------------------------------
+    def on(self, name: str, fn: Listener) -> "Tcp":
+        """Attach a listener (same names and arguments as :meth:`tcpgw.Tcp.on`); returns ``self``.
+
+        Runs in the event loop; a coroutine function's coroutine runs as a task. Events
+        queued before attaching are delivered right after.
+        """
+        self._state.add_listener(name, fn, once=False)
+        self._gw._schedule_pump()
+        return self
+
+    def once(self, name: str, fn: Listener) -> "Tcp":
+        """Like :meth:`on`, but the listener is removed after its first call."""
+        self._state.add_listener(name, fn, once=True)
+        self._gw._schedule_pump()
+        return self
+
+    def off(self, name: str, fn: Listener) -> bool:
+        """Remove a listener; returns whether it was attached."""
+        return self._state.remove_listener(name, fn)
+
+    def queued(self) -> Tuple[Event, ...]:
+        """A snapshot of this handle's events not yet delivered or taken, oldest first."""
+        return tuple(self._state.queue)
+
+    async def next_event(self, timeout: Optional[float] = None) -> Optional[Event]:
+        """Take this handle's oldest queued event, waiting up to ``timeout`` seconds.
+
+        ``None`` on timeout or when no event can come any more.
+        """
+        return await self._gw._next_event(self, timeout)
+
+    async def events(self, timeout: Optional[float] = None) -> AsyncIterator[Event]:
+        """``async for ev in conn.events(): ...`` — this handle's events in arrival order.
+
+        Stops after the ``"close"`` event, when the handle or connection is closed, or after
+        ``timeout`` seconds without an event (if given). Listeners are bypassed.
+        """
+        while True:
+            event = await self.next_event(timeout)
+            if event is None:
+                return
+            yield event
+            if event.name == "close":
+                return
+
+    # -- seed methods with Python-specific shapes -----------------------------------------
+    @schema_doc("tcp.sockFd")
+    async def sockFd(self) -> int:
+        """The descriptor number inside the gateway (a coroutine here; a property in the threaded client)."""
+        return int(await self._invoke("tcp.sockFd", {}))
+
+    @schema_doc("tcp.accept")
+    async def accept(
+        self,
+        remoteAddr: Optional[MutableMapping[str, Any]] = None,
+        timeout: Union[int, None, Callable[..., Any]] = None,
+    ) -> Optional["Tcp"]:
+        """As :meth:`tcpgw.Tcp.accept`: ``await srv.accept(remoteAddr=None, timeout=None)`` or
+        ``await srv.accept(None, callback)`` (callback(newTcp, remoteAddr) per connection)."""
+        if callable(timeout):
+            self.on("accept", timeout)
+            try:
+                await self._invoke("tcp.accept", {"async": True})
+            except BaseException:
+                self.off("accept", timeout)
+                raise
+            return None
+        answer = await self._gw._call_answer("tcp.accept", drop_none(handle=self.handle, timeout=timeout))
+        new: Tcp = answer.handle_obj
+        if remoteAddr is not None and new.remote is not None:
+            remoteAddr.clear()
+            remoteAddr.update(new.remote)
+        return new
+
+    @schema_doc("tcp.send")
+    async def send(
+        self,
+        data: SendData,
+        *args: Optional[int],
+        offset: Optional[int] = None,
+        length: Optional[int] = None,
+        timeout: Optional[int] = None,
+    ) -> int:
+        """As :meth:`tcpgw.Tcp.send` (same data types and seed argument forms)."""
+        return int(await self._invoke("tcp.send", send_params(data, args, offset, length, timeout)))
+
+    @schema_doc("tcp.sendto")
+    async def sendto(
+        self,
+        remoteAddr: Any,
+        data: SendData,
+        *args: Optional[int],
+        offset: Optional[int] = None,
+        length: Optional[int] = None,
+        timeout: Optional[int] = None,
+    ) -> int:
+        """As :meth:`send`; ``remoteAddr`` is ignored, as in the seed."""
+        return int(await self._invoke("tcp.sendto", send_params(data, args, offset, length, timeout)))
+
+    @schema_doc("tcp.recv")
+    async def recv(self, length: int = 65536, timeout: Optional[int] = None) -> bytes:
+        """As :meth:`tcpgw.Tcp.recv`: up to ``length`` bytes, ``b""`` at end of stream."""
+        data, _eof = recv_result(await self._invoke("tcp.recv", drop_none(length=length, timeout=timeout, encoding="base64")))
+        return data
+
+    @schema_doc("tcp.recv")
+    async def recv_into(self, buffer: Any, offset: int = 0, length: Optional[int] = None, timeout: Optional[int] = None) -> int:
+        """As :meth:`tcpgw.Tcp.recv_into`: fills ``buffer[offset:]``, returns the count (0 at EOF)."""
+        view = memoryview(buffer).cast("B")
+        if offset < 0 or offset > len(view):
+            raise ValueError(f"offset {offset} outside the buffer (size {len(view)})")
+        room = len(view) - offset
+        want = room if length is None else length
+        if want < 0 or want > room:
+            raise ValueError(f"length {want} does not fit the buffer after offset {offset} ({room} bytes)")
+        if want == 0:
+            return 0
+        data = await self.recv(want, timeout)
+        view[offset:offset + len(data)] = data
+        return len(data)
+
+    @schema_doc("tcp.recvfrom")
+    async def recvfrom(self, length: int = 65536, timeout: Optional[int] = None) -> Tuple[bytes, Optional[SockAddr]]:
+        """As :meth:`tcpgw.Tcp.recvfrom`: ``(data, remoteAddr)``."""
+        result = await self._invoke("tcp.recvfrom", drop_none(length=length, timeout=timeout, encoding="base64"))
+        data, _eof = recv_result(result)
+        return data, result.get("remote")
+
+    @schema_doc("tcp.getState")
+    async def getState(self) -> int:
+        """The TCP state as a :class:`tcpgw.TcpState` (an ``int``)."""
+        result = await self._invoke("tcp.getState", {})
+        number = result["state"] if isinstance(result, Mapping) else result
+        try:
+            return gen.TcpState(number)
+        except ValueError:
+            return int(number)
+
+    @schema_doc("tcp.error")
+    async def error(self) -> int:
+        """The pending socket error number (0 if none), cleared."""
+        result = await self._invoke("tcp.error", {})
+        return int(result.get("errnoNumber", 0) if isinstance(result, Mapping) else result)
+
+    @schema_doc("tcp.close")
+    async def close(self) -> None:
+        """Close the handle. Idempotent."""
+        if self._state.gone:
+            return
+        try:
+            await self._invoke("tcp.close", {})
+        except (gen.UnknownHandleError, ConnectionClosedError):
+            pass  # gone either way
+        finally:
+            self._gw._drop(self)
+
+    @schema_doc("tcp.flyAway")
+    async def flyAway(self) -> FlyAwaySocket:
+        """As :meth:`tcpgw.Tcp.flyAway`: a real blocking socket with ``buffered`` and ``eof``."""
+        answer = await self._gw._call_answer("tcp.flyAway", {"handle": self.handle})
+        self._gw._drop(self)
+        if answer.fd is None:
+            raise gen.DescriptorError(-32006, "the gateway's flyAway answer carried no descriptor")
+        return _fly_away_socket(answer.fd, answer.value)
+
+
+class Gateway(gen._AsyncGatewayMethods):
+    """An asyncio connection to the gateway. Make one with :func:`connect`; ``async with`` closes it."""
+
+    def __init__(self, sock: socket.socket, path: str, loop: asyncio.AbstractEventLoop) -> None:
+        self.path = path
+        self._sock = sock
+        self._loop = loop
+        self._session = Session(lambda handle, kind: Tcp(self, handle, kind))
+        self._write_lock = asyncio.Lock()
+        self._dead = False
+        self._changed: "asyncio.Future[None]" = loop.create_future()
+        self._pump_scheduled = False
+        self._tasks: Set["asyncio.Task[Any]"] = set()
+        self._closed_future: "asyncio.Future[None]" = loop.create_future()
+        loop.add_reader(sock.fileno(), self._on_readable)
+
+    def __repr__(self) -> str:
+        return f"<tcpgw.aio.Gateway path={self.path!r} {'closed' if self._dead else 'open'}>"
+
+    async def __aenter__(self) -> "Gateway":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    @property
+    def closed(self) -> bool:
+        """Whether the connection has ended."""
+        return self._dead
+
+    # -- input ----------------------------------------------------------------------------
+    def _on_readable(self) -> None:
+        try:
+            data, fds, _flags, _addr = socket.recv_fds(self._sock, _READ_SIZE, _MAX_FDS_PER_READ, socket.MSG_CMSG_CLOEXEC)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._lost(exc)
+            return
+        if not data:
+            for fd in fds:
+                os.close(fd)
+            self._lost(None)
+            return
+        try:
+            answers, touched = self._session.feed(data, fds)
+        except ProtocolError as exc:
+            self._lost(exc)
+            return
+        for answer in answers:
+            future: "asyncio.Future[Answer]" = answer.token
+            if future.done():
+                if answer.fd is not None:
+                    os.close(answer.fd)  # its caller was cancelled
+                continue
+            if answer.error is not None:
+                future.set_exception(answer.error)
+            else:
+                future.set_result(answer)
+        if touched:
+            self._notify()
+            self._schedule_pump()
+
+    def _notify(self) -> None:
+        if not self._changed.done():
+            self._changed.set_result(None)
+        self._changed = self._loop.create_future()
+
+    def _lost(self, failure: Optional[BaseException]) -> None:
+        """No more input: fail waiting calls, end iterators, release descriptors."""
+        if self._dead:
+            return
+        self._dead = True
+        self._loop.remove_reader(self._sock.fileno())
+        reason = "connection to the gateway closed" if failure is None else f"connection to the gateway lost: {failure}"
+        for pending in list(self._session.pending.values()):
+            future = pending.token
+            if future is not None and not future.done():
+                future.set_exception(ConnectionClosedError(reason))
+        self._session.pending.clear()
+        for obj in list(self._session.handles.values()):
+            self._session.drop_handle(obj)
+        for fd in self._session.leftover_fds():
+            os.close(fd)
+        self._sock.close()
+        self._notify()
+        if not self._closed_future.done():
+            self._closed_future.set_result(None)
+
+    # -- listeners ------------------------------------------------------------------------
+    def _schedule_pump(self) -> None:
+        if not self._pump_scheduled:
+            self._pump_scheduled = True
+            self._loop.call_soon(self._pump)
+
+    def _pump(self) -> None:
+        self._pump_scheduled = False
+        while True:
+            item = self._session.next_deliverable()
+            if item is None:
+                return
+            event, listeners = item
+            for fn in listeners:
+                try:
+                    result = fn(*event.listener_args())
+                    if inspect.isawaitable(result):
+                        task = asyncio.ensure_future(result)
+                        self._tasks.add(task)
+                        task.add_done_callback(self._tasks.discard)
+                except Exception as exc:  # a listener's bug must not stop delivery to the others
+                    self._loop.call_exception_handler(
+                        {"message": f"tcpgw listener for {event.name!r} raised", "exception": exc, "event": event}
+                    )
+
+    async def _next_event(self, obj: Tcp, timeout: Optional[float]) -> Optional[Event]:
+        deadline = None if timeout is None else self._loop.time() + timeout
+        while True:
+            event = self._session.take_event(obj)
+            if event is not None:
+                return event
+            if obj._state.gone or self._dead:
+                return None
+            remaining = None if deadline is None else deadline - self._loop.time()
+            if remaining is not None and remaining <= 0:
+                return None
+            try:
+                await asyncio.wait_for(asyncio.shield(self._changed), remaining)
+            except asyncio.TimeoutError:
+                return None
+
+    # -- output ---------------------------------------------------------------------------
+    async def _wait_writable(self) -> None:
+        future: "asyncio.Future[None]" = self._loop.create_future()
+        fd = self._sock.fileno()
+        self._loop.add_writer(fd, lambda: future.done() or future.set_result(None))
+        try:
+            await future
+        finally:
+            self._loop.remove_writer(fd)
+
+    async def _send_line(self, line: bytes, fds: Sequence[int]) -> None:
+        async with self._write_lock:
+            if not fds:
+                await self._loop.sock_sendall(self._sock, line)
+                return
+            while True:
+                try:
+                    # The descriptor rides on the first bytes of the request's line.
+                    sent = socket.send_fds(self._sock, [line], list(fds))
+                    break
+                except (BlockingIOError, InterruptedError):
+                    await self._wait_writable()
+            if sent < len(line):
+                await self._loop.sock_sendall(self._sock, line[sent:])
+
+    async def _call_answer(self, method: str, params: Mapping[str, Any], fds: Sequence[int] = ()) -> Answer:
+        if self._dead:
+            raise ConnectionClosedError("connection to the gateway is closed")
+        future: "asyncio.Future[Answer]" = self._loop.create_future()
+        request_id, line = self._session.request(method, params, future)
+        try:
+            await self._send_line(line, fds)
+        except OSError as exc:
+            self._session.forget(request_id)
+            raise ConnectionClosedError(f"cannot write to the gateway: {exc}") from exc
+        except BaseException:
+            self._session.forget(request_id)
+            raise
+        try:
+            return await future
+        except asyncio.CancelledError:
+            self._session.forget(request_id)
+            raise
+
+    async def _invoke(self, method: str, params: Mapping[str, Any]) -> Any:
+        return (await self._call_answer(method, params)).value
+
+    def _drop(self, obj: Tcp) -> None:
+        self._session.drop_handle(obj)
+        self._notify()
+
+    # -- lifecycle ------------------------------------------------------------------------
+    async def close(self) -> None:
+        """Close the connection (the gateway closes every handle it owns). Idempotent."""
+        self._lost(None)
+        if self._tasks:
+            # Listener tasks may be waiting on calls that just failed; let them finish.
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    async def wait_closed(self) -> None:
+        """Wait until the connection ends (closed here or by the gateway)."""
+        await asyncio.shield(self._closed_future)
+
+    # -- module functions of the seed ------------------------------------------------------
+    @schema_doc("tcp.createServer")
+    async def createServer(
+        self,
+        sockaddr: Union[Mapping[str, Any], tuple],
+        backlog: int = 5,
+        dev: Optional[str] = None,
+        *,
+        ipv6Only: Optional[bool] = None,
+    ) -> Tcp:
+        """As :meth:`tcpgw.Gateway.createServer`."""
+        params = drop_none(sockaddr=dict(normalize_sockaddr(sockaddr)), backlog=backlog, dev=dev, ipv6Only=ipv6Only)
+        return (await self._call_answer("tcp.createServer", params)).handle_obj
+
+    @schema_doc("tcp.createClient")
+    async def createClient(
+        self,
+        sockaddr: Union[Mapping[str, Any], tuple],
+        timeout: Union[int, None, Callable[..., Any]] = None,
+    ) -> Tcp:
+        """As :meth:`tcpgw.Gateway.createClient`: ``await gw.createClient(addr, timeout=None)``
+        or ``await gw.createClient(addr, callback)`` (callback(tcp, remoteAddr), remoteAddr None on failure)."""
+        addr = dict(normalize_sockaddr(sockaddr))
+        if callable(timeout):
+            obj: Tcp = (await self._call_answer("tcp.createClient", {"sockaddr": addr, "async": True})).handle_obj
+            obj.once("connect", timeout)
+            return obj
+        return (await self._call_answer("tcp.createClient", drop_none(sockaddr=addr, timeout=timeout))).handle_obj
+
+    @schema_doc("tcp.createByFd")
+    async def createByFd(self, sockFd: Union[int, socket.socket]) -> Tcp:
+        """As :meth:`tcpgw.Gateway.createByFd`: the descriptor travels with SCM_RIGHTS."""
+        fd = sockFd.fileno() if isinstance(sockFd, socket.socket) else int(sockFd)
+        if fd < 0:
+            raise ValueError("createByFd needs an open descriptor")
+        return (await self._call_answer("tcp.createByFd", {"sockFd": fd}, fds=[fd])).handle_obj
+
+
+async def connect(path: Optional[str] = None) -> Gateway:
+    """Connect to the gateway (default path as the server's: ``$TCPGW_SOCKET``, else
+    ``$XDG_RUNTIME_DIR/tcpgw.sock``, else ``/tmp/tcpgw-<uid>.sock``)."""
+    loop = asyncio.get_running_loop()
+    target = path if path is not None else default_socket_path()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.setblocking(False)
+    try:
+        await loop.sock_connect(sock, target)
+    except BaseException:
+        sock.close()
+        raise
+    return Gateway(sock, target, loop)

@@ -1,0 +1,78 @@
+"""Contract §4: flowing data is flow-controlled. A client that stops reading its unix socket makes
+the gateway stop reading from the peer; memory stays bounded; nothing is lost or reordered."""
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import threading
+import time
+
+from conftest import Gateway, accepted_pair
+from wire import Wire, decode
+
+TOTAL = int(os.environ.get("TCPGW_FLOW_MB", "192")) * 1024 * 1024  # must dwarf the 200 MB bound's slack
+BLOCK = 1 << 20
+STALL_S = 2.0
+MAX_GROWTH_KB = 200 * 1024
+
+
+def _blocks() -> list[bytes]:
+    """A few random 1 MiB blocks; each sent block gets its index stamped in, so reordering shows."""
+    rnd = os.urandom(4 * BLOCK)
+    return [rnd[i * BLOCK:(i + 1) * BLOCK] for i in range(4)]
+
+
+def test_stalled_client_bounds_memory_and_loses_nothing(gw: Gateway, wire: Wire) -> None:
+    _srv, h, peer = accepted_pair(wire, "127.0.0.1")
+    blocks = _blocks()
+    sent_hash = hashlib.sha256()
+    sent = [0]
+    failure: list[BaseException] = []
+
+    def fast_peer() -> None:
+        peer.settimeout(120)
+        try:
+            for i in range(TOTAL // BLOCK):
+                b = i.to_bytes(8, "big") + blocks[i % 4][8:]
+                sent_hash.update(b)
+                peer.sendall(b)
+                sent[0] += len(b)
+            peer.shutdown(socket.SHUT_WR)
+        except BaseException as e:  # reported by the main thread
+            failure.append(e)
+
+    rss0 = gw.rss_kb()
+    t = threading.Thread(target=fast_peer, daemon=True)
+    t.start()
+    # The client does not read its unix socket at all for STALL_S seconds.
+    peak = rss0
+    deadline = time.monotonic() + STALL_S
+    while time.monotonic() < deadline:
+        peak = max(peak, gw.rss_kb())
+        time.sleep(0.05)
+    sent_during_stall = sent[0]
+    peak = max(peak, gw.rss_kb())
+    assert peak - rss0 < MAX_GROWTH_KB, f"gateway RSS grew {(peak - rss0) // 1024} MB while the client stalled"
+    # Backpressure reached the peer: it could not push everything while nobody read.
+    assert sent_during_stall < TOTAL, "peer sent everything during the stall: no backpressure"
+
+    got_hash = hashlib.sha256()
+    got = 0
+    deadline = time.monotonic() + 150
+    while got < TOTAL:
+        left = deadline - time.monotonic()
+        assert left > 0, f"only {got}/{TOTAL} bytes arrived"
+        m = wire.wait_event("tcp.onData", h, timeout=min(left, 30))
+        d = decode(m.params)
+        got_hash.update(d)
+        got += len(d)
+        if got % (16 * BLOCK) < len(d):
+            peak = max(peak, gw.rss_kb())
+    wire.wait_event("tcp.onEnd", h, timeout=10)
+    t.join(10)
+    assert not failure, failure
+    assert got == TOTAL == sent[0]
+    assert got_hash.hexdigest() == sent_hash.hexdigest(), "bytes corrupted or reordered"
+    assert peak - rss0 < MAX_GROWTH_KB, f"gateway RSS grew {(peak - rss0) // 1024} MB while draining"
+    peer.close()
