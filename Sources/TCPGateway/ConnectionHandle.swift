@@ -38,6 +38,8 @@ final class ConnectionHandle {
     private var nextRecvID: UInt64 = 1
     private var readInFlight = false
     private(set) var closedByClient = false
+    /// Closed by the client's own shutdown("rw"): no event, the handle stays until tcp.close.
+    private var keepAfterClose = false
     private var pendingError: Int32? = nil
     var connectTimeout: Scheduled<Void>?
     var onConnected: ((Result<Void, Error>) -> Void)?
@@ -120,7 +122,7 @@ final class ConnectionHandle {
         phase = .closed
         channel = nil
         failRecvs(pendingError.map { SystemError(errno: $0, syscall: "recv").rpcError } ?? .handleState("handle \(id) was closed"))
-        if !wasClient {
+        if !wasClient && !keepAfterClose {
             var params: JSONObject = ["handle": .int(id)]
             if let err = pendingError { params["error"] = Errno.json(err) }
             session.forget(id)
@@ -128,10 +130,11 @@ final class ConnectionHandle {
         }
     }
 
+    /// Both directions are done: release the socket. With the peer's FIN involved the client
+    /// learns of it through tcp.onClose; after its own shutdown("rw") the handle stays, closed,
+    /// until tcp.close.
     private func finishBothDirections(peerWasLast: Bool) {
-        // Both directions are done: release the socket. The client learns of it through
-        // tcp.onClose when the peer's FIN came last, or through its own shutdown's answer.
-        if !peerWasLast { closedByClient = true }
+        if !peerWasLast { keepAfterClose = true }
         channel?.close(promise: nil)
     }
 
@@ -307,8 +310,14 @@ final class ConnectionHandle {
             drainWrites {
                 if self.phase == .open { _ = tcpgw_shutdown(self.fd, 1) }
                 doRead()
-                if self.eof || self.inputShut { self.finishBothDirections(peerWasLast: false) }
                 complete(.success(()))
+                // Our FIN after the peer's: both directions are done, which the contract reports
+                // as tcp.onClose whichever side finished first. After our own "r", it is ours.
+                if self.eof && !self.inputShut {
+                    self.finishBothDirections(peerWasLast: true)
+                } else if self.inputShut {
+                    self.finishBothDirections(peerWasLast: false)
+                }
             }
         } else {
             doRead()
