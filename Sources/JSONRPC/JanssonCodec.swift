@@ -21,12 +21,64 @@ public enum JanssonCodec {
         guard let base = bytes.baseAddress, bytes.count > 0 else {
             throw JSONParseError(message: "empty input", position: 0)
         }
+        // A raw NUL byte is never valid JSON, but jansson 2.14 silently accepts one right after a
+        // top-level number or literal ("1\0" parses as 1), so refuse it before jansson sees it.
+        if let nul = memchr(base, 0, bytes.count) {
+            throw JSONParseError(message: "raw NUL byte", position: base.distance(to: UnsafeRawPointer(nul)))
+        }
         guard let root = json_loadb(base.assumingMemoryBound(to: CChar.self), bytes.count, Int(flags), &error) else {
             let text = withUnsafePointer(to: &error) { String(cString: tcpgw_json_error_text($0)) }
+            // jansson stops at integers beyond 64 bits, which are valid JSON. Read them as
+            // reals instead (a rare, slow path), so such a value is judged by the schema.
+            if text.hasPrefix("too big integer"), let widened = widenHugeIntegers(bytes) {
+                return try widened.withUnsafeBytes { try parse($0) }
+            }
             throw JSONParseError(message: text, position: Int(error.position))
         }
         defer { tcpgw_json_decref(root) }
         return convert(root)
+    }
+
+    /// The text with ".0" after every integer literal of more than 18 digits (outside strings);
+    /// nil when there is none.
+    static func widenHugeIntegers(_ bytes: UnsafeRawBufferPointer) -> [UInt8]? {
+        var out: [UInt8] = []
+        out.reserveCapacity(bytes.count + 16)
+        var inString = false
+        var escaped = false
+        var changed = false
+        var i = 0
+        let isDigit = { (c: UInt8) in c >= 0x30 && c <= 0x39 }
+        while i < bytes.count {
+            let c = bytes[i]
+            if inString {
+                out.append(c)
+                if escaped { escaped = false } else if c == 0x5C { escaped = true } else if c == 0x22 { inString = false }
+                i += 1
+                continue
+            }
+            if c == 0x22 {
+                inString = true
+                out.append(c)
+                i += 1
+                continue
+            }
+            if isDigit(c) || c == 0x2D {
+                var j = i + 1
+                while j < bytes.count, isDigit(bytes[j]) { j += 1 }
+                out.append(contentsOf: bytes[i..<j])
+                let isInteger = j >= bytes.count || ![0x2E, 0x65, 0x45].contains(bytes[j])
+                if isInteger && j - i > 18 {
+                    out.append(contentsOf: [0x2E, 0x30])
+                    changed = true
+                }
+                i = j
+                continue
+            }
+            out.append(c)
+            i += 1
+        }
+        return changed ? out : nil
     }
 
     public static func parse(_ bytes: [UInt8]) throws -> JSONValue {
@@ -121,6 +173,28 @@ public enum JanssonCodec {
         if size > 0 {
             _ = out.withUnsafeMutableBytes { json_dumpb(root, $0.baseAddress!.assumingMemoryBound(to: CChar.self), size, Int(flags)) }
         }
+        return escapingLineSeparators(out)
+    }
+
+    /// jansson escapes control characters but writes U+2028/U+2029 raw; line readers that decode
+    /// text (Python's splitlines, older JavaScript) treat those as line ends, so escape them as
+    /// Go's encoding/json does. E2 80 A8/A9 can only occur inside a string literal here, and E2 is
+    /// a UTF-8 lead byte, so the match never straddles another character.
+    private static func escapingLineSeparators(_ bytes: [UInt8]) -> [UInt8] {
+        guard bytes.contains(0xE2) else { return bytes }
+        var out: [UInt8] = []
+        out.reserveCapacity(bytes.count + 16)
+        var index = 0
+        while index < bytes.count {
+            if bytes[index] == 0xE2, index + 2 < bytes.count, bytes[index + 1] == 0x80,
+               bytes[index + 2] == 0xA8 || bytes[index + 2] == 0xA9 {
+                out.append(contentsOf: bytes[index + 2] == 0xA8 ? Array("\\u2028".utf8) : Array("\\u2029".utf8))
+                index += 3
+            } else {
+                out.append(bytes[index])
+                index += 1
+            }
+        }
         return out
     }
 
@@ -135,6 +209,9 @@ public enum JanssonCodec {
     }
 }
 
-/// JSON_REAL_PRECISION(15) and JSON_INDENT(2): function-like macros Swift cannot import.
-private let JSON_REAL_PRECISION_FLAG: Int32 = (15 & 0x1F) << 11
+/// JSON_REAL_PRECISION(17) and JSON_INDENT(2): function-like macros Swift cannot import.
+/// 17 significant digits, not 15: with 15 a double id was not echoed as the same number
+/// (0.1 + 0.2 came back as 0.3) and Double.greatestFiniteMagnitude printed as 1.79769313486232e308,
+/// which overflows and no longer parses. 17 is the fewest digits that always round-trip.
+private let JSON_REAL_PRECISION_FLAG: Int32 = (17 & 0x1F) << 11
 private let JSON_INDENT_FLAG_2: Int32 = 2 & 0x1F

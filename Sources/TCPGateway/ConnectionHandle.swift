@@ -121,7 +121,7 @@ final class ConnectionHandle {
         let wasClient = closedByClient
         phase = .closed
         channel = nil
-        failRecvs(pendingError.map { SystemError(errno: $0, syscall: "recv").rpcError } ?? .handleState("handle \(id) was closed"))
+        failRecvs(pendingError.map { SystemError(errno: $0, syscall: "recv").rpcError } ?? .unknownHandle(id))
         if !wasClient && !keepAfterClose {
             var params: JSONObject = ["handle": .int(id)]
             if let err = pendingError { params["error"] = Errno.json(err) }
@@ -141,7 +141,15 @@ final class ConnectionHandle {
     // MARK: recv
 
     func recv(length: Int, timeoutMS: Int?, complete: @escaping (Result<(ByteBuffer, Bool), RPCError>) -> Void) {
-        if buffered.readableBytes > 0 || eof || inputShut || phase != .open {
+        if phase == .connecting {
+            complete(.failure(.handleState("handle \(id) is still connecting")))
+            return
+        }
+        // Top up from the kernel first when the buffer cannot fill the request by itself, so a
+        // recv gets every byte that is already here (up to its length), not just the buffer's.
+        let topUp = phase == .open && !eof && !inputShut && buffered.readableBytes > 0
+            && buffered.readableBytes < length && tcpgw_fionread(fd) > 0
+        if !topUp && (buffered.readableBytes > 0 || eof || inputShut || phase != .open) {
             if buffered.readableBytes == 0 && phase == .closed && !eof {
                 complete(.failure(.handleState("handle \(id) is closed")))
                 return
@@ -180,10 +188,12 @@ final class ConnectionHandle {
 
     private func requestRead() {
         guard let channel, !readInFlight, !flowing, !eof, !inputShut else { return }
-        let wanted = pendingRecvs.first?.length ?? 65536
-        // Read no more than the first waiting recv asked for: nothing extra piles up in the gateway.
+        let wanted = (pendingRecvs.first?.length ?? 65536) - buffered.readableBytes
+        // Read no more than the first waiting recv asked for, in one read: nothing extra piles
+        // up in the gateway.
         try? channel.syncOptions?.setOption(
             ChannelOptions.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: max(wanted, 1)))
+        try? channel.syncOptions?.setOption(ChannelOptions.maxMessagesPerRead, value: 1)
         readInFlight = true
         channel.read()
     }
@@ -287,6 +297,7 @@ final class ConnectionHandle {
         try? channel.syncOptions?.setOption(ChannelOptions.autoRead, value: on)
         if on {
             try? channel.syncOptions?.setOption(ChannelOptions.recvAllocator, value: AdaptiveRecvByteBufferAllocator())
+            try? channel.syncOptions?.setOption(ChannelOptions.maxMessagesPerRead, value: 4)
         }
     }
 
@@ -330,7 +341,7 @@ final class ConnectionHandle {
     func close() {
         closedByClient = true
         connectTimeout?.cancel()
-        failRecvs(.handleState("handle \(id) was closed"))
+        failRecvs(.unknownHandle(id))
         switch phase {
         case .connecting:
             session.gateway.monitor.remove(fd)

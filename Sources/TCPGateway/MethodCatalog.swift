@@ -106,13 +106,13 @@ final class MethodCatalog {
         }
         var result = JSONObject()
         for param in method.params {
-            let value = named[param.name]
-            if value == nil || (value == .null && !param.required) {
+            guard let value = named[param.name] else {
                 if param.required { throw RPCError.invalidParams("'\(param.name)' is required") }
                 continue
             }
-            try SchemaValidator(document: document).validate(value!, param.schema, path: param.name)
-            if !param.byNameOnly { result[param.name] = value! }
+            try SchemaValidator(document: document).validate(value, param.schema, path: param.name)
+            // A null the schema allows means "absent", so defaults apply.
+            if !param.byNameOnly && value != .null { result[param.name] = value }
         }
         return Params(values: result)
     }

@@ -218,7 +218,7 @@ final class ServerHandle {
         fds = []
         while let waiter = waiters.popFirst() {
             waiter.timeout?.cancel()
-            waiter.complete(.failure(.handleState("handle \(id) was closed")))
+            waiter.complete(.failure(.unknownHandle(id)))
         }
     }
 

@@ -253,6 +253,8 @@ def test_no_fd_leak_over_50_cycles(gw: Gateway) -> None:
         c = w.call("tcp.createClient", {"sockaddr": {"addr": "127.0.0.1", "port": srv["local"]["port"]}})
         acc = w.call("tcp.accept", {"handle": srv["handle"], "timeout": 2000})
         w.call("tcp.send", {"handle": c["handle"], "data": "x"})
+        # Read it: closing a socket with unread bytes sends RST, which would end the peer handle.
+        assert w.recv_exact(acc["handle"], 1) == b"x"
         if i % 2:
             for h in (acc["handle"], c["handle"], srv["handle"]):
                 assert w.call("tcp.close", {"handle": h}) is True

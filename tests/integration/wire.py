@@ -191,8 +191,8 @@ class Wire:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise AssertionError(f"timed out after {timeout}s waiting for {what}; "
-                                     f"inbox={[m.obj for m in self.inbox][:5]} "
-                                     f"events={[m.obj for m in self.events][-5:]}")
+                                     f"inbox={_short([m.obj for m in self.inbox][:5])} "
+                                     f"events={_short([m.obj for m in self.events][-5:])}")
             if self.eof:
                 raise WireClosed(f"gateway closed the connection while waiting for {what}")
             self._pump(min(left, 0.25))
@@ -284,6 +284,12 @@ class Wire:
             m = self.wait_event("tcp.onData", handle, timeout=max(0.01, deadline - time.monotonic()))
             out += decode(m.params)
         return out
+
+
+def _short(v: Json, limit: int = 600) -> str:
+    """Failure messages must stay readable even when events carry megabytes of data."""
+    text = repr(v)
+    return text if len(text) <= limit else text[:limit] + f"...<{len(text) - limit} more chars>"
 
 
 def result_of(msg: Message) -> Json:

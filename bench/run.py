@@ -1,0 +1,903 @@
+#!/usr/bin/env python3
+"""tcpgw benchmarks: figures, each beside a baseline measured in the same run.
+
+    python3 bench/run.py [--bin PATH] [--quick]
+
+Loopback only. Every loop is bounded in count and in time; nothing here asserts on a time.
+A bench that hits its time cap reports what it managed (marked "capped"). Correctness of the
+bytes moved (counts, answers) is checked, because a fast wrong answer is not a figure.
+
+Processes: the gateway (started here, on a Unix socket in a temp dir), this client, and one
+forked peer process per phase (so the peer never competes with the client for the GIL).
+Times are taken with time.perf_counter (CLOCK_MONOTONIC, comparable across processes).
+See bench/README.md for what each figure means.
+"""
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import multiprocessing as mp
+import multiprocessing.connection as mpc
+import os
+import select
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+MiB = 1 << 20
+CHUNK = 64 * 1024          # tcp.send payload / raw send size, bytes (before base64)
+SEND_WINDOW = 8            # tcp.send requests in flight (bench 1)
+CALL_WINDOW = 64           # requests in flight (bench 3)
+READ_SIZE = 1 << 18        # client recv size on the Unix socket
+IO_TIMEOUT = 10.0          # any single socket wait, seconds
+CTX = mp.get_context("fork")
+REPO = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How much work each bench does; every phase also has a wall-clock cap."""
+    bulk_mib: int          # benches 1 and 2
+    recv_mib: int          # bench 2, paused tcp.recv path (one request per 64 KiB: slower)
+    calls: int             # bench 3, per method
+    latency_iters: int     # bench 4
+    phase_cap: float       # seconds, per measured phase
+    stall: float           # bench 5, seconds the client stops reading
+
+
+FULL = Sizes(bulk_mib=128, recv_mib=64, calls=20000, latency_iters=2000, phase_cap=12.0, stall=2.0)
+QUICK = Sizes(bulk_mib=16, recv_mib=8, calls=2000, latency_iters=200, phase_cap=3.0, stall=2.0)
+
+
+# ----------------------------------------------------------------------------------------
+# Results table
+
+
+@dataclass
+class Row:
+    bench: str
+    gateway: str
+    baseline: str
+    ratio: str
+    note: str = ""
+
+
+ROWS: list[Row] = []
+
+
+def rate_row(bench: str, gw_bytes: int, gw_s: float, base_bytes: int, base_s: float, note: str = "") -> None:
+    """A throughput row in MiB/s; ratio = gateway / baseline."""
+    gw = gw_bytes / MiB / gw_s if gw_s > 0 else 0.0
+    base = base_bytes / MiB / base_s if base_s > 0 else 0.0
+    ROWS.append(Row(bench, f"{gw:,.1f} MiB/s", f"{base:,.1f} MiB/s", f"{gw / base:.3f}" if base else "-", note))
+    progress(f"  {bench}: {gw:,.1f} MiB/s vs {base:,.1f} MiB/s  {note}")
+
+
+def progress(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def print_table(header: list[str]) -> None:
+    for line in header:
+        print(line)
+    cols = ["bench", "gateway", "baseline", "gw/base", "notes"]
+    data = [[r.bench, r.gateway, r.baseline, r.ratio, r.note] for r in ROWS]
+    widths = [max(len(c), *(len(d[i]) for d in data)) if data else len(c) for i, c in enumerate(cols)]
+    fmt = "  ".join("{:<%d}" % w if i in (0, 4) else "{:>%d}" % w for i, w in enumerate(widths))
+    print(fmt.format(*cols))
+    print("  ".join("-" * w for w in widths))
+    for d in data:
+        print(fmt.format(*d))
+
+
+# ----------------------------------------------------------------------------------------
+# The gateway process
+
+
+class GatewayProcess:
+    """`tcpgw serve` on a socket in a private temp dir; stopped with SIGTERM."""
+
+    def __init__(self, binary: str, tmpdir: str) -> None:
+        self.path = os.path.join(tmpdir, "gw.sock")
+        self.log = open(os.path.join(tmpdir, "gw.log"), "wb")
+        self.proc = subprocess.Popen(
+            [binary, "serve", "--socket", self.path, "--log-level", "warning"],
+            stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log)
+        deadline = time.monotonic() + 15.0
+        while True:
+            if self.proc.poll() is not None:
+                raise SystemExit(f"gateway exited early with {self.proc.returncode}; log: {self.log.name}")
+            try:
+                with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+                    probe.connect(self.path)
+                return
+            except OSError:
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise SystemExit("gateway did not become ready within 15 s")
+                time.sleep(0.02)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def rss_kib(self) -> int:
+        return _status_field(self.pid, "VmRSS")
+
+    def hwm_kib(self) -> int:
+        return _status_field(self.pid, "VmHWM")
+
+    def cpu_s(self) -> float:
+        """User + system CPU seconds used so far."""
+        with open(f"/proc/{self.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.log.close()
+
+
+def _status_field(pid: int, name: str) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(name + ":"):
+                return int(line.split()[1])
+    return -1
+
+
+class CpuMeter:
+    """Gateway CPU share over a measured phase (100% = one core busy)."""
+
+    def __init__(self, gw: GatewayProcess) -> None:
+        self.gw = gw
+        self.cpu0 = gw.cpu_s()
+        self.t0 = time.perf_counter()
+        self.client0 = time.process_time()
+
+    def note(self) -> str:
+        wall = time.perf_counter() - self.t0
+        if wall <= 0:
+            return ""
+        gw = (self.gw.cpu_s() - self.cpu0) / wall * 100
+        client = (time.process_time() - self.client0) / wall * 100
+        return f"gw CPU {gw:.0f}%, client CPU {client:.0f}%"
+
+
+# ----------------------------------------------------------------------------------------
+# JSON-RPC over the Unix socket (just enough: lines, ids, events)
+
+
+class RPCFailure(Exception):
+    pass
+
+
+class Rpc:
+    """One client connection. Synchronous: bytes are read only while a call waits."""
+
+    def __init__(self, path: str) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(IO_TIMEOUT)
+        self.sock.connect(path)
+        self.buf = bytearray()
+        self.next_id = 1
+        self.events: list[dict[str, Any]] = []
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def request_line(self, method: str, params: Any) -> tuple[int, bytes]:
+        rid = self.next_id
+        self.next_id += 1
+        line = json.dumps({"jsonrpc": "2.0", "id": rid, "method": method, "params": params}, separators=(",", ":"))
+        return rid, line.encode() + b"\n"
+
+    def read_lines(self) -> list[bytes]:
+        """At least one complete line (blocks up to IO_TIMEOUT)."""
+        while True:
+            nl = self.buf.rfind(b"\n")
+            if nl >= 0:
+                chunk = bytes(self.buf[: nl + 1])
+                del self.buf[: nl + 1]
+                return chunk.split(b"\n")[:-1]
+            data = self.sock.recv(READ_SIZE)
+            if not data:
+                raise RPCFailure("gateway closed the connection")
+            self.buf += data
+
+    def call(self, method: str, params: Any = None) -> Any:
+        rid, line = self.request_line(method, params if params is not None else {})
+        self.sock.sendall(line)
+        deadline = time.monotonic() + IO_TIMEOUT
+        while time.monotonic() < deadline:
+            for raw in self.read_lines():
+                msg = json.loads(raw)
+                if msg.get("id") == rid:
+                    if "error" in msg:
+                        raise RPCFailure(f"{method}: {msg['error']}")
+                    return msg["result"]
+                self.events.append(msg)
+        raise RPCFailure(f"{method}: no answer within {IO_TIMEOUT} s")
+
+    def wait_event(self, method: str) -> dict[str, Any]:
+        deadline = time.monotonic() + IO_TIMEOUT
+        while time.monotonic() < deadline:
+            for i, ev in enumerate(self.events):
+                if ev.get("method") == method:
+                    return self.events.pop(i)["params"]
+            for raw in self.read_lines():
+                self.events.append(json.loads(raw))
+        raise RPCFailure(f"no {method} within {IO_TIMEOUT} s")
+
+    def pipeline(self, make_line: Callable[[int], bytes], total: int, window: int,
+                 on_answer: Callable[[dict[str, Any]], None], deadline: float) -> int:
+        """Keeps `window` requests in flight until `total` are answered or the deadline passes.
+
+        Requests freed by one read are written together; events are set aside.
+        Returns how many were answered (fewer than `total` only when capped)."""
+        sent = min(window, total)
+        self.sock.sendall(b"".join(make_line(i) for i in range(sent)))
+        answered = 0
+        while answered < sent:
+            for raw in self.read_lines():
+                msg = json.loads(raw)
+                if "id" not in msg:
+                    self.events.append(msg)
+                    continue
+                if "error" in msg:
+                    raise RPCFailure(f"request {msg['id']}: {msg['error']}")
+                on_answer(msg)
+                answered += 1
+            if time.perf_counter() < deadline:
+                more = min(total - sent, window - (sent - answered))
+                if more > 0:
+                    self.sock.sendall(b"".join(make_line(sent + j) for j in range(more)))
+                    sent += more
+        return answered
+
+
+# ----------------------------------------------------------------------------------------
+# Peer processes (forked; each reports through a Pipe)
+
+
+def loopback_listener() -> socket.socket:
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("127.0.0.1", 0))
+    s.listen(8)
+    return s
+
+
+def _sink(listener: socket.socket, expect: int, out: mpc.Connection, cap: float) -> None:
+    """Accepts one connection and counts bytes until `expect`, EOF or the cap."""
+    listener.settimeout(IO_TIMEOUT)
+    conn, _ = listener.accept()
+    conn.settimeout(IO_TIMEOUT)
+    buf = bytearray(1 << 20)
+    n = 0
+    first = 0.0
+    stop = time.perf_counter() + cap + IO_TIMEOUT
+    try:
+        while n < expect and time.perf_counter() < stop:
+            k = conn.recv_into(buf)
+            if not k:
+                break
+            if not first:
+                first = time.perf_counter()
+            n += k
+    except OSError:
+        pass
+    out.send((n, first, time.perf_counter()))
+    conn.close()
+
+
+def _source(target: Any, total: int, chunk: int, out: mpc.Connection, cap: float) -> None:
+    """Sends `total` bytes then FIN. `target` is a listener to accept from, or an address."""
+    if isinstance(target, socket.socket):
+        target.settimeout(IO_TIMEOUT)
+        conn, _ = target.accept()
+    else:
+        conn = socket.create_connection(target, timeout=IO_TIMEOUT)
+    conn.settimeout(IO_TIMEOUT)
+    block = os.urandom(chunk)
+    view = memoryview(block)
+    sent = 0
+    start = time.perf_counter()
+    stop = start + cap
+    try:
+        while sent < total and time.perf_counter() < stop:
+            n = min(chunk, total - sent)
+            conn.sendall(view[:n])
+            sent += n
+        conn.shutdown(socket.SHUT_WR)
+    except OSError:
+        pass
+    out.send((sent, start, time.perf_counter()))
+    # Wait for the reader to finish (its close), so no unread bytes turn the close into a reset.
+    try:
+        conn.settimeout(cap + IO_TIMEOUT)
+        while conn.recv(65536):
+            pass
+    except OSError:
+        pass
+    conn.close()
+
+
+def _echo(listener: socket.socket, cap: float) -> None:
+    """Echoes one connection's bytes back until EOF (bounded by the cap)."""
+    listener.settimeout(IO_TIMEOUT)
+    conn, _ = listener.accept()
+    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    conn.settimeout(IO_TIMEOUT)
+    stop = time.perf_counter() + cap + IO_TIMEOUT
+    try:
+        while time.perf_counter() < stop:
+            data = conn.recv(65536)
+            if not data:
+                break
+            conn.sendall(data)
+    except OSError:
+        pass
+    conn.close()
+
+
+def _line_answerer(listener: socket.socket, reply: bytes, cap: float) -> None:
+    """Unix-socket baseline server: one fixed reply line per request line (no JSON work)."""
+    listener.settimeout(IO_TIMEOUT)
+    conn, _ = listener.accept()
+    conn.settimeout(IO_TIMEOUT)
+    stop = time.perf_counter() + cap + IO_TIMEOUT
+    try:
+        while time.perf_counter() < stop:
+            data = conn.recv(READ_SIZE)
+            if not data:
+                break
+            n = data.count(b"\n")  # requests are small; a line never straddles in practice
+            if n:
+                conn.sendall(reply * n)
+    except OSError:
+        pass
+    conn.close()
+
+
+def _blaster(addr: tuple[str, int], stop_evt: Any, out: mpc.Connection, cap: float) -> None:
+    """Sends as fast as the receiver lets it until told to stop; reports the byte count."""
+    conn = socket.create_connection(addr, timeout=IO_TIMEOUT)
+    conn.settimeout(0.05)
+    block = memoryview(os.urandom(CHUNK))
+    sent = 0
+    stop = time.perf_counter() + cap
+    try:
+        while not stop_evt.is_set() and time.perf_counter() < stop:
+            try:
+                sent += conn.send(block)
+            except socket.timeout:
+                pass
+        conn.shutdown(socket.SHUT_WR)
+    except OSError:
+        pass
+    out.send(sent)
+    try:
+        conn.settimeout(IO_TIMEOUT)
+        while conn.recv(65536):
+            pass
+    except OSError:
+        pass
+    conn.close()
+
+
+class Peer:
+    """A forked peer process and the pipe it reports on (made by `peer` / `peer_nopipe`)."""
+
+    rx: Optional[mpc.Connection]
+    proc: Any
+
+    def result(self, timeout: float) -> Any:
+        if self.rx is None or not self.rx.poll(timeout):
+            raise RPCFailure("peer did not report in time")
+        return self.rx.recv()
+
+    def join(self) -> None:
+        self.proc.join(IO_TIMEOUT)
+        if self.proc.is_alive():
+            self.proc.terminate()
+            self.proc.join(2)
+
+
+def peer(target: Callable[..., None], *args: Any, cap: float) -> Peer:
+    """Starts `target(*args, pipe, cap)`."""
+    p = Peer()
+    p.rx, tx = CTX.Pipe(duplex=False)
+    p.proc = CTX.Process(target=target, args=(*args, tx, cap), daemon=True)
+    p.proc.start()
+    tx.close()
+    return p
+
+
+def peer_nopipe(target: Callable[..., None], *args: Any) -> Peer:
+    p = Peer()
+    p.rx = None
+    p.proc = CTX.Process(target=target, args=args, daemon=True)
+    p.proc.start()
+    return p
+
+
+def sockaddr(s: socket.socket) -> dict[str, Any]:
+    host, port = s.getsockname()[:2]
+    return {"addr": host, "port": port}
+
+
+# ----------------------------------------------------------------------------------------
+# Bench 1: gateway -> peer
+
+
+def bench_send(gw: GatewayProcess, sz: Sizes) -> None:
+    progress("bench 1: bulk gateway -> peer (tcp.send, 64 KiB base64 chunks, window 8)")
+    total = sz.bulk_mib * MiB
+    count = total // CHUNK
+    payload = base64.b64encode(os.urandom(CHUNK)).decode()
+
+    # Gateway.
+    lst = loopback_listener()
+    sink = peer(_sink, lst, total, cap=sz.phase_cap)
+    rpc = Rpc(gw.path)
+    handle = rpc.call("tcp.createClient", {"sockaddr": sockaddr(lst)})["handle"]
+    lst.close()
+    head = '{"jsonrpc":"2.0","id":%d,"method":"tcp.send","params":{"handle":%d,"encoding":"base64","data":"'
+    tail = ('"}}\n').encode()
+    body = payload.encode()
+
+    def line(i: int) -> bytes:
+        return (head % (i + 1000, handle)).encode() + body + tail
+
+    sent_ok = 0
+
+    def answer(msg: dict[str, Any]) -> None:
+        nonlocal sent_ok
+        if msg["result"] != CHUNK:
+            raise RPCFailure(f"tcp.send answered {msg['result']}, expected {CHUNK}")
+        sent_ok += msg["result"]
+
+    meter = CpuMeter(gw)
+    t0 = time.perf_counter()
+    done = rpc.pipeline(line, count, SEND_WINDOW, answer, t0 + sz.phase_cap)
+    rpc.call("tcp.shutdown", {"handle": handle, "how": "w"})
+    got, _, t_last = sink.result(sz.phase_cap + IO_TIMEOUT)
+    note = meter.note()
+    sink.join()
+    rpc.close()  # the handle ended itself (our FIN + the peer's): closing the session is enough
+    if got != sent_ok:
+        raise RPCFailure(f"peer counted {got} bytes, gateway answered {sent_ok} sent")
+    capped = " capped" if done < count else ""
+
+    # Baseline: raw socket -> socket, same bytes, same chunk size.
+    lst = loopback_listener()
+    sink = peer(_sink, lst, got, cap=sz.phase_cap)
+    raw = socket.create_connection(lst.getsockname(), timeout=IO_TIMEOUT)
+    lst.close()
+    block = memoryview(os.urandom(CHUNK))
+    b0 = time.perf_counter()
+    for _ in range(got // CHUNK):
+        raw.sendall(block)
+    raw.shutdown(socket.SHUT_WR)
+    bgot, _, b_last = sink.result(sz.phase_cap + IO_TIMEOUT)
+    sink.join()
+    raw.close()
+    rate_row(f"1 send gw->peer {got // MiB} MiB", got, t_last - t0, bgot, b_last - b0, note + capped)
+
+
+# ----------------------------------------------------------------------------------------
+# Bench 2: peer -> gateway client
+
+
+def bench_receive(gw: GatewayProcess, sz: Sizes, memory: dict[str, int]) -> None:
+    progress("bench 2: bulk peer -> gateway client (flowing tcp.onData; paused tcp.recv)")
+    memory["before bench 2"] = gw.rss_kib()
+    total = sz.bulk_mib * MiB
+
+    # 2a flowing: async accept, data as tcp.onData.
+    rpc = Rpc(gw.path)
+    server = rpc.call("tcp.createServer", {"sockaddr": {"addr": "127.0.0.1", "port": 0}})
+    rpc.call("tcp.accept", {"handle": server["handle"], "async": True})
+    addr = (server["local"]["addr"], server["local"]["port"])
+    meter = CpuMeter(gw)
+    src = peer(_source, addr, total, CHUNK, cap=sz.phase_cap)
+    got = 0
+    ended = False
+    t_last = 0.0
+    deadline = time.perf_counter() + sz.phase_cap + IO_TIMEOUT
+    b64decode = base64.b64decode
+    loads = json.loads
+    while not ended and time.perf_counter() < deadline:
+        for raw in rpc.read_lines():
+            msg = loads(raw)
+            method = msg.get("method")
+            if method == "tcp.onData":
+                got += len(b64decode(msg["params"]["data"]))
+                t_last = time.perf_counter()
+            elif method == "tcp.onEnd":
+                ended = True
+    sent, t_start, _ = src.result(IO_TIMEOUT)
+    note = meter.note()
+    src.join()
+    rpc.close()
+    if got != sent:
+        raise RPCFailure(f"flowing: peer sent {sent} bytes, client decoded {got}")
+    memory["after bench 2"] = gw.rss_kib()
+
+    # Baseline for 2a/2b: raw peer -> raw Python reader.
+    def raw_receive(nbytes: int) -> tuple[int, float]:
+        lst = loopback_listener()
+        lst.settimeout(IO_TIMEOUT)
+        src = peer(_source, lst.getsockname(), nbytes, CHUNK, cap=sz.phase_cap)
+        conn, _ = lst.accept()
+        lst.close()
+        conn.settimeout(IO_TIMEOUT)
+        buf = bytearray(READ_SIZE)
+        n = 0
+        t_end = 0.0
+        while True:
+            k = conn.recv_into(buf)
+            if not k:
+                break
+            n += k
+            t_end = time.perf_counter()
+        sent, start, _ = src.result(IO_TIMEOUT)
+        conn.close()
+        src.join()
+        if n != sent:
+            raise RPCFailure(f"baseline: sent {sent}, received {n}")
+        return n, t_end - start
+
+    bn, bs = raw_receive(got)
+    rate_row(f"2a recv peer->gw flowing onData {got // MiB} MiB", got, t_last - t_start, bn, bs, note)
+
+    # 2b paused: sync-created handle, tcp.recv length 65536, window 1 then 8.
+    rtotal = sz.recv_mib * MiB
+    for window in (1, 8):
+        lst = loopback_listener()
+        src = peer(_source, lst, rtotal, CHUNK, cap=sz.phase_cap)
+        rpc = Rpc(gw.path)
+        handle = rpc.call("tcp.createClient", {"sockaddr": sockaddr(lst)})["handle"]
+        lst.close()
+        got = 0
+        eof = False
+        req = ('{"jsonrpc":"2.0","id":%%d,"method":"tcp.recv","params":{"handle":%d,"length":65536}}\n' % handle)
+
+        def answer(msg: dict[str, Any]) -> None:
+            nonlocal got, eof, t_last
+            r = msg["result"]
+            got += len(b64decode(r["data"]))
+            if r["eof"]:
+                eof = True
+            else:
+                t_last = time.perf_counter()
+
+        meter = CpuMeter(gw)
+        # "Loop until EOF": at most one recv per KiB is ever issued (a bound, not a guess:
+        # every non-EOF answer carries at least one byte), none after the EOF answer.
+        limit = rtotal // 1024 + 64
+        cap_at = time.perf_counter() + sz.phase_cap
+        answered = sent_n = 0
+
+        def send_more() -> None:
+            nonlocal sent_n
+            more = min(limit - sent_n, window - (sent_n - answered))
+            if more > 0:
+                rpc.sock.sendall(b"".join((req % (sent_n + j + 1000)).encode() for j in range(more)))
+                sent_n += more
+
+        send_more()
+        while answered < sent_n:
+            for raw in rpc.read_lines():
+                msg = loads(raw)
+                if "id" not in msg:
+                    continue
+                if "error" in msg:
+                    raise RPCFailure(f"tcp.recv: {msg['error']}")
+                answer(msg)
+                answered += 1
+            if not eof and time.perf_counter() < cap_at:
+                send_more()
+        sent, t_start, _ = src.result(IO_TIMEOUT)
+        note = meter.note() + ("" if eof else " capped")
+        rpc.call("tcp.close", {"handle": handle})
+        rpc.close()
+        src.join()
+        if got != sent:
+            raise RPCFailure(f"paused recv: peer sent {sent}, client decoded {got}")
+        bn, bs = raw_receive(got)
+        rate_row(f"2b recv peer->gw tcp.recv 64K window {window} {got // MiB} MiB", got, t_last - t_start, bn, bs, note)
+
+
+# ----------------------------------------------------------------------------------------
+# Bench 3: pipelined calls/s
+
+
+def bench_calls(gw: GatewayProcess, sz: Sizes, tmpdir: str) -> None:
+    progress(f"bench 3: pipelined calls, window {CALL_WINDOW}")
+    rpc = Rpc(gw.path)
+    lst = loopback_listener()
+    echo = peer_nopipe(_echo, lst, sz.phase_cap * 3)
+    handle = rpc.call("tcp.createClient", {"sockaddr": sockaddr(lst)})["handle"]
+    lst.close()
+    cases = [
+        ("gateway.info", '{"jsonrpc":"2.0","id":%d,"method":"gateway.info"}\n'),
+        ("tcp.pending", '{"jsonrpc":"2.0","id":%d,"method":"tcp.pending","params":{"handle":' + str(handle) + "}}\n"),
+    ]
+    for name, template in cases:
+        # One sample answer, to give the baseline server an answer line of the same size.
+        rid, _ = rpc.request_line(name, {})
+        rpc.sock.sendall((template % rid).encode())
+        sample = next(r for r in rpc.read_lines() if json.loads(r).get("id") == rid)
+        reply = sample + b"\n"
+
+        def line(i: int) -> bytes:
+            return (template % (i + 1_000_000)).encode()
+
+        def check(msg: dict[str, Any]) -> None:
+            if "result" not in msg:
+                raise RPCFailure(f"{name}: {msg}")
+
+        meter = CpuMeter(gw)
+        t0 = time.perf_counter()
+        n = rpc.pipeline(line, sz.calls, CALL_WINDOW, check, t0 + sz.phase_cap)
+        gw_s = time.perf_counter() - t0
+        note = meter.note() + (" capped" if n < sz.calls else "")
+
+        # Baseline: a Python server on a Unix socket answering each line with a line of the same
+        # size as the gateway's answer; the client does the same JSON parsing of each answer.
+        path = os.path.join(tmpdir, "echo.sock")
+        if os.path.exists(path):
+            os.unlink(path)
+        ul = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        ul.bind(path)
+        ul.listen(1)
+        answerer = peer_nopipe(_line_answerer, ul, reply, sz.phase_cap)
+        ul.close()
+        base = Rpc(path)
+        b0 = time.perf_counter()
+        bn = base.pipeline(line, n, CALL_WINDOW, check, b0 + sz.phase_cap)
+        base_s = time.perf_counter() - b0
+        base.close()
+        answerer.join()
+        gw_rate, base_rate = n / gw_s, bn / base_s
+        ROWS.append(Row(f"3 calls/s {name} x{n}", f"{gw_rate:,.0f} /s", f"{base_rate:,.0f} /s",
+                        f"{gw_rate / base_rate:.3f}", note + f", answer {len(reply)} B"))
+        progress(f"  {name}: {gw_rate:,.0f}/s vs {base_rate:,.0f}/s  {note}")
+    rpc.call("tcp.close", {"handle": handle})
+    rpc.close()
+    echo.join()
+
+
+# ----------------------------------------------------------------------------------------
+# Bench 4: latency
+
+
+def percentile(samples: list[float], p: float) -> float:
+    s = sorted(samples)
+    return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))]
+
+
+def bench_latency(gw: GatewayProcess, sz: Sizes, tmpdir: str) -> None:
+    progress("bench 4: latency of one sync round trip (send 16 B, peer echo, recv)")
+    msg16 = "0123456789abcdef"
+    cap = sz.phase_cap
+
+    # Gateway: tcp.send (answered) then tcp.recv until 16 bytes are back.
+    lst = loopback_listener()
+    echo = peer_nopipe(_echo, lst, cap * 2)
+    rpc = Rpc(gw.path)
+    handle = rpc.call("tcp.createClient", {"sockaddr": sockaddr(lst)})["handle"]
+    lst.close()
+    rpc.call("tcp.setNoDelay", {"handle": handle, "enable": True})
+    gw_samples: list[float] = []
+    stop = time.perf_counter() + cap
+    for _ in range(sz.latency_iters):
+        if time.perf_counter() > stop:
+            break
+        t = time.perf_counter()
+        if rpc.call("tcp.send", {"handle": handle, "data": msg16}) != 16:
+            raise RPCFailure("tcp.send did not send 16 bytes")
+        back = b""
+        while len(back) < 16:
+            r = rpc.call("tcp.recv", {"handle": handle, "length": 16 - len(back), "timeout": 5000})
+            if r["eof"]:
+                raise RPCFailure("echo peer closed early")
+            back += base64.b64decode(r["data"])
+        gw_samples.append(time.perf_counter() - t)
+        if back != msg16.encode():
+            raise RPCFailure(f"echo mismatch: {back!r}")
+    # Gateway dispatch alone: one sync tcp.pending round trip on the same connection.
+    pend: list[float] = []
+    for _ in range(len(gw_samples)):
+        t = time.perf_counter()
+        rpc.call("tcp.pending", {"handle": handle})
+        pend.append(time.perf_counter() - t)
+    rpc.call("tcp.close", {"handle": handle})
+    rpc.close()
+    echo.join()
+
+    # Baseline: raw socket, same 16 bytes, same echo peer.
+    lst = loopback_listener()
+    echo = peer_nopipe(_echo, lst, cap * 2)
+    raw = socket.create_connection(lst.getsockname(), timeout=IO_TIMEOUT)
+    raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    lst.close()
+    base_samples: list[float] = []
+    data = msg16.encode()
+    for _ in range(len(gw_samples)):
+        t = time.perf_counter()
+        raw.sendall(data)
+        back = b""
+        while len(back) < 16:
+            chunk = raw.recv(16 - len(back))
+            if not chunk:
+                raise RPCFailure("echo peer closed early")
+            back += chunk
+        base_samples.append(time.perf_counter() - t)
+    raw.close()
+    echo.join()
+
+    # Baseline for the dispatch row: one line round trip to a Python Unix-socket line server.
+    path = os.path.join(tmpdir, "rtt.sock")
+    if os.path.exists(path):
+        os.unlink(path)
+    ul = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    ul.bind(path)
+    ul.listen(1)
+    answerer = peer_nopipe(_line_answerer, ul, b'{"jsonrpc":"2.0","id":1,"result":0}\n', cap * 2)
+    ul.close()
+    us = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    us.settimeout(IO_TIMEOUT)
+    us.connect(path)
+    ureq = ('{"jsonrpc":"2.0","id":1,"method":"tcp.pending","params":{"handle":%d}}\n' % handle).encode()
+    urtt: list[float] = []
+    for _ in range(len(gw_samples)):
+        t = time.perf_counter()
+        us.sendall(ureq)
+        got = b""
+        while not got.endswith(b"\n"):
+            c = us.recv(4096)
+            if not c:
+                raise RPCFailure("line server closed early")
+            got += c
+        json.loads(got)
+        urtt.append(time.perf_counter() - t)
+    us.close()
+    answerer.join()
+
+    def lat_row(bench: str, gws: list[float], bs: list[float]) -> None:
+        g50, g99 = percentile(gws, 50) * 1e6, percentile(gws, 99) * 1e6
+        b50, b99 = percentile(bs, 50) * 1e6, percentile(bs, 99) * 1e6
+        ROWS.append(Row(bench, f"{g50:,.0f}/{g99:,.0f} us", f"{b50:,.0f}/{b99:,.0f} us", f"{g50 / b50:.2f}",
+                        "median/p99; ratio of medians"))
+        progress(f"  {bench}: p50 {g50:.0f} us p99 {g99:.0f} us vs p50 {b50:.0f} us p99 {b99:.0f} us")
+
+    lat_row(f"4 latency send16+echo+recv x{len(gw_samples)}", gw_samples, base_samples)
+    lat_row(f"4 latency one tcp.pending call x{len(pend)}", pend, urtt)
+
+
+# ----------------------------------------------------------------------------------------
+# Bench 5: memory under a slow reader
+
+
+def bench_slow_reader(gw: GatewayProcess, sz: Sizes, memory: dict[str, int], watermark: int) -> None:
+    progress(f"bench 5: slow reader ({sz.stall:.0f} s not reading while a peer blasts into a flowing handle)")
+    rpc = Rpc(gw.path)
+    server = rpc.call("tcp.createServer", {"sockaddr": {"addr": "127.0.0.1", "port": 0}})
+    rpc.call("tcp.accept", {"handle": server["handle"], "async": True})
+    addr = (server["local"]["addr"], server["local"]["port"])
+    stop_evt = CTX.Event()
+    rss0 = gw.rss_kib()
+    memory["before slow reader"] = rss0
+    blaster = peer(_blaster, addr, stop_evt, cap=sz.stall + IO_TIMEOUT)
+    accepted = rpc.wait_event("tcp.onAccept")
+    client = accepted["client"]
+    # Whatever onData already arrived with the accept is counted; then the client stops reading.
+    got = sum(len(base64.b64decode(e["params"]["data"])) for e in rpc.events if e.get("method") == "tcp.onData")
+    rpc.events.clear()
+    peak = rss0
+    t_end = time.perf_counter() + sz.stall
+    samples = 0
+    while time.perf_counter() < t_end:
+        peak = max(peak, gw.rss_kib())
+        samples += 1
+        time.sleep(0.02)
+    stop_evt.set()
+    blasted = blaster.result(IO_TIMEOUT)
+    # Resume reading: drain every onData until onEnd, checking nothing was lost.
+    deadline = time.perf_counter() + IO_TIMEOUT
+    ended = False
+    while not ended and time.perf_counter() < deadline:
+        for raw in rpc.read_lines():
+            msg = json.loads(raw)
+            if msg.get("method") == "tcp.onData" and msg["params"]["handle"] == client:
+                got += len(base64.b64decode(msg["params"]["data"]))
+            elif msg.get("method") == "tcp.onEnd":
+                ended = True
+        peak = max(peak, gw.rss_kib())
+    blaster.join()
+    rpc.close()
+    if got != blasted:
+        raise RPCFailure(f"slow reader: peer sent {blasted} bytes, client decoded {got}")
+    memory["peak during slow reader"] = peak
+    memory["after slow reader"] = gw.rss_kib()
+    progress(f"  peer got {blasted / MiB:.1f} MiB out before stop; RSS {rss0} -> peak {peak} KiB ({samples} samples)")
+    growth = peak - rss0
+    ROWS.append(Row(f"5 slow reader {sz.stall:.0f} s: RSS peak growth", f"{growth / 1024:,.1f} MiB",
+                    f"{watermark / MiB:,.1f} MiB", f"{growth * 1024 / watermark:.2f}",
+                    f"baseline = outboundHighWatermark; peer pushed {blasted / MiB:.1f} MiB total, all delivered"))
+    b2 = memory["after bench 2"] - memory["before bench 2"]
+    ROWS.append(Row("5 RSS growth across bench 2", f"{b2 / 1024:,.1f} MiB", "-", "-",
+                    f"{memory['before bench 2'] / 1024:.1f} -> {memory['after bench 2'] / 1024:.1f} MiB"))
+
+
+# ----------------------------------------------------------------------------------------
+
+
+def default_binary() -> str:
+    for kind in ("release", "debug"):
+        p = REPO / ".build" / kind / "tcpgw"
+        if p.exists():
+            return str(p)
+    return str(REPO / ".build" / "release" / "tcpgw")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--bin", default=default_binary(), help="tcpgw binary (default: .build/release, else debug)")
+    ap.add_argument("--quick", action="store_true", help="smaller sizes: whole run under ~20 s")
+    args = ap.parse_args()
+    if not os.access(args.bin, os.X_OK):
+        progress(f"no executable gateway at {args.bin}; build it or pass --bin")
+        return 2
+    sz = QUICK if args.quick else FULL
+    started = time.perf_counter()
+    tmpdir = tempfile.mkdtemp(prefix="tcpgw-bench-")
+    gw = GatewayProcess(args.bin, tmpdir)
+    memory: dict[str, int] = {}
+    try:
+        memory["start"] = gw.rss_kib()
+        info = Rpc(gw.path)
+        gi = info.call("gateway.info")
+        info.close()
+        watermark = int(gi["limits"]["outboundHighWatermark"])
+        bench_send(gw, sz)
+        bench_receive(gw, sz, memory)
+        bench_calls(gw, sz, tmpdir)
+        bench_latency(gw, sz, tmpdir)
+        bench_slow_reader(gw, sz, memory, watermark)
+        memory["end"] = gw.rss_kib()
+        hwm = gw.hwm_kib()
+    finally:
+        gw.stop()
+        shutil.rmtree(tmpdir, ignore_errors=True)
+    elapsed = time.perf_counter() - started
+    header = [
+        f"tcpgw bench ({'quick' if args.quick else 'full'}) — {args.bin}",
+        f"gateway {gi['version']} pid {gi['pid']}; limits {json.dumps(gi['limits'], separators=(',', ':'))}",
+        f"host: {os.cpu_count()} CPUs, Python {sys.version.split()[0]}; loopback; elapsed {elapsed:.1f} s",
+        "gateway RSS (MiB): " + ", ".join(f"{k} {v / 1024:.1f}" for k, v in memory.items()) + f"; VmHWM {hwm / 1024:.1f}",
+        "",
+    ]
+    print_table(header)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
