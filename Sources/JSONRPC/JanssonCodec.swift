@@ -30,7 +30,7 @@ public enum JanssonCodec {
             let text = withUnsafePointer(to: &error) { String(cString: tcpgw_json_error_text($0)) }
             // jansson stops at integers beyond 64 bits, which are valid JSON. Read them as
             // reals instead (a rare, slow path), so such a value is judged by the schema.
-            if text.hasPrefix("too big integer"), let widened = widenHugeIntegers(bytes) {
+            if text.hasPrefix("too big"), let widened = widenHugeIntegers(bytes) {
                 return try widened.withUnsafeBytes { try parse($0) }
             }
             throw JSONParseError(message: text, position: Int(error.position))

@@ -246,7 +246,7 @@ final class RPCMessageTests: XCTestCase {
         assertFailure("", code: -32700)
         assertFailure("{", code: -32700)
         assertFailure("{\"jsonrpc\":\"2.0\",\"method\":\"m\",\"id\":1} trailing", code: -32700)
-        assertFailure("9223372036854775808", code: -32700)
+        assertFailure("[1,2", code: -32700)
     }
 
     func testParseErrorMessageNamesThePosition() {

@@ -24,6 +24,7 @@
 
 if [[ -z ${BASH_VERSINFO[0]:-} ]] || (( BASH_VERSINFO[0] < 5 )); then
 	printf 'tcpgw: bash >= 5 is required (this is %s)\n' "${BASH_VERSION:-not bash}" >&2
+	# shellcheck disable=SC2317  # exit only runs when the file is executed, not sourced
 	return 1 2>/dev/null || exit 1
 fi
 
@@ -83,7 +84,7 @@ _tcpgw_deadline() {
 # _tcpgw_json_str VALUE: VALUE as a JSON string literal into _TCPGW_JSON.
 # Pure bash, so large payloads never hit the exec argument limit.
 _tcpgw_json_str() {
-	local LC_ALL=C s=$1 i c esc
+	local LC_ALL=C s=$1 i c esc hex
 	# Fast path: base64, hex and most protocol text need no escaping.
 	if [[ $s =~ ^[A-Za-z0-9\ +/=._:,@%\#-]*$ ]]; then
 		_TCPGW_JSON="\"$s\""
@@ -96,7 +97,8 @@ _tcpgw_json_str() {
 	s=${s//$'\t'/\\t}
 	if [[ $s == *[$'\001'-$'\037']* ]]; then
 		for (( i = 1; i < 32; i++ )); do
-			printf -v c "\\x$(printf '%02x' "$i")"
+			printf -v hex '%02x' "$i"
+			printf -v c '%b' "\\x$hex"
 			if [[ $s == *"$c"* ]]; then
 				printf -v esc '\\u%04x' "$i"
 				s=${s//"$c"/$esc}
@@ -496,8 +498,9 @@ tcpgw_open() {
 	fi
 	_TCPGW_PID=$_TCPGW_BRIDGE_PID
 	# Own duplicates (see the note at the top); then drop bash's coproc copies.
-	exec {_TCPGW_WFD}>&"${_TCPGW_BRIDGE[1]}" {_TCPGW_RFD}<&"${_TCPGW_BRIDGE[0]}"
-	exec {_TCPGW_BRIDGE[1]}>&- {_TCPGW_BRIDGE[0]}<&-
+	local cw=${_TCPGW_BRIDGE[1]} cr=${_TCPGW_BRIDGE[0]}
+	exec {_TCPGW_WFD}>&"$cw" {_TCPGW_RFD}<&"$cr"
+	exec {cw}>&- {cr}<&-
 	_TCPGW_SOCKET_PATH=$sock
 	# The bridge connects asynchronously: prove the session with one round trip.
 	if ! TCPGW_REPLY_TIMEOUT_MS=${TCPGW_OPEN_TIMEOUT_MS:-5000} _tcpgw_request gateway.info "" 2>"$_TCPGW_DIR/open.err"; then
