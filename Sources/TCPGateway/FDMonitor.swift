@@ -15,16 +15,31 @@ final class FDMonitor {
         static let write = Interest(rawValue: 2)
     }
 
+    private struct Registration {
+        let token: UInt64
+        var onRead: (() -> Void)?
+        var onWrite: (() -> Void)?
+        var wanted: Interest {
+            var interest: Interest = []
+            if onRead != nil { interest.insert(.read) }
+            if onWrite != nil { interest.insert(.write) }
+            return interest
+        }
+    }
+
     private let loop: EventLoop
     private let epfd: Int32
     private let wakefd: Int32
     private var thread: Thread?
-    // Written on the loop, read by the waiting thread only through epoll tokens.
-    private var callbacks: [UInt64: (fd: Int32, callback: () -> Void)] = [:]
-    private var tokenForFD: [Int32: UInt64] = [:]
-    private var registered: Set<Int32> = []
+    // Loop-only state. A descriptor can wait to read and to write at once (a client socket
+    // with queued answers); each registration has its own token so that an event for a closed
+    // and reused descriptor number is recognised as stale.
+    private var registrations: [Int32: Registration] = [:]
+    private var fdForToken: [UInt64: Int32] = [:]
     private var nextToken: UInt64 = 1
     private let stopped = ManagedAtomicFlag()
+    private let readableMask = tcpgw_epoll_readable_mask()
+    private let writableMask = tcpgw_epoll_writable_mask()
 
     init(loop: EventLoop) throws {
         self.loop = loop
@@ -44,13 +59,13 @@ final class FDMonitor {
             while !stopped.isSet {
                 let n = tcpgw_epoll_wait(epfd, &tokens, &events, 64, -1)
                 if n < 0 { continue }  // EINTR
-                var fired: [UInt64] = []
+                var fired: [(UInt64, UInt32)] = []
                 for i in 0..<Int(n) {
                     if tokens[i] == 0 {
                         _ = tcpgw_eventfd_drain(wakefd)
                         _ = tcpgw_epoll_arm(epfd, wakefd, 1, 0, 0, 0)
                     } else {
-                        fired.append(tokens[i])
+                        fired.append((tokens[i], events[i]))
                     }
                 }
                 if !fired.isEmpty {
@@ -64,37 +79,55 @@ final class FDMonitor {
     }
 
     /// Calls `callback` on the loop once `fd` is ready for `interest` (or has an error/hang-up).
+    /// A read and a write interest on the same descriptor are independent.
     func arm(_ fd: Int32, for interest: Interest, _ callback: @escaping () -> Void) {
         loop.preconditionInEventLoop()
-        let token = nextToken
-        nextToken += 1
-        if let old = tokenForFD[fd] { callbacks[old] = nil }
-        tokenForFD[fd] = token
-        callbacks[token] = (fd, callback)
-        let add: Int32 = registered.contains(fd) ? 0 : 1
-        let rc = tcpgw_epoll_arm(
-            epfd, fd, interest.contains(.read) ? 1 : 0, interest.contains(.write) ? 1 : 0, token, add)
-        if rc == 0 {
-            registered.insert(fd)
-        } else {
+        let isNew = registrations[fd] == nil
+        var registration = registrations[fd] ?? Registration(token: nextToken)
+        if isNew {
+            nextToken += 1
+            fdForToken[registration.token] = fd
+        }
+        if interest.contains(.read) { registration.onRead = callback }
+        if interest.contains(.write) { registration.onWrite = callback }
+        registrations[fd] = registration
+        if !update(fd, registration, add: isNew) {
             // epoll refuses (e.g. a regular file): report readiness at once so the caller's
             // syscall surfaces the real error.
-            loop.execute { self.fire([token]) }
+            let token = registration.token
+            loop.execute { self.fire([(token, self.readableMask | self.writableMask)]) }
         }
+    }
+
+    private func update(_ fd: Int32, _ registration: Registration, add: Bool) -> Bool {
+        let wanted = registration.wanted
+        return tcpgw_epoll_arm(
+            epfd, fd, wanted.contains(.read) ? 1 : 0, wanted.contains(.write) ? 1 : 0, registration.token,
+            add ? 1 : 0) == 0
     }
 
     /// Forgets `fd`; call before closing it.
     func remove(_ fd: Int32) {
         loop.preconditionInEventLoop()
-        if let token = tokenForFD.removeValue(forKey: fd) { callbacks[token] = nil }
-        if registered.remove(fd) != nil { _ = tcpgw_epoll_remove(epfd, fd) }
+        guard let registration = registrations.removeValue(forKey: fd) else { return }
+        fdForToken[registration.token] = nil
+        _ = tcpgw_epoll_remove(epfd, fd)
     }
 
-    private func fire(_ tokens: [UInt64]) {
-        for token in tokens {
-            guard let entry = callbacks.removeValue(forKey: token) else { continue }
-            if tokenForFD[entry.fd] == token { tokenForFD[entry.fd] = nil }
-            entry.callback()
+    private func fire(_ events: [(UInt64, UInt32)]) {
+        for (token, mask) in events {
+            guard let fd = fdForToken[token], var registration = registrations[fd], registration.token == token else {
+                continue
+            }
+            let onRead = mask & readableMask != 0 ? registration.onRead : nil
+            let onWrite = mask & writableMask != 0 ? registration.onWrite : nil
+            if onRead != nil { registration.onRead = nil }
+            if onWrite != nil { registration.onWrite = nil }
+            registrations[fd] = registration
+            // One-shot: re-arm whatever interest is still waiting.
+            if !registration.wanted.isEmpty { _ = update(fd, registration, add: false) }
+            onRead?()
+            onWrite?()
         }
     }
 

@@ -75,4 +75,22 @@ def test_stalled_client_bounds_memory_and_loses_nothing(gw: Gateway, wire: Wire)
     assert got == TOTAL == sent[0]
     assert got_hash.hexdigest() == sent_hash.hexdigest(), "bytes corrupted or reordered"
     assert peak - rss0 < MAX_GROWTH_KB, f"gateway RSS grew {(peak - rss0) // 1024} MB while draining"
+    # The connection is still fully usable for requests after the congestion.
+    assert wire.call("gateway.info", timeout=5)["name"] == "tcpgw"
+    peer.close()
+
+
+def test_request_sent_during_congestion_is_answered(wire: Wire) -> None:
+    """A request written while the gateway's queue towards this client is full (the client
+    is not reading) must be answered once the client reads again."""
+    _srv, h, peer = accepted_pair(wire, "127.0.0.1")
+    payload = os.urandom(1_000_000)
+    peer.sendall(payload)
+    time.sleep(0.3)  # not reading: the gateway's outbound queue backs up
+    rid = wire.request("tcp.getState", {"handle": h})
+    msg = wire.reply(rid, timeout=10)  # reading now, data events are collected on the way
+    assert msg.obj.get("result") == {"state": 4, "name": "ESTABLISHED"}, msg.obj
+    got = b"".join(decode(m.params) for m in wire.events_for(h, "tcp.onData"))
+    got += wire.collect_data(h, len(payload) - len(got), timeout=10) if len(got) < len(payload) else b""
+    assert got == payload
     peer.close()
