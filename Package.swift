@@ -46,6 +46,13 @@ let package = Package(
             ],
             swiftSettings: [.swiftLanguageMode(.v5)]
         ),
+        // Codec figures for bench/: spliced long strings against plain jansson, same run.
+        .executableTarget(
+            name: "CodecBench",
+            dependencies: ["JSONRPC"],
+            path: "bench/CodecBench",
+            swiftSettings: [.swiftLanguageMode(.v5)]
+        ),
         .testTarget(name: "JSONRPCTests", dependencies: ["JSONRPC"], swiftSettings: [.swiftLanguageMode(.v5)]),
     ]
 )

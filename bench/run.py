@@ -560,8 +560,8 @@ def bench_receive(gw: GatewayProcess, sz: Sizes, memory: dict[str, int]) -> None
                 ended = True
     sent, t_start, _ = src.result(IO_TIMEOUT)
     note = meter.note()
+    rpc.close()  # closes the handle, so the peer sees our FIN and exits
     src.join()
-    rpc.close()
     if got != sent:
         raise RPCFailure(f"flowing: peer sent {sent} bytes, client decoded {got}")
     memory["after bench 2"] = gw.rss_kib()
@@ -864,8 +864,8 @@ def bench_slow_reader(gw: GatewayProcess, sz: Sizes, memory: dict[str, int], wat
             elif msg.get("method") == "tcp.onEnd":
                 ended = True
         peak = max(peak, gw.rss_kib())
+    rpc.close()  # closes the handle, so the peer sees our FIN and exits
     blaster.join()
-    rpc.close()
     if got != blasted:
         raise RPCFailure(f"slow reader: peer sent {blasted} bytes, client decoded {got}")
     memory["peak during slow reader"] = peak
@@ -902,6 +902,8 @@ def main() -> int:
         progress(f"no executable gateway at {args.bin}; build it or pass --bin")
         return 2
     sz = QUICK if args.quick else FULL
+    global IO_TIMEOUT
+    IO_TIMEOUT = 3.0 if args.quick else 5.0
     started = time.perf_counter()
     tmpdir = tempfile.mkdtemp(prefix="tcpgw-bench-")
     gw = GatewayProcess(args.bin, tmpdir)

@@ -15,7 +15,9 @@ public struct JSONParseError: Error, Equatable, CustomStringConvertible {
 public enum JanssonCodec {
     /// Parses one JSON text of any type. NUL characters inside strings are allowed (they are
     /// valid JSON); duplicate keys keep the last value, as most parsers do.
-    public static func parse(_ bytes: UnsafeRawBufferPointer) throws -> JSONValue {
+    /// `splicing: false` sends long strings through jansson too (the baseline the codec
+    /// benchmark compares against).
+    public static func parse(_ bytes: UnsafeRawBufferPointer, splicing: Bool = true) throws -> JSONValue {
         var error = json_error_t()
         let flags = JSON_DECODE_ANY | JSON_ALLOW_NUL
         guard let base = bytes.baseAddress, bytes.count > 0 else {
@@ -25,6 +27,9 @@ public enum JanssonCodec {
         // top-level number or literal ("1\0" parses as 1), so refuse it before jansson sees it.
         if let nul = memchr(base, 0, bytes.count) {
             throw JSONParseError(message: "raw NUL byte", position: base.distance(to: UnsafeRawPointer(nul)))
+        }
+        if splicing, bytes.count >= 2 * LongStringSplice.threshold, let (reduced, pieces) = LongStringSplice.cut(bytes) {
+            return try parseReduced(reduced, pieces: pieces, original: bytes)
         }
         guard let root = json_loadb(base.assumingMemoryBound(to: CChar.self), bytes.count, Int(flags), &error) else {
             let text = withUnsafePointer(to: &error) { String(cString: tcpgw_json_error_text($0)) }
@@ -36,7 +41,37 @@ public enum JanssonCodec {
             throw JSONParseError(message: text, position: Int(error.position))
         }
         defer { tcpgw_json_decref(root) }
-        return convert(root)
+        return convert(root, nil)
+    }
+
+    /// Parses text whose long strings were cut out, putting them back during conversion. An
+    /// error's position is then re-reported by a plain parse of the original.
+    private static func parseReduced(_ reduced: [UInt8], pieces: [Range<Int>], original: UnsafeRawBufferPointer) throws -> JSONValue {
+        var error = json_error_t()
+        let flags = JSON_DECODE_ANY | JSON_ALLOW_NUL
+        let root = reduced.withUnsafeBytes {
+            json_loadb($0.baseAddress!.assumingMemoryBound(to: CChar.self), $0.count, Int(flags), &error)
+        }
+        guard let root else {
+            // Rare: let the full parse produce the error (with the right position) or the value.
+            return try parseWithoutSplicing(original)
+        }
+        defer { tcpgw_json_decref(root) }
+        return convert(root, (original, pieces))
+    }
+
+    static func parseWithoutSplicing(_ bytes: UnsafeRawBufferPointer) throws -> JSONValue {
+        var error = json_error_t()
+        let flags = JSON_DECODE_ANY | JSON_ALLOW_NUL
+        guard let root = json_loadb(bytes.baseAddress!.assumingMemoryBound(to: CChar.self), bytes.count, Int(flags), &error) else {
+            let text = withUnsafePointer(to: &error) { String(cString: tcpgw_json_error_text($0)) }
+            if text.hasPrefix("too big"), let widened = widenHugeIntegers(bytes) {
+                return try widened.withUnsafeBytes { try parseWithoutSplicing($0) }
+            }
+            throw JSONParseError(message: text, position: Int(error.position))
+        }
+        defer { tcpgw_json_decref(root) }
+        return convert(root, nil)
     }
 
     /// The text with ".0" after every integer literal of more than 18 digits (outside strings);
@@ -90,14 +125,16 @@ public enum JanssonCodec {
         return try text.withUTF8 { try parse(UnsafeRawBufferPointer($0)) }
     }
 
-    private static func convert(_ node: UnsafeMutablePointer<json_t>) -> JSONValue {
+    private typealias Spliced = (original: UnsafeRawBufferPointer, pieces: [Range<Int>])
+
+    private static func convert(_ node: UnsafeMutablePointer<json_t>, _ spliced: Spliced?) -> JSONValue {
         switch tcpgw_json_typeof(node) {
         case JSON_OBJECT:
             var object = JSONObject()
             var iterator = json_object_iter(node)
             while let it = iterator {
                 let key = String(cString: json_object_iter_key(it))
-                if let value = json_object_iter_value(it) { object[key] = convert(value) }
+                if let value = json_object_iter_value(it) { object[key] = convert(value, spliced) }
                 iterator = json_object_iter_next(node, it)
             }
             return .object(object)
@@ -106,13 +143,16 @@ public enum JanssonCodec {
             var items: [JSONValue] = []
             items.reserveCapacity(count)
             for index in 0..<count {
-                if let item = json_array_get(node, index) { items.append(convert(item)) }
+                if let item = json_array_get(node, index) { items.append(convert(item, spliced)) }
             }
             return .array(items)
         case JSON_STRING:
             let length = json_string_length(node)
             guard let chars = json_string_value(node) else { return .string("") }
             let buffer = UnsafeRawBufferPointer(start: chars, count: length)
+            if let spliced, let index = LongStringSplice.pieceIndex(buffer), index < spliced.pieces.count {
+                return .string(String(decoding: UnsafeRawBufferPointer(rebasing: spliced.original[spliced.pieces[index]]), as: UTF8.self))
+            }
             return .string(String(decoding: buffer, as: UTF8.self))
         case JSON_INTEGER:
             return .int(Int64(json_integer_value(node)))
@@ -128,7 +168,13 @@ public enum JanssonCodec {
     }
 
     /// Builds the jansson tree for `value`. The caller owns the returned reference.
-    private static func build(_ value: JSONValue) -> UnsafeMutablePointer<json_t> {
+    /// Gathers the long plain strings that `build` replaced with placeholders.
+    private final class SpliceCollector {
+        var strings: [String] = []
+        var ambiguous = false
+    }
+
+    private static func build(_ value: JSONValue, _ collector: SpliceCollector? = nil) -> UnsafeMutablePointer<json_t> {
         switch value {
         case .null: return json_null()
         case .bool(let flag): return flag ? json_true() : json_false()
@@ -138,24 +184,32 @@ public enum JanssonCodec {
             return number.isFinite ? json_real(number) : json_null()
         case .string(var text):
             if text.isEmpty { return json_string("") }
+            if let collector {
+                if LongStringSplice.isLongPlain(&text) {
+                    let placeholder = "\u{0}tcpgw:\(collector.strings.count)"
+                    collector.strings.append(text)
+                    return build(.string(placeholder))
+                }
+                if text.utf8.first == 0 { collector.ambiguous = true }  // could pass for a placeholder
+            }
             return text.withUTF8 { utf8 in
                 utf8.withMemoryRebound(to: CChar.self) { json_stringn_nocheck($0.baseAddress!, $0.count) }
             }
         case .array(let items):
             let array = json_array()!
-            for item in items { json_array_append_new(array, build(item)) }
+            for item in items { json_array_append_new(array, build(item, collector)) }
             return array
         case .object(let object):
             let node = json_object()!
             for (key, item) in object.members {
                 if key.isEmpty {
-                    json_object_set_new_nocheck(node, "", build(item))
+                    json_object_set_new_nocheck(node, "", build(item, collector))
                     continue
                 }
                 var key = key
                 key.withUTF8 { utf8 in
                     utf8.withMemoryRebound(to: CChar.self) {
-                        _ = json_object_setn_new_nocheck(node, $0.baseAddress!, $0.count, build(item))
+                        _ = json_object_setn_new_nocheck(node, $0.baseAddress!, $0.count, build(item, collector))
                     }
                 }
             }
@@ -164,9 +218,26 @@ public enum JanssonCodec {
     }
 
     /// Compact JSON text, never containing a raw newline (jansson escapes control characters).
-    public static func serialize(_ value: JSONValue) -> [UInt8] {
-        let root = build(value)
+    public static func serialize(_ value: JSONValue, splicing: Bool = true) -> [UInt8] {
+        guard splicing else {
+            let plain = build(value)
+            defer { tcpgw_json_decref(plain) }
+            return serialize(plain)
+        }
+        let collector = SpliceCollector()
+        let root = build(value, collector)
         defer { tcpgw_json_decref(root) }
+        if collector.strings.isEmpty { return serialize(root) }
+        if collector.ambiguous {
+            let plain = build(value)
+            defer { tcpgw_json_decref(plain) }
+            return serialize(plain)
+        }
+        return LongStringSplice.paste(serialize(root), collector.strings)
+    }
+
+    /// Prints a tree (consuming nothing: the caller still owns `root`).
+    private static func serialize(_ root: UnsafeMutablePointer<json_t>) -> [UInt8] {
         let flags = JSON_COMPACT | JSON_ENCODE_ANY | JSON_REAL_PRECISION_FLAG
         let size = json_dumpb(root, nil, 0, Int(flags))
         var out = [UInt8](repeating: 0, count: size)

@@ -61,10 +61,11 @@ final class ConnectionHandle {
     /// Hands the connected descriptor to NIO; completes when the channel is ready.
     func adopt(loop: EventLoop, completion: @escaping (Result<Void, Error>) -> Void) {
         let handler = TCPConnectionHandler(handle: self)
-        let flowing = self.flowing && !session.isCongested
+        // Reading starts only after the creating answer or event is out, so no tcp.onData can
+        // precede the tcp.onAccept/tcp.onConnect that introduces the handle.
         ClientBootstrap(group: loop)
             .channelOption(ChannelOptions.allowRemoteHalfClosure, value: true)
-            .channelOption(ChannelOptions.autoRead, value: flowing)
+            .channelOption(ChannelOptions.autoRead, value: false)
             .channelOption(ChannelOptions.maxMessagesPerRead, value: 2)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(handler) }
@@ -77,6 +78,7 @@ final class ConnectionHandle {
                     self.phase = .open
                     if self.closedByClient { channel.close(promise: nil) }
                     completion(.success(()))
+                    self.applyAutoRead()
                 case .failure(let error):
                     self.phase = .closed
                     completion(.failure(error))

@@ -157,3 +157,14 @@ def test_default_socket_path_from_xdg_runtime_dir(start_gateway: GatewayFactory)
     assert gw.connect().call("gateway.info")["socket"] == path
     r = run_cli(["call", "tcp.constants"], env=_env_without_socket_vars(XDG_RUNTIME_DIR=d))
     assert r.returncode == 0 and json.loads(r.stdout)["AF_INET6"] == 10, r.stderr
+
+
+def test_signal_right_after_ready_is_handled(start_gateway: GatewayFactory) -> None:
+    """Ready = the socket accepts (contract §1), so a signal sent at that moment must already
+    get the orderly shutdown: exit 0, socket file removed. Repeated to catch a startup race."""
+    for i in range(12):
+        gw = start_gateway()  # returns as soon as the socket accepts
+        sig = signal.SIGTERM if i % 2 else signal.SIGINT
+        rc = gw.signal_and_wait(sig, timeout=5)
+        assert rc == 0, f"round {i}: exit {rc} after {signal.Signals(sig).name} right after ready\n{gw.log()}"
+        assert not os.path.exists(gw.path), f"round {i}: socket file left behind"
