@@ -20,15 +20,13 @@ import json
 import multiprocessing as mp
 import multiprocessing.connection as mpc
 import os
-import select
 import shutil
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 

@@ -1,3 +1,7 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// Splits a byte stream into newline-delimited frames, with a size limit.
 ///
 /// A line longer than `maxLineBytes` is reported once as `.oversized` and the rest of it is
@@ -60,10 +64,20 @@ public struct LineFramer {
 
     private mutating func extractLines(into frames: inout [Frame]) {
         var lineStart = 0
-        var index = scanned
         let count = buffer.count
-        while index < count {
-            if buffer[index] == 0x0A {
+        // memchr finds the newlines: a long line is scanned at memory speed, once.
+        let newlines: [Int] = buffer.withUnsafeBytes { raw in
+            var found: [Int] = []
+            var from = scanned
+            while from < count, let hit = memchr(raw.baseAddress! + from, 0x0A, count - from) {
+                let at = raw.baseAddress!.distance(to: UnsafeRawPointer(hit))
+                found.append(at)
+                from = at + 1
+            }
+            return found
+        }
+        for index in newlines {
+            do {
                 var end = index
                 if end > lineStart && buffer[end - 1] == 0x0D { end -= 1 }
                 let start = bufferOffset + UInt64(lineStart)
@@ -73,7 +87,6 @@ public struct LineFramer {
                 }
                 lineStart = index + 1
             }
-            index += 1
         }
         if lineStart > 0 {
             buffer.removeFirst(lineStart)

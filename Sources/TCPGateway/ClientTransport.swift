@@ -25,6 +25,7 @@ final class ClientTransport {
     private var segments: CircularBuffer<Segment> = []
     private(set) var queuedBytes = 0
     private var waitingForWritable = false
+    private var flushScheduled = false
     private var readArmed = false
     private(set) var isClosed = false
     private var receivedOffset: UInt64 = 0
@@ -41,8 +42,11 @@ final class ClientTransport {
     let lowWatermark: Int
     private(set) var congested = false
 
-    init(fd: Int32, monitor: FDMonitor, highWatermark: Int) {
+    private let loop: EventLoop
+
+    init(fd: Int32, loop: EventLoop, monitor: FDMonitor, highWatermark: Int) {
         self.fd = fd
+        self.loop = loop
         self.monitor = monitor
         self.highWatermark = highWatermark
         self.lowWatermark = highWatermark / 4
@@ -104,7 +108,16 @@ final class ClientTransport {
         } else {
             segments.append(Segment(bytes: bytes, fd: passing))
         }
-        if !waitingForWritable { flush() }
+        // One send per event-loop tick: answers and events written while a batch of requests
+        // or a read loop is handled leave together.
+        if !waitingForWritable && !flushScheduled {
+            flushScheduled = true
+            loop.execute { [weak self] in
+                guard let self else { return }
+                self.flushScheduled = false
+                if !self.waitingForWritable { self.flush() }
+            }
+        }
         updateCongestion()
     }
 

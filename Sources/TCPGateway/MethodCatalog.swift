@@ -49,7 +49,7 @@ final class MethodCatalog {
                         Param(
                             name: paramName,
                             required: descriptor["required"] == .bool(true),
-                            schema: descriptor["schema"] ?? [:],
+                            schema: MethodCatalog.inline(descriptor["schema"] ?? [:], in: document),
                             byNameOnly: descriptor["x-by-name-only"] == .bool(true)))
                 }
             }
@@ -59,6 +59,24 @@ final class MethodCatalog {
         }
         self.methods = methods
         self.orderedNames = names
+    }
+
+    /// The schema with every local `$ref` replaced by what it names (done once, at start, so
+    /// validating a request follows no references).
+    static func inline(_ schema: JSONValue, in document: JSONValue, depth: Int = 0) -> JSONValue {
+        guard depth < 32 else { return schema }
+        switch resolve(schema, in: document) {
+        case .object(let object):
+            var out = JSONObject()
+            for (key, value) in object.members where key != "$ref" {
+                out[key] = inline(value, in: document, depth: depth + 1)
+            }
+            return .object(out)
+        case .array(let items):
+            return .array(items.map { inline($0, in: document, depth: depth + 1) })
+        case let other:
+            return other
+        }
     }
 
     /// Follows a local `$ref` ("#/components/...") to what it names.
@@ -178,9 +196,10 @@ struct SchemaValidator {
             if let max = schema["maximum"].flatMap(numeric), number > max { return fail() }
         }
         if case .string(let text) = value {
-            let length = text.count
-            if case .int(let min)? = schema["minLength"], length < min { return fail() }
-            if case .int(let max)? = schema["maxLength"], length > max { return fail() }
+            // JSON Schema counts code points; counting is skipped when no bound asks for it
+            // (a 64 KiB base64 payload has none).
+            if case .int(let min)? = schema["minLength"], text.unicodeScalars.count < min { return fail() }
+            if case .int(let max)? = schema["maxLength"], text.unicodeScalars.count > max { return fail() }
         }
         if case .array(let items) = value {
             if case .int(let min)? = schema["minItems"], items.count < min { return fail() }

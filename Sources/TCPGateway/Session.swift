@@ -30,7 +30,7 @@ final class Session {
         self.gateway = gateway
         self.loop = gateway.loop
         self.transport = ClientTransport(
-            fd: fd, monitor: gateway.monitor, highWatermark: gateway.config.outboundHighWatermark)
+            fd: fd, loop: gateway.loop, monitor: gateway.monitor, highWatermark: gateway.config.outboundHighWatermark)
         self.framer = LineFramer(maxLineBytes: gateway.config.maxMessageBytes)
         var uid: Int32 = -1
         var pid: Int32 = -1

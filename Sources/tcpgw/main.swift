@@ -94,13 +94,12 @@ struct Serve: ParsableCommand {
         let gateway: Gateway
         do {
             gateway = try Gateway(config: config, logger: logger)
-            try gateway.start()
         } catch {
             FileHandle.standardError.write(Data("tcpgw: \(error)\n".utf8))
             throw ExitCode(1)
         }
-        FileHandle.standardError.write(Data("tcpgw: listening on \(config.socketPath)\n".utf8))
-
+        // Signal handling is in place before the socket exists: a SIGTERM the moment the
+        // gateway is ready still gets the orderly shutdown.
         var sources: [DispatchSourceSignal] = []
         for sig in [SIGTERM, SIGINT] {
             signal(sig, SIG_IGN)
@@ -112,6 +111,13 @@ struct Serve: ParsableCommand {
             source.resume()
             sources.append(source)
         }
+        do {
+            try gateway.start()
+        } catch {
+            FileHandle.standardError.write(Data("tcpgw: \(error)\n".utf8))
+            throw ExitCode(1)
+        }
+        FileHandle.standardError.write(Data("tcpgw: listening on \(config.socketPath)\n".utf8))
         withExtendedLifetime(sources) { dispatchMain() }
     }
 }

@@ -212,6 +212,10 @@ _tcpgw_write() {
 _tcpgw_request() {
 	local method=$1 params=$2 line deadline rc errno
 	_tcpgw_need_session "$method" || return
+	if [[ -n ${TCPGW_REPLY_TIMEOUT_MS:-} && ! $TCPGW_REPLY_TIMEOUT_MS =~ ^[0-9]{1,10}$ ]]; then
+		_tcpgw_err "$method" "TCPGW_REPLY_TIMEOUT_MS must be a number of milliseconds, got '$TCPGW_REPLY_TIMEOUT_MS'"
+		return "$TCPGW_E_USAGE"
+	fi
 	_tcpgw_next_id
 	_tcpgw_json_str "$method"
 	line="{\"jsonrpc\":\"2.0\",\"id\":$_TCPGW_ID,\"method\":$_TCPGW_JSON"
@@ -518,13 +522,14 @@ tcpgw_close() {
 	if [[ -z $_TCPGW_DIR ]]; then
 		return 0
 	fi
-	local deadline
+	local deadline ms=${TCPGW_CLOSE_TIMEOUT_MS:-2000}
+	[[ $ms =~ ^[0-9]{1,10}$ ]] || ms=2000
 	if [[ -n $_TCPGW_WFD ]]; then
 		exec {_TCPGW_WFD}>&-
 	fi
 	if [[ -n $_TCPGW_RFD ]]; then
 		# Drain until the bridge closes its stdout (it has exited), bounded.
-		_tcpgw_deadline "${TCPGW_CLOSE_TIMEOUT_MS:-2000}"
+		_tcpgw_deadline "$ms"
 		deadline=$_TCPGW_NOW
 		while _tcpgw_readline "$deadline"; do
 			:
@@ -628,7 +633,7 @@ _tcpgw_take_queued() {
 # events stay queued in order.  TIMEOUT_MS absent or "" = wait forever, 0 = poll.
 # Status 3 (and no output, no message) when none arrived in time.
 tcpgw_wait_event() {
-	if (( $# > 3 )) || [[ -n ${2:-} && ! ${2:-} =~ ^[0-9]+$ ]]; then
+	if (( $# > 3 )) || [[ -n ${2:-} && ! ${2:-} =~ ^[0-9]{1,10}$ ]]; then
 		_tcpgw_err event "usage: tcpgw_wait_event METHOD [TIMEOUT_MS] [HANDLE]"
 		return "$TCPGW_E_USAGE"
 	fi

@@ -7,10 +7,11 @@ import signal
 import socket
 import stat
 import subprocess
+import time
 
 import pytest
 
-from conftest import (Gateway, GatewayFactory, py_connect, py_listener, port_of, recv_until_eof_py,
+from conftest import (Gateway, GatewayFactory, can_connect_unix, py_connect, py_listener, port_of, recv_until_eof_py,
                       require_binary, run_cli, short_tmpdir)
 
 
@@ -162,8 +163,12 @@ def test_default_socket_path_from_xdg_runtime_dir(start_gateway: GatewayFactory)
 def test_signal_right_after_ready_is_handled(start_gateway: GatewayFactory) -> None:
     """Ready = the socket accepts (contract §1), so a signal sent at that moment must already
     get the orderly shutdown: exit 0, socket file removed. Repeated to catch a startup race."""
-    for i in range(12):
-        gw = start_gateway()  # returns as soon as the socket accepts
+    for i in range(30):
+        gw = start_gateway(ready=False)
+        deadline = time.monotonic() + 10
+        while not can_connect_unix(gw.path):  # tight poll: signal at the first moment it accepts
+            assert gw.proc.poll() is None and time.monotonic() < deadline, gw.log()
+            time.sleep(0.002)
         sig = signal.SIGTERM if i % 2 else signal.SIGINT
         rc = gw.signal_and_wait(sig, timeout=5)
         assert rc == 0, f"round {i}: exit {rc} after {signal.Signals(sig).name} right after ready\n{gw.log()}"

@@ -1,11 +1,13 @@
 #!/usr/bin/env bats
 # Synchronous use against a real Python echo peer: text, binary, hex, big payloads, EOF.
 
+# shellcheck disable=SC2154  # $stderr is set by bats (run --separate-stderr)
 load helpers
 
 setup() {
 	common_setup
-	PORT=$(start_peer echo "$ECHO_PEER")
+	start_peer echo "$ECHO_PEER"
+	PORT=$PEER_PORT
 }
 
 teardown() {
@@ -32,7 +34,6 @@ teardown() {
 	h=$(tcp_createClient 127.0.0.1 "$PORT" 2000)
 	tcp_send_hex "$h" 00ff0a0d41 >/dev/null
 	sleep 0.2 # let all five bytes come back so one recv gets them
-	run bash -c 'source "$1"; : "$2"; exit 0' _ "$SHELL_CLIENT_DIR/tcpgw.bash" x
 	out=$(tcp_recv "$h" 100 5000 | xxd -p)
 	[ "$out" = 00ff0a0d41 ]
 }
@@ -81,7 +82,8 @@ teardown() {
 }
 
 @test "EOF: tcp_recv prints nothing with status 0, tcp_isEOF is true; TCPGW_EOF_STATUS" {
-	port=$(start_peer say "$SAY_AND_CLOSE_PEER" "bye")
+	start_peer say "$SAY_AND_CLOSE_PEER" "bye"
+	port=$PEER_PORT
 	h=$(tcp_createClient 127.0.0.1 "$port" 2000)
 	run recv_hex_exact "$h" 3
 	[ "$output" = "$(hex_of bye)" ]

@@ -3,6 +3,7 @@
 # temporary socket, real loopback peers, everything bounded and cleaned up.
 #
 # Environment: TCPGW_BIN (default /work/main/.build/debug/tcpgw).
+# shellcheck disable=SC2034  # REPO_ROOT, PEER_PORT and the *_PEER scripts are used by the .bats files
 
 bats_require_minimum_version 1.5.0
 
@@ -84,15 +85,16 @@ free_port() {
 }
 
 # start_peer NAME SCRIPT [ARGS...]: run a Python peer (bounded by `timeout`); it must
-# write its listening port to $T_DIR/NAME.port.  Prints the port.
+# write its listening port to $T_DIR/NAME.port.  Sets PEER_PORT.  Call it directly,
+# not in $( ): the peer's pid must reach the teardown.
 start_peer() {
 	local name=$1 i
 	shift
-	timeout 60 python3 -c "$1" "$T_DIR/$name.port" "${@:2}" 2>"$T_DIR/$name.log" 3>&- &
+	timeout 60 python3 -c "$1" "$T_DIR/$name.port" "${@:2}" >/dev/null 2>"$T_DIR/$name.log" 3>&- &
 	PEER_PIDS+=("$!")
 	for (( i = 0; i < 200; i++ )); do
 		if [[ -s $T_DIR/$name.port ]]; then
-			cat "$T_DIR/$name.port"
+			PEER_PORT=$(<"$T_DIR/$name.port")
 			return 0
 		fi
 		sleep 0.025
