@@ -91,34 +91,27 @@ struct Serve: ParsableCommand {
             }
         }
         signal(SIGPIPE, SIG_IGN)
+        // SIGTERM/SIGINT are blocked before any thread exists, so every thread inherits the
+        // mask and the signal waits for the sigwait below, however early it comes.
+        var stopSignals = sigset_t()
+        sigemptyset(&stopSignals)
+        sigaddset(&stopSignals, SIGTERM)
+        sigaddset(&stopSignals, SIGINT)
+        pthread_sigmask(SIG_BLOCK, &stopSignals, nil)
         let gateway: Gateway
         do {
             gateway = try Gateway(config: config, logger: logger)
-        } catch {
-            FileHandle.standardError.write(Data("tcpgw: \(error)\n".utf8))
-            throw ExitCode(1)
-        }
-        // Signal handling is in place before the socket exists: a SIGTERM the moment the
-        // gateway is ready still gets the orderly shutdown.
-        var sources: [DispatchSourceSignal] = []
-        for sig in [SIGTERM, SIGINT] {
-            signal(sig, SIG_IGN)
-            let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
-            source.setEventHandler {
-                gateway.shutdown()
-                Foundation.exit(0)
-            }
-            source.resume()
-            sources.append(source)
-        }
-        do {
             try gateway.start()
         } catch {
             FileHandle.standardError.write(Data("tcpgw: \(error)\n".utf8))
             throw ExitCode(1)
         }
         FileHandle.standardError.write(Data("tcpgw: listening on \(config.socketPath)\n".utf8))
-        withExtendedLifetime(sources) { dispatchMain() }
+        var received: Int32 = 0
+        while sigwait(&stopSignals, &received) != 0 {}
+        logger.info("signal \(received): shutting down")
+        gateway.shutdown()
+        Foundation.exit(0)
     }
 }
 
