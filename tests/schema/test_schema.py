@@ -23,7 +23,6 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 SCHEMA_PATH = REPO / "schema" / "tcpgw.openrpc.json"
 META_PATH_CANDIDATES = [REPO / "schema" / "openrpc-meta-schema.json", Path("/work/shared/openrpc-meta-schema.json")]
-METHODS_MD = Path("/work/notes/methods.md")
 SWIFT_DOC = REPO / "Sources" / "TCPGateway" / "Generated" / "OpenRPCDocument.swift"
 
 # The method table of methods.md, in its order (by-position order of the methods array).
@@ -157,21 +156,6 @@ def test_methods_exactly_as_table_in_order(doc: dict[str, Any]) -> None:
     assert [m["name"] for m in events(doc)] == EXPECTED_EVENTS
     # Events come after the methods, so method positions never interleave with them.
     assert [m["name"] for m in doc["methods"]] == EXPECTED_METHODS + EXPECTED_EVENTS
-
-
-def test_method_table_still_matches_notes(doc: dict[str, Any]) -> None:
-    """Guards EXPECTED_METHODS against drift from the binding notes (only where the notes exist)."""
-    if not METHODS_MD.exists():
-        pytest.skip("methods.md not available")
-    text = METHODS_MD.read_text(encoding="utf-8")
-    section = text.split("\nMethods", 1)[1].split("\nEvents", 1)[0]
-    names: list[str] = []
-    for line in section.splitlines():
-        head = line.split("{", 1)[0]
-        for name in re.findall(r"^((?:tcp|gateway|rpc)\.\w+)|/ ((?:tcp)\.\w+)", head):
-            names.extend(n for n in name if n)
-    assert names == EXPECTED_METHODS
-    assert re.findall(r"^(tcp\.on\w+)", text.split("\nEvents", 1)[1], re.M) == EXPECTED_EVENTS
 
 
 def test_every_method_is_documented(doc: dict[str, Any]) -> None:
@@ -653,3 +637,17 @@ def test_gateway_validates_before_touching_handles(client: Client) -> None:
     # The same call with a valid TTL reaches the handle lookup: unknown handle.
     assert client.call("tcp.setTTL", {"handle": 424242, "timeToLive": 64})["error"]["code"] == -32000
     assert client.call("tcp.setTTL", [424242, 64])["error"]["code"] == -32000
+
+
+@needs_binary
+def test_gateway_answers_exactly_the_schema_methods(client: Client, doc: dict[str, Any]) -> None:
+    """Every request method of the schema is served (never -32601), and nothing else is."""
+    for m in calls(doc):
+        reply = client.call(m["name"], {"bogusParam": 1})
+        assert reply.get("error", {}).get("code") == -32602, (m["name"], reply)
+    names = {m["name"] for m in doc["methods"]}
+    near_misses = {"tcp.listen", "tcp.sockname", "TCP.close", "tcp.close ", "gateway.stop", "rpc.discover2",
+                   "tcp", "", "tcp.", "gateway.Info"}
+    for name in sorted(near_misses - names):
+        reply = client.call(name, {})
+        assert reply.get("error", {}).get("code") == -32601, (name, reply)
