@@ -77,8 +77,11 @@ final class ClientTransport {
             resumeReading()
             return
         }
+        // Linux ends a read right after the message that carried descriptors (bytes before it
+        // may be glued on), so they belong with the read's last byte.
+        let lastByte = receivedOffset + UInt64(max(n, 1)) - 1
         var received: [ReceivedDescriptor] = []
-        for i in 0..<Int(nfds) { received.append(ReceivedDescriptor(offset: receivedOffset, fd: fds[i])) }
+        for i in 0..<Int(nfds) { received.append(ReceivedDescriptor(offset: lastByte, fd: fds[i])) }
         if n <= 0 {
             for d in received where d.fd >= 0 { _ = tcpgw_close(d.fd) }
             close()

@@ -71,15 +71,15 @@ final class Session {
         if !isClosed { resumeReadingIfAllowed() }
     }
 
+    /// The descriptors that arrived with the bytes of the line [start, end). Lines are handled
+    /// in order, so anything before `end` not yet taken belongs to this one.
     private func takeDescriptors(_ start: UInt64, _ end: UInt64) -> [Int32] {
+        guard !receivedFDs.isEmpty else { return [] }
         var taken: [Int32] = []
         receivedFDs.removeAll { d in
-            // A descriptor arrives with the read that holds its bytes; it belongs to the line
-            // that contains (or follows) its offset.
             if d.offset < end { taken.append(d.fd); return true }
             return false
         }
-        _ = start
         return taken
     }
 

@@ -319,6 +319,30 @@ def test_fd_attached_to_other_request_is_not_leaked_or_used(gw: Gateway, wire: W
     assert after <= before, f"stray descriptor kept: {before} fds before, {after} after"
 
 
+def test_fd_goes_to_its_own_line_when_glued_after_a_long_line(wire: Wire) -> None:
+    """The kernel may deliver the tail of an earlier line and a line carrying a descriptor in one
+    read; the descriptor belongs to the line it was attached to, not the earlier one."""
+    lst = py_listener("127.0.0.1")
+    mine = py_connect("127.0.0.1", port_of(lst))
+    far, _ = lst.accept()
+    try:
+        for round_ in range(5):
+            big_id = "x" * (20_000 + round_)  # small enough that both lines sit in the socket together
+            wire.send_obj({"jsonrpc": "2.0", "id": big_id, "method": "tcp.list"})
+            fd_id = wire.request("tcp.createByFd", {}, fds=[mine.fileno()])
+            assert wire.reply(big_id).obj["result"] is not None
+            created = wire.reply(fd_id).obj
+            assert "result" in created, created
+            h = created["result"]["handle"]
+            assert created["result"]["kind"] == "connection"
+            far.sendall(b"ping")
+            assert wire.recv_exact(h, 4) == b"ping"
+            assert wire.call("tcp.close", {"handle": h}) is True
+    finally:
+        for x in (mine, far, lst):
+            x.close()
+
+
 # ------------------------------------------------------------------------ policy
 def _policy(gwf: GatewayFactory, policy: dict) -> Gateway:
     d = gwf.tmpdir()
