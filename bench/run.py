@@ -931,7 +931,25 @@ def main() -> int:
         "",
     ]
     print_table(header)
+    codec_bench(args)
     return 0
+
+
+def codec_bench(args: argparse.Namespace) -> None:
+    """The JSON codec alone (bench/CodecBench): a 64 KiB tcp.send request parsed and a tcp.recv
+    answer printed, long strings spliced around jansson against all-jansson, same run."""
+    exe = os.path.join(os.path.dirname(os.path.abspath(args.bin)), "CodecBench")
+    if not os.access(exe, os.X_OK):
+        progress(f"no {exe}; `swift build -c release --product CodecBench` adds the codec figures")
+        return
+    cmd = [exe] + (["--quick"] if args.quick else [])
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=True).stdout
+    except (subprocess.SubprocessError, OSError) as exc:
+        print(f"\ncodec bench FAILED: {exc}")
+        return
+    print()
+    print(out.rstrip())
 
 
 if __name__ == "__main__":
