@@ -28,8 +28,7 @@ enum LongStringSplice {
                 i += 1
                 continue
             }
-            var j = i + 1
-            while j < n && isPlain(bytes[j]) { j += 1 }
+            var j = plainRunEnd(bytes, from: i + 1)
             if j < n && bytes[j] == 0x22 && j - i - 1 >= threshold && !isKey(bytes, after: j + 1) {
                 if reduced.isEmpty { reduced.reserveCapacity(n / 4 + 64) }
                 reduced.append(contentsOf: bytes[copiedUpTo...i])
@@ -58,6 +57,30 @@ enum LongStringSplice {
         guard !pieces.isEmpty else { return nil }
         reduced.append(contentsOf: bytes[copiedUpTo..<n])
         return (reduced, pieces)
+    }
+
+    /// The index of the first byte at or after `from` that is not plain: 64 bytes at a time
+    /// with a branch-free test the compiler vectorises, then byte by byte inside the block
+    /// that holds it.
+    @inline(__always)
+    static func plainRunEnd(_ bytes: UnsafeRawBufferPointer, from: Int) -> Int {
+        let n = bytes.count
+        guard let base = bytes.baseAddress?.assumingMemoryBound(to: UInt8.self) else { return from }
+        var j = from
+        while j + 64 <= n {
+            var bad: UInt8 = 0
+            for k in 0..<64 {
+                let b = base[j + k]
+                // Non-zero when b < 0x20, b > 0x7E, b == '"' or b == '\\'.
+                bad |= (b &- 0x20) >= 0x5F ? 1 : 0
+                bad |= b == 0x22 ? 1 : 0
+                bad |= b == 0x5C ? 1 : 0
+            }
+            if bad != 0 { break }
+            j += 64
+        }
+        while j < n && isPlain(base[j]) { j += 1 }
+        return j
     }
 
     /// Whether the string that ended just before `index` is an object key (a ':' follows).
