@@ -11,7 +11,9 @@ import NIOPosix
 /// buffer no larger than asked, so nothing is read that the client did not ask for. Flowing:
 /// NIO reads freely and every chunk becomes a `tcp.onData` event, unless the client is congested.
 final class ConnectionHandle {
-    enum Phase { case connecting, open, closed }
+    /// connecting: our own non-blocking connect is in progress (the descriptor is ours);
+    /// adopting: NIO is taking the connected descriptor over; open: NIO owns it.
+    enum Phase { case connecting, adopting, open, closed }
 
     struct PendingRecv {
         let id: UInt64
@@ -60,6 +62,7 @@ final class ConnectionHandle {
 
     /// Hands the connected descriptor to NIO; completes when the channel is ready.
     func adopt(loop: EventLoop, completion: @escaping (Result<Void, Error>) -> Void) {
+        phase = .adopting
         let handler = TCPConnectionHandler(handle: self)
         // Reading starts only after the creating answer or event is out, so no tcp.onData can
         // precede the tcp.onAccept/tcp.onConnect that introduces the handle.
@@ -76,7 +79,12 @@ final class ConnectionHandle {
                 case .success(let channel):
                     self.channel = channel
                     self.phase = .open
-                    if self.closedByClient { channel.close(promise: nil) }
+                    if self.closedByClient {
+                        // Closed (with its session) while NIO was taking it over.
+                        channel.close(promise: nil)
+                        completion(.failure(RPCError.unknownHandle(self.id)))
+                        return
+                    }
                     completion(.success(()))
                     self.applyAutoRead()
                 case .failure(let error):
@@ -143,7 +151,7 @@ final class ConnectionHandle {
     // MARK: recv
 
     func recv(length: Int, timeoutMS: Int?, complete: @escaping (Result<(ByteBuffer, Bool), RPCError>) -> Void) {
-        if phase == .connecting {
+        if phase == .connecting || phase == .adopting {
             complete(.failure(.handleState("handle \(id) is still connecting")))
             return
         }
@@ -353,6 +361,8 @@ final class ConnectionHandle {
                 onConnected = nil
                 callback(.failure(RPCError.handleState("handle \(id) was closed while connecting")))
             }
+        case .adopting:
+            break  // NIO owns the descriptor now; the adoption's completion closes the channel
         case .open:
             channel?.close(promise: nil)
         case .closed:
@@ -377,7 +387,7 @@ final class ConnectionHandle {
         switch phase {
         case .connecting: return .synSent
         case .closed: return .closed
-        case .open:
+        case .adopting, .open:
             let raw = tcpgw_tcp_state(fd)
             return raw < 0 ? .closed : TCPState(linux: raw)
         }

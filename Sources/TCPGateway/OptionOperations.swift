@@ -41,7 +41,7 @@ enum OptionOperations {
     static func fds(_ call: Call) throws -> [Int32] {
         switch try call.session.lookup(call.params.handle) {
         case .connection(let connection):
-            guard connection.isOpen || connection.phase == .connecting else {
+            guard connection.phase != .closed else {
                 throw RPCError.handleState("handle \(connection.id) is closed")
             }
             return [try connection.openFD()]
