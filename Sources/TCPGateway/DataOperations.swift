@@ -106,7 +106,9 @@ enum DataOperations {
     }
 
     static func isEOF(_ call: Call) throws -> JSONValue? {
-        let connection = try call.session.connection(call.params.handle)
-        return .bool(connection.eof)
+        switch try call.session.lookup(call.params.handle) {
+        case .server: return false
+        case .connection(let connection): return .bool(connection.eof)
+        }
     }
 }

@@ -1,3 +1,4 @@
+import Foundation
 import CNetShim
 import JSONRPC
 
@@ -152,8 +153,12 @@ enum OptionOperations {
         case .server(let server):
             throw RPCError.handleState("handle \(server.id) is a server; it has no peer")
         case .connection(let connection):
-            guard connection.isOpen, let remote = connection.remote else {
-                throw RPCError.handleState("handle \(connection.id) is not connected")
+            guard connection.phase != .connecting else {
+                throw RPCError.handleState("handle \(connection.id) is still connecting")
+            }
+            // Ask the kernel, as getpeername does: a socket no longer connected is ENOTCONN.
+            guard connection.isOpen, let remote = SockAddr.remote(of: try connection.openFD()) else {
+                throw SystemError(errno: ENOTCONN, syscall: "getpeername")
             }
             return remote.json
         }

@@ -1046,7 +1046,7 @@ enum OpenRPCDocument {
     {
       "name": "tcp.shutdown",
       "summary": "Shut down reading, writing or both directions.",
-      "description": "Calls shutdown(2): `r` stops receiving, `w` sends FIN (the peer sees end of stream; sends afterwards are -32001), `rw` (default) both. The handle stays open until `tcp.close`. Synchronous.",
+      "description": "Calls shutdown(2): `r` stops receiving, `w` sends FIN (the peer sees end of stream; sends afterwards are -32001), `rw` (default) both. When the peer has already sent its FIN, `w` finishes both directions: the answer comes first, then `tcp.onClose`, and the handle is gone (contract §4; the same happens when the peer's FIN arrives after `w`). Otherwise, and always after `r` or `rw`, the handle stays until `tcp.close` (after `rw` its state is CLOSED). Synchronous.",
       "tags": [
         {
           "name": "connection"

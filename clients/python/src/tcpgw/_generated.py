@@ -310,7 +310,7 @@ METHOD_DOCS: Final[Mapping[str, str]] = MappingProxyType({
     'tcp.recv': 'Receive bytes from a connection. Reads up to `length` bytes (default 65536) from the connection: first bytes the gateway has already buffered, then the socket. Waits until at least one byte or end of stream is available; `timeout` (ms) bounds the wait (absent = forever, 0 = poll) and running out is -32002 with nothing lost. The bytes come back encoded with `encoding` (`base64` default, `hex`, or `utf8`, which replaces invalid sequences with U+FFFD and is meant for text protocols only). End of stream (peer\'s FIN) is not an error: `{"data": "", "eof": true}`. -32001 on a server handle or on a flowing handle (call `tcp.pause` first). Synchronous.',
     'tcp.recvfrom': 'As tcp.recv, plus the peer\'s address. Reads up to `length` bytes (default 65536) from the connection: first bytes the gateway has already buffered, then the socket. Waits until at least one byte or end of stream is available; `timeout` (ms) bounds the wait (absent = forever, 0 = poll) and running out is -32002 with nothing lost. The bytes come back encoded with `encoding` (`base64` default, `hex`, or `utf8`, which replaces invalid sequences with U+FFFD and is meant for text protocols only). End of stream (peer\'s FIN) is not an error: `{"data": "", "eof": true}`. -32001 on a server handle or on a flowing handle (call `tcp.pause` first). The answer also carries `remote`, the peer\'s address. `remoteAddr` (the seed\'s output argument) is accepted by name only and ignored.',
     'tcp.pending': "Bytes readable without waiting. Answers how many bytes can be read without waiting: bytes the gateway has already buffered plus the kernel's FIONREAD count. A server handle answers 0. Synchronous.",
-    'tcp.shutdown': 'Shut down reading, writing or both directions. Calls shutdown(2): `r` stops receiving, `w` sends FIN (the peer sees end of stream; sends afterwards are -32001), `rw` (default) both. The handle stays open until `tcp.close`. Synchronous.',
+    'tcp.shutdown': "Shut down reading, writing or both directions. Calls shutdown(2): `r` stops receiving, `w` sends FIN (the peer sees end of stream; sends afterwards are -32001), `rw` (default) both. When the peer has already sent its FIN, `w` finishes both directions: the answer comes first, then `tcp.onClose`, and the handle is gone (contract §4; the same happens when the peer's FIN arrives after `w`). Otherwise, and always after `r` or `rw`, the handle stays until `tcp.close` (after `rw` its state is CLOSED). Synchronous.",
     'tcp.mports': 'Listen on extra consecutive ports. On a server handle, also listens on `mports` consecutive ports after its bound port (port+1 .. port+mports); connections to any of them are accepted through this handle. 0 removes the extra ports. Each port must be allowed by the `listen` policy. -32001 on a connection handle; -32602 when port + mports would exceed 65535. Synchronous.',
     'tcp.error': 'Read and clear the socket\'s pending error (SO_ERROR). Answers the socket\'s pending error as from getsockopt(SO_ERROR), which also clears it, as in the seed: `{"errnoNumber": 0, "errno": null}` when there is none. Synchronous.',
     'tcp.close': 'Close a handle and its socket. Closes the socket and forgets the handle (later use is -32000). A call still waiting on the handle fails with -32000. No `tcp.onClose` event follows a close the client asked for. Synchronous.',
@@ -365,8 +365,11 @@ class _SyncTcpMethods:
         """Shut down reading, writing or both directions.
 
         Calls shutdown(2): `r` stops receiving, `w` sends FIN (the peer sees end of stream;
-        sends afterwards are -32001), `rw` (default) both. The handle stays open until
-        `tcp.close`. Synchronous.
+        sends afterwards are -32001), `rw` (default) both. When the peer has already sent its
+        FIN, `w` finishes both directions: the answer comes first, then `tcp.onClose`, and the
+        handle is gone (contract §4; the same happens when the peer's FIN arrives after `w`).
+        Otherwise, and always after `r` or `rw`, the handle stays until `tcp.close` (after `rw`
+        its state is CLOSED). Synchronous.
 
         Args:
             how: Direction(s) to shut down.
@@ -704,8 +707,11 @@ class _AsyncTcpMethods:
         """Shut down reading, writing or both directions.
 
         Calls shutdown(2): `r` stops receiving, `w` sends FIN (the peer sees end of stream;
-        sends afterwards are -32001), `rw` (default) both. The handle stays open until
-        `tcp.close`. Synchronous.
+        sends afterwards are -32001), `rw` (default) both. When the peer has already sent its
+        FIN, `w` finishes both directions: the answer comes first, then `tcp.onClose`, and the
+        handle is gone (contract §4; the same happens when the peer's FIN arrives after `w`).
+        Otherwise, and always after `r` or `rw`, the handle stays until `tcp.close` (after `rw`
+        its state is CLOSED). Synchronous.
 
         Args:
             how: Direction(s) to shut down.
