@@ -18,8 +18,6 @@ public enum JanssonCodec {
     /// `splicing: false` sends long strings through jansson too (the baseline the codec
     /// benchmark compares against).
     public static func parse(_ bytes: UnsafeRawBufferPointer, splicing: Bool = true) throws -> JSONValue {
-        var error = json_error_t()
-        let flags = JSON_DECODE_ANY | JSON_ALLOW_NUL
         guard let base = bytes.baseAddress, bytes.count > 0 else {
             throw JSONParseError(message: "empty input", position: 0)
         }
@@ -28,15 +26,22 @@ public enum JanssonCodec {
         if let nul = memchr(base, 0, bytes.count) {
             throw JSONParseError(message: "raw NUL byte", position: base.distance(to: UnsafeRawPointer(nul)))
         }
-        if splicing, bytes.count >= 2 * LongStringSplice.threshold, let (reduced, pieces) = LongStringSplice.cut(bytes) {
-            return try parseReduced(reduced, pieces: pieces, original: bytes)
+        var error = json_error_t()
+        if splicing, bytes.count >= 2 * LongStringSplice.threshold, let (reduced, pieces) = LongStringSplice.cut(bytes),
+            let root = reduced.withUnsafeBytes({ load($0, &error) })
+        {
+            // Only the short remainder went through jansson; the long strings are put back during
+            // conversion. (Had it failed, the full parse below reports the error with its
+            // position in the original text.)
+            defer { tcpgw_json_decref(root) }
+            return convert(root, (bytes, pieces))
         }
-        guard let root = json_loadb(base.assumingMemoryBound(to: CChar.self), bytes.count, Int(flags), &error) else {
+        guard let root = load(bytes, &error) else {
             let text = withUnsafePointer(to: &error) { String(cString: tcpgw_json_error_text($0)) }
             // jansson stops at integers beyond 64 bits, which are valid JSON. Read them as
             // reals instead (a rare, slow path), so such a value is judged by the schema.
             if text.hasPrefix("too big"), let widened = widenHugeIntegers(bytes) {
-                return try widened.withUnsafeBytes { try parse($0) }
+                return try widened.withUnsafeBytes { try parse($0, splicing: false) }
             }
             throw JSONParseError(message: text, position: Int(error.position))
         }
@@ -44,34 +49,10 @@ public enum JanssonCodec {
         return convert(root, nil)
     }
 
-    /// Parses text whose long strings were cut out, putting them back during conversion. An
-    /// error's position is then re-reported by a plain parse of the original.
-    private static func parseReduced(_ reduced: [UInt8], pieces: [Range<Int>], original: UnsafeRawBufferPointer) throws -> JSONValue {
-        var error = json_error_t()
+    /// jansson's parse of any JSON text, NULs inside strings allowed; the caller owns the result.
+    private static func load(_ bytes: UnsafeRawBufferPointer, _ error: inout json_error_t) -> UnsafeMutablePointer<json_t>? {
         let flags = JSON_DECODE_ANY | JSON_ALLOW_NUL
-        let root = reduced.withUnsafeBytes {
-            json_loadb($0.baseAddress!.assumingMemoryBound(to: CChar.self), $0.count, Int(flags), &error)
-        }
-        guard let root else {
-            // Rare: let the full parse produce the error (with the right position) or the value.
-            return try parseWithoutSplicing(original)
-        }
-        defer { tcpgw_json_decref(root) }
-        return convert(root, (original, pieces))
-    }
-
-    static func parseWithoutSplicing(_ bytes: UnsafeRawBufferPointer) throws -> JSONValue {
-        var error = json_error_t()
-        let flags = JSON_DECODE_ANY | JSON_ALLOW_NUL
-        guard let root = json_loadb(bytes.baseAddress!.assumingMemoryBound(to: CChar.self), bytes.count, Int(flags), &error) else {
-            let text = withUnsafePointer(to: &error) { String(cString: tcpgw_json_error_text($0)) }
-            if text.hasPrefix("too big"), let widened = widenHugeIntegers(bytes) {
-                return try widened.withUnsafeBytes { try parseWithoutSplicing($0) }
-            }
-            throw JSONParseError(message: text, position: Int(error.position))
-        }
-        defer { tcpgw_json_decref(root) }
-        return convert(root, nil)
+        return json_loadb(bytes.baseAddress!.assumingMemoryBound(to: CChar.self), bytes.count, Int(flags), &error)
     }
 
     /// The text with ".0" after every integer literal of more than 18 digits (outside strings);
