@@ -54,5 +54,11 @@ let package = Package(
             swiftSettings: [.swiftLanguageMode(.v5)]
         ),
         .testTarget(name: "JSONRPCTests", dependencies: ["JSONRPC"], swiftSettings: [.swiftLanguageMode(.v5)]),
+        // Unit tests for the gateway's pure pieces: codecs, policy rules, schema binding, addresses.
+        .testTarget(
+            name: "TCPGatewayTests",
+            dependencies: ["TCPGateway", "JSONRPC", .product(name: "NIOCore", package: "swift-nio")],
+            swiftSettings: [.swiftLanguageMode(.v5)]
+        ),
     ]
 )

@@ -43,7 +43,11 @@ public struct Policy: Sendable {
                 guard case .array(let items) = member else { throw PolicyError("\(source): '\(key)' must be an array of rules") }
                 let rules = try items.map { item -> AddressRule in
                     guard case .string(let text) = item else { throw PolicyError("\(source): '\(key)' rules must be strings") }
-                    return try AddressRule(text)
+                    do {
+                        return try AddressRule(text)
+                    } catch let error as PolicyError {
+                        throw PolicyError("\(source): '\(key)': \(error.description)")
+                    }
                 }
                 if key == "connect" { connect = rules } else { listen = rules }
             case "allowBindToDevice", "allowCreateByFd", "allowFlyAway":
@@ -106,8 +110,10 @@ public struct AddressRule: Sendable {
         }
         var ports: [ClosedRange<Int>] = []
         if let portPart, portPart != "*" {
-            for piece in portPart.split(separator: ",") {
-                let bounds = piece.split(separator: "-").map { Int($0) }
+            // Empty pieces are kept so they fail below: omitting them read "127.0.0.1:" as any
+            // port and "80-" as 80, silently widening or changing a sandbox's rule.
+            for piece in portPart.split(separator: ",", omittingEmptySubsequences: false) {
+                let bounds = piece.split(separator: "-", omittingEmptySubsequences: false).map { Int($0) }
                 guard (1...2).contains(bounds.count), bounds.allSatisfy({ $0 != nil && (0...65535).contains($0!) }),
                     bounds.first!! <= bounds.last!!
                 else { throw PolicyError("rule '\(text)': bad port list '\(portPart)'") }
@@ -164,7 +170,9 @@ public struct AddressRule: Sendable {
         var remaining = prefixLength
         var index = 0
         while remaining > 0 {
-            let mask: UInt8 = remaining >= 8 ? 0xFF : UInt8(0xFF << (8 - remaining))
+            // The shift is done in UInt8 so its high bits fall off: `UInt8(0xFF << n)` shifted an
+            // Int and trapped converting 0xFF0 for any prefix not a multiple of 8 ("10.16.0.0/12").
+            let mask: UInt8 = remaining >= 8 ? 0xFF : UInt8(0xFF) << UInt8(8 - remaining)
             if bytes[index] & mask != prefix[index] & mask { return false }
             remaining -= 8
             index += 1

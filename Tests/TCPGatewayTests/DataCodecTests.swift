@@ -1,0 +1,220 @@
+import Foundation
+import JSONRPC
+import NIOCore
+import XCTest
+
+@testable import TCPGateway
+
+/// Base64, Hex, DataEncoding and the hand-written tcp.onData frame.
+final class DataCodecTests: XCTestCase {
+    typealias S = GatewayTestSupport
+
+    // MARK: - Base64
+
+    /// Every length 0...300 (all three tail shapes, many times over), byte for byte against Foundation.
+    func testBase64RoundTripsAgainstFoundationForEveryLength() {
+        var rng = SplitMix64(seed: 0x7C9_0001)
+        for length in 0...300 {
+            let bytes = S.randomBytes(length, &rng)
+            let ours = Base64.encode(S.buffer(bytes))
+            let foundation = Data(bytes).base64EncodedString()
+            XCTAssertEqual(ours, foundation, "encode, length \(length)")
+            XCTAssertEqual(ours.utf8.count, Base64.encodedLength(length), "encodedLength, length \(length)")
+            XCTAssertEqual(Base64.decode(foundation), bytes, "decode of Foundation's text, length \(length)")
+            XCTAssertEqual(Data(base64Encoded: ours).map { [UInt8]($0) }, bytes, "Foundation decodes ours, length \(length)")
+        }
+    }
+
+    func testBase64EdgeBytes() {
+        for bytes: [UInt8] in [[0], [0xFF], [0, 0], [0xFF, 0xFF], [0, 0, 0], [0xFF, 0xFF, 0xFF], Array(0...255)] {
+            let text = Base64.encode(S.buffer(bytes))
+            XCTAssertEqual(text, Data(bytes).base64EncodedString())
+            XCTAssertEqual(Base64.decode(text), bytes)
+        }
+        XCTAssertEqual(Base64.decode(""), [])
+        XCTAssertEqual(Base64.encode(S.buffer([])), "")
+    }
+
+    func testBase64EncodeAppendsToExistingBufferContent() {
+        // encode(_:into:) appends; the frame encoder relies on it writing after the head.
+        var out = ByteBufferAllocator().buffer(capacity: 4)
+        out.writeString("x=")
+        Array("hello".utf8).withUnsafeBytes { Base64.encode($0, into: &out) }
+        XCTAssertEqual(String(buffer: out), "x=aGVsbG8=")
+    }
+
+    func testBase64AcceptsUnpaddedInput() {
+        var rng = SplitMix64(seed: 0x7C9_0002)
+        for length in 0...64 {
+            let bytes = S.randomBytes(length, &rng)
+            let padded = Data(bytes).base64EncodedString()
+            let unpadded = String(padded.prefix(while: { $0 != "=" }))
+            XCTAssertEqual(Base64.decode(unpadded), bytes, "unpadded, length \(length)")
+        }
+        XCTAssertEqual(Base64.decode("aGk"), Array("hi".utf8))
+        XCTAssertEqual(Base64.decode("aA"), Array("h".utf8))
+    }
+
+    func testBase64RejectsBadCharacters() {
+        for bad in ["aGk*", "aG k", " aGk=", "aGk=\n", "aGVsbG8h\r\n", "a.bc", "aGVs\u{0}bG8=", "aGé=", "YWJj#A==", "!!!!"] {
+            XCTAssertNil(Base64.decode(bad), "\(bad.debugDescription) should be rejected")
+        }
+    }
+
+    func testBase64RejectsBadPadding() {
+        // Padding in the middle, too much padding, padding not reaching a multiple of 4.
+        for bad in ["=", "==", "===", "====", "A===", "AA=", "AAA==", "AA===", "AB=C", "A=BC", "AA==AA==", "aGk==", "aA=", "=aGk"] {
+            XCTAssertNil(Base64.decode(bad), "\(bad.debugDescription) should be rejected")
+        }
+        // The good neighbours of those, so the rejections are about the padding.
+        XCTAssertEqual(Base64.decode("AA=="), [0])
+        XCTAssertEqual(Base64.decode("AAA="), [0, 0])
+        XCTAssertEqual(Base64.decode("aGk="), Array("hi".utf8))
+    }
+
+    func testBase64RejectsLengthOneModFour() {
+        for bad in ["A", "AAAAA", "aGVsbG8hA", "AAAAAAAAA"] {
+            XCTAssertNil(Base64.decode(bad), "\(bad.debugDescription) (length % 4 == 1) should be rejected")
+        }
+    }
+
+    func testBase64DecodesTheURLSafeAlphabet() {
+        var rng = SplitMix64(seed: 0x7C9_0003)
+        var sawBoth = (dash: false, underscore: false)
+        for length in 1...120 {
+            let bytes = S.randomBytes(length, &rng)
+            let standard = Data(bytes).base64EncodedString()
+            let urlSafe = standard.replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_")
+            sawBoth.dash = sawBoth.dash || urlSafe.contains("-")
+            sawBoth.underscore = sawBoth.underscore || urlSafe.contains("_")
+            XCTAssertEqual(Base64.decode(urlSafe), bytes, "url-safe, length \(length)")
+            XCTAssertEqual(Base64.decode(String(urlSafe.prefix(while: { $0 != "=" }))), bytes, "url-safe unpadded")
+        }
+        XCTAssertTrue(sawBoth.dash && sawBoth.underscore, "the sample must exercise both URL-safe characters")
+        XCTAssertEqual(Base64.decode("-_-_"), [0xFB, 0xFF, 0xBF])
+        XCTAssertEqual(Base64.decode("+/+/"), [0xFB, 0xFF, 0xBF])
+        // Encoding stays standard.
+        XCTAssertEqual(Base64.encode(S.buffer([0xFB, 0xFF, 0xBF])), "+/+/")
+    }
+
+    // MARK: - Hex
+
+    func testHexRoundTrip() {
+        var rng = SplitMix64(seed: 0x7C9_0004)
+        for length in 0...80 {
+            let bytes = S.randomBytes(length, &rng)
+            let text = Hex.encode(S.buffer(bytes))
+            XCTAssertEqual(text, bytes.map { String(format: "%02x", $0) }.joined(), "length \(length)")
+            XCTAssertEqual(Hex.decode(text), bytes)
+            XCTAssertEqual(Hex.decode(text.uppercased()), bytes)
+        }
+        XCTAssertEqual(Hex.encode(S.buffer(Array(0...255))).count, 512)
+    }
+
+    func testHexAcceptsEitherCaseAndEncodesLower() {
+        XCTAssertEqual(Hex.decode("DEADbeef"), [0xDE, 0xAD, 0xBE, 0xEF])
+        XCTAssertEqual(Hex.decode("00ff7F80"), [0x00, 0xFF, 0x7F, 0x80])
+        XCTAssertEqual(Hex.encode(S.buffer([0xAB, 0xCD, 0x0F])), "abcd0f")
+        XCTAssertEqual(Hex.decode(""), [])
+    }
+
+    func testHexRejectsOddLengthAndNonHex() {
+        for bad in ["0", "abc", "0g", "g0", "zz", "0x00", " 00", "00 ", "-1", "é0", "+f", "0\n"] {
+            XCTAssertNil(Hex.decode(bad), "\(bad.debugDescription) should be rejected")
+        }
+    }
+
+    // MARK: - DataEncoding
+
+    func testDataEncodingDecode() throws {
+        XCTAssertEqual(try DataEncoding.utf8.decode("héllo €", param: "data"), Array("héllo €".utf8))
+        XCTAssertEqual(try DataEncoding.utf8.decode("", param: "data"), [])
+        XCTAssertEqual(try DataEncoding.base64.decode("aGk=", param: "data"), Array("hi".utf8))
+        XCTAssertEqual(try DataEncoding.hex.decode("6869", param: "data"), Array("hi".utf8))
+
+        let base64Error = S.rpcError { _ = try DataEncoding.base64.decode("a*", param: "data[2]") }
+        XCTAssertEqual(base64Error?.code, -32602)
+        XCTAssertEqual(base64Error?.message, "invalid params: 'data[2]' is not valid base64")
+        let hexError = S.rpcError { _ = try DataEncoding.hex.decode("abc", param: "data") }
+        XCTAssertEqual(hexError?.code, -32602)
+        XCTAssertEqual(hexError?.message, "invalid params: 'data' is not valid hex")
+    }
+
+    func testDataEncodingEncode() {
+        let bytes: [UInt8] = Array("héllo".utf8)
+        XCTAssertEqual(DataEncoding.utf8.encode(S.buffer(bytes)), "héllo")
+        XCTAssertEqual(DataEncoding.base64.encode(S.buffer(bytes)), Data(bytes).base64EncodedString())
+        XCTAssertEqual(DataEncoding.hex.encode(S.buffer(bytes)), "68c3a96c6c6f")
+        XCTAssertEqual(DataEncoding(rawValue: "utf8"), .utf8)
+        XCTAssertNil(DataEncoding(rawValue: "UTF8"))
+        XCTAssertNil(DataEncoding(rawValue: "latin1"))
+    }
+
+    func testDataEncodingUTF8ReplacesInvalidBytes() {
+        // A lone continuation byte, a truncated 2-byte sequence at the end, an invalid lead byte.
+        XCTAssertEqual(DataEncoding.utf8.encode(S.buffer([0x61, 0x80, 0x62])), "a\u{FFFD}b")
+        XCTAssertEqual(DataEncoding.utf8.encode(S.buffer([0x61, 0xC3])), "a\u{FFFD}")
+        XCTAssertEqual(DataEncoding.utf8.encode(S.buffer([0xFF])), "\u{FFFD}")
+        let decoded = DataEncoding.utf8.encode(S.buffer([0xFE, 0x41, 0xFE]))
+        XCTAssertEqual(Array(decoded.unicodeScalars), ["\u{FFFD}", "A", "\u{FFFD}"])
+    }
+
+    func testDataEncodingEncodesOnlyTheReadableBytes() {
+        var buffer = S.buffer(Array("xxhi".utf8))
+        buffer.moveReaderIndex(forwardBy: 2)
+        XCTAssertEqual(DataEncoding.utf8.encode(buffer), "hi")
+        XCTAssertEqual(DataEncoding.base64.encode(buffer), "aGk=")
+        XCTAssertEqual(DataEncoding.hex.encode(buffer), "6869")
+    }
+
+    // MARK: - DataFrameEncoder
+
+    func testOnDataFrameMatchesJansson() throws {
+        var rng = SplitMix64(seed: 0x7C9_0005)
+        // Lengths around the three base64 tails and past LongStringSplice's 512-character threshold.
+        let lengths = [0, 1, 2, 3, 4, 5, 100, 383, 384, 385, 386, 1000, 65536]
+        let handles: [Int64] = [1, 42, 9_007_199_254_740_991, Int64.max]
+        for (index, length) in lengths.enumerated() {
+            let handle = handles[index % handles.count]
+            let bytes = S.randomBytes(length, &rng)
+            let frame = DataFrameEncoder.onData(handle: handle, S.buffer(bytes))
+            let frameBytes = Array(frame.readableBytesView)
+
+            XCTAssertEqual(frameBytes.last, 0x0A, "ends with a newline, length \(length)")
+            XCTAssertEqual(frameBytes.filter { $0 == 0x0A }.count, 1, "exactly one newline, length \(length)")
+            XCTAssertFalse(frameBytes.contains(0x0D), "no carriage return, length \(length)")
+
+            let expected: JSONValue = [
+                "jsonrpc": "2.0", "method": "tcp.onData",
+                "params": ["handle": .int(handle), "data": .string(Data(bytes).base64EncodedString()), "encoding": "base64"],
+            ]
+            let parsed = try JanssonCodec.parse(Array(frameBytes.dropLast()))
+            XCTAssertEqual(parsed, expected, "length \(length)")
+            // Same members in the same order (JSONObject equality ignores order).
+            XCTAssertEqual(TestKeys.of(parsed), ["jsonrpc", "method", "params"])
+            XCTAssertEqual(TestKeys.of(parsed["params"]), ["handle", "data", "encoding"])
+
+            // Byte for byte what jansson prints for the same object, spliced or not.
+            XCTAssertEqual(frameBytes, JanssonCodec.serialize(expected) + [0x0A], "vs serialize, length \(length)")
+            XCTAssertEqual(frameBytes, JanssonCodec.serialize(expected, splicing: false) + [0x0A], "vs plain jansson, length \(length)")
+        }
+    }
+
+    func testOnDataFrameUsesOnlyTheReadableBytes() throws {
+        var buffer = S.buffer([9, 9, 9, 1, 2, 3])
+        buffer.moveReaderIndex(forwardBy: 3)
+        let frame = DataFrameEncoder.onData(handle: 7, buffer)
+        XCTAssertEqual(
+            String(buffer: frame),
+            "{\"jsonrpc\":\"2.0\",\"method\":\"tcp.onData\",\"params\":{\"handle\":7,\"data\":\"AQID\",\"encoding\":\"base64\"}}\n")
+        XCTAssertEqual(buffer.readableBytes, 3, "the source buffer is not consumed")
+    }
+}
+
+/// Member names in order, for order-sensitive assertions.
+enum TestKeys {
+    static func of(_ value: JSONValue?) -> [String]? {
+        if case .object(let object)? = value { return object.keys }
+        return nil
+    }
+}

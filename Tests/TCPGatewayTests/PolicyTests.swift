@@ -1,0 +1,268 @@
+import JSONRPC
+import XCTest
+
+@testable import TCPGateway
+
+/// AddressRule parsing and matching, and Policy(json:).
+final class PolicyTests: XCTestCase {
+    typealias S = GatewayTestSupport
+
+    private func rule(_ text: String, file: StaticString = #filePath, line: UInt = #line) -> AddressRule? {
+        do {
+            return try AddressRule(text)
+        } catch {
+            XCTFail("rule \(text.debugDescription) should parse: \(error)", file: file, line: line)
+            return nil
+        }
+    }
+
+    private func v4(_ addr: String, _ port: Int) -> SockAddr { SockAddr(domain: SockAddr.inet, addr: addr, port: port) }
+    private func v6(_ addr: String, _ port: Int) -> SockAddr { SockAddr(domain: SockAddr.inet6, addr: addr, port: port) }
+
+    // MARK: - Parsing
+
+    func testParsesCIDR() throws {
+        let r = try XCTUnwrap(rule("127.0.0.0/8"))
+        XCTAssertEqual(r.family, SockAddr.inet)
+        XCTAssertEqual(r.prefix, [127, 0, 0, 0])
+        XCTAssertEqual(r.prefixLength, 8)
+        XCTAssertTrue(r.ports.isEmpty)
+    }
+
+    func testParsesBareIPv6() throws {
+        let r = try XCTUnwrap(rule("::1"))
+        XCTAssertEqual(r.family, SockAddr.inet6)
+        XCTAssertEqual(r.prefix, [UInt8](repeating: 0, count: 15) + [1])
+        XCTAssertEqual(r.prefixLength, 128)
+        XCTAssertTrue(r.ports.isEmpty, "the colons of a bare IPv6 address are not a port separator")
+    }
+
+    func testParsesBracketedIPv6WithPort() throws {
+        let r = try XCTUnwrap(rule("[::1]:6379"))
+        XCTAssertEqual(r.family, SockAddr.inet6)
+        XCTAssertEqual(r.prefixLength, 128)
+        XCTAssertEqual(r.ports, [6379...6379])
+        let bare = try XCTUnwrap(rule("[::1]"))
+        XCTAssertTrue(bare.ports.isEmpty)
+    }
+
+    func testParsesPortList() throws {
+        let r = try XCTUnwrap(rule("10.0.0.1:80,443"))
+        XCTAssertEqual(r.family, SockAddr.inet)
+        XCTAssertEqual(r.prefix, [10, 0, 0, 1])
+        XCTAssertEqual(r.prefixLength, 32)
+        XCTAssertEqual(r.ports, [80...80, 443...443])
+    }
+
+    func testParsesAnyAddressWithPortRange() throws {
+        let r = try XCTUnwrap(rule("*:8000-8100"))
+        XCTAssertEqual(r.family, 0)
+        XCTAssertEqual(r.ports, [8000...8100])
+        let any = try XCTUnwrap(rule("*"))
+        XCTAssertEqual(any.family, 0)
+        XCTAssertTrue(any.ports.isEmpty)
+        let anyPort = try XCTUnwrap(rule("127.0.0.1:*"))
+        XCTAssertTrue(anyPort.ports.isEmpty)
+        XCTAssertEqual(try XCTUnwrap(rule("*:0-65535")).ports, [0...65535])
+    }
+
+    func testRejectsBadRules() {
+        let cases: [(String, String)] = [
+            ("300.1.1.1", "is not an IP address"),
+            ("1.2.3.4/33", "prefix length out of range"),
+            ("::1/129", "prefix length out of range"),
+            ("1.2.3.4/", "bad prefix length"),
+            ("1.2.3.4/x", "bad prefix length"),
+            ("[::1", "missing ']'"),
+            ("[::1]x", "unexpected text after ']'"),
+            ("x:99999", "bad port list"),
+            ("1.2.3.4:65536", "bad port list"),
+            ("1.2.3.4:10-5", "bad port list"),
+            ("1.2.3.4:1-2-3", "bad port list"),
+            ("1.2.3.4:http", "bad port list"),
+            ("[::1]:x", "bad port list"),
+            ("localhost", "is not an IP address"),
+            ("1.2.3", "is not an IP address"),
+            ("fe80::1%lo", "is not an IP address"),
+            // An empty port list or piece is a typo, not "any port" (that is written '*').
+            ("127.0.0.1:", "bad port list"),
+            ("[::1]:", "bad port list"),
+            ("127.0.0.1:80-", "bad port list"),
+            ("127.0.0.1:-80", "bad port list"),
+            ("127.0.0.1:80,,443", "bad port list"),
+            ("127.0.0.1:,", "bad port list"),
+        ]
+        for (text, fragment) in cases {
+            let message = S.policyError { _ = try AddressRule(text) }
+            XCTAssertTrue(message?.contains(fragment) == true, "\(text): \(message ?? "nil") should mention \(fragment)")
+            XCTAssertTrue(message?.contains("'\(text)'") == true, "\(text): the message names the rule: \(message ?? "nil")")
+        }
+    }
+
+    // MARK: - Matching
+
+    func testPrefixBoundaries() throws {
+        let loopback = try XCTUnwrap(rule("127.0.0.0/8"))
+        XCTAssertTrue(loopback.matches(v4("127.0.0.1", 80)))
+        XCTAssertTrue(loopback.matches(v4("127.255.255.255", 80)))
+        XCTAssertTrue(loopback.matches(v4("127.0.0.0", 0)))
+        XCTAssertFalse(loopback.matches(v4("126.255.255.255", 80)))
+        XCTAssertFalse(loopback.matches(v4("128.0.0.0", 80)))
+
+        // A prefix that is not a whole number of bytes: 10.16.0.0/12 is 10.16.0.0 ... 10.31.255.255.
+        let twelve = try XCTUnwrap(rule("10.16.0.0/12"))
+        XCTAssertTrue(twelve.matches(v4("10.16.0.0", 1)))
+        XCTAssertTrue(twelve.matches(v4("10.31.255.255", 1)))
+        XCTAssertFalse(twelve.matches(v4("10.15.255.255", 1)))
+        XCTAssertFalse(twelve.matches(v4("10.32.0.0", 1)))
+
+        let single = try XCTUnwrap(rule("192.168.1.7"))
+        XCTAssertTrue(single.matches(v4("192.168.1.7", 1)))
+        XCTAssertFalse(single.matches(v4("192.168.1.6", 1)))
+        XCTAssertFalse(single.matches(v4("192.168.1.8", 1)))
+
+        let slash31 = try XCTUnwrap(rule("192.168.1.6/31"))
+        XCTAssertTrue(slash31.matches(v4("192.168.1.6", 1)))
+        XCTAssertTrue(slash31.matches(v4("192.168.1.7", 1)))
+        XCTAssertFalse(slash31.matches(v4("192.168.1.8", 1)))
+        XCTAssertFalse(slash31.matches(v4("192.168.1.5", 1)))
+
+        let everything = try XCTUnwrap(rule("0.0.0.0/0"))
+        XCTAssertTrue(everything.matches(v4("255.255.255.255", 1)))
+        XCTAssertFalse(everything.matches(v6("::1", 1)), "a v4 /0 is still IPv4 only")
+
+        let v6Net = try XCTUnwrap(rule("fd00::/8"))
+        XCTAssertTrue(v6Net.matches(v6("fd12:3456::1", 1)))
+        XCTAssertFalse(v6Net.matches(v6("fc00::1", 1)))
+        let v6Odd = try XCTUnwrap(rule("2001:db8::/33"))
+        XCTAssertTrue(v6Odd.matches(v6("2001:db8:7fff::1", 1)))
+        XCTAssertFalse(v6Odd.matches(v6("2001:db8:8000::1", 1)))
+    }
+
+    func testPorts() throws {
+        let list = try XCTUnwrap(rule("10.0.0.1:80,443"))
+        XCTAssertTrue(list.matches(v4("10.0.0.1", 80)))
+        XCTAssertTrue(list.matches(v4("10.0.0.1", 443)))
+        XCTAssertFalse(list.matches(v4("10.0.0.1", 81)))
+        XCTAssertFalse(list.matches(v4("10.0.0.1", 442)))
+        XCTAssertFalse(list.matches(v4("10.0.0.2", 80)), "right port, wrong address")
+
+        let range = try XCTUnwrap(rule("*:8000-8100"))
+        XCTAssertTrue(range.matches(v4("127.0.0.1", 8000)))
+        XCTAssertTrue(range.matches(v4("127.0.0.1", 8100)))
+        XCTAssertTrue(range.matches(v6("::1", 8050)), "'*' is any family")
+        XCTAssertFalse(range.matches(v4("127.0.0.1", 7999)))
+        XCTAssertFalse(range.matches(v4("127.0.0.1", 8101)))
+
+        let redis = try XCTUnwrap(rule("[::1]:6379"))
+        XCTAssertTrue(redis.matches(v6("::1", 6379)))
+        XCTAssertTrue(redis.matches(v6("0:0:0:0:0:0:0:1", 6379)), "compared as bytes, not text")
+        XCTAssertFalse(redis.matches(v6("::1", 6380)))
+        XCTAssertFalse(redis.matches(v6("::2", 6379)))
+
+        let any = try XCTUnwrap(rule("*"))
+        XCTAssertTrue(any.matches(v4("8.8.8.8", 0)))
+        XCTAssertTrue(any.matches(v6("::", 65535)))
+    }
+
+    func testIPv4MappedIPv6MatchesIPv4Rule() throws {
+        let loopback = try XCTUnwrap(rule("127.0.0.0/8"))
+        XCTAssertTrue(loopback.matches(v6("::ffff:127.0.0.1", 80)))
+        XCTAssertTrue(loopback.matches(v6("::FFFF:7f00:2", 80)))
+        XCTAssertFalse(loopback.matches(v6("::ffff:128.0.0.1", 80)))
+        // Not mapped: the IPv4-compatible form and a near miss of the ::ffff: marker.
+        XCTAssertFalse(loopback.matches(v6("::127.0.0.1", 80)))
+        XCTAssertFalse(loopback.matches(v6("::fffe:127.0.0.1", 80)))
+        XCTAssertFalse(loopback.matches(v6("1::ffff:127.0.0.1", 80)))
+
+        let withPort = try XCTUnwrap(rule("127.0.0.1:6379"))
+        XCTAssertTrue(withPort.matches(v6("::ffff:127.0.0.1", 6379)))
+        XCTAssertFalse(withPort.matches(v6("::ffff:127.0.0.1", 6380)))
+    }
+
+    func testFamilyMismatch() throws {
+        let v6Loopback = try XCTUnwrap(rule("::1"))
+        XCTAssertFalse(v6Loopback.matches(v4("127.0.0.1", 80)))
+        XCTAssertFalse(v6Loopback.matches(v4("0.0.0.1", 80)), "same trailing bytes, other family")
+        let v4Loopback = try XCTUnwrap(rule("127.0.0.1"))
+        XCTAssertFalse(v4Loopback.matches(v6("::1", 80)))
+        // A v6 rule written in mapped form does not match the plain IPv4 address.
+        let mappedRule = try XCTUnwrap(rule("::ffff:127.0.0.1"))
+        XCTAssertFalse(mappedRule.matches(v4("127.0.0.1", 80)))
+        XCTAssertTrue(mappedRule.matches(v6("::ffff:127.0.0.1", 80)))
+        // An address that is not a literal never matches an address rule.
+        XCTAssertFalse(v4Loopback.matches(v4("localhost", 80)))
+    }
+
+    // MARK: - Policy(json:)
+
+    func testReadmeExample() throws {
+        let json = try JanssonCodec.parse(
+            """
+            {"connect": ["127.0.0.0/8", "[::1]:6379", "*:8000-8100"],
+             "listen": ["127.0.0.1", "::1"],
+             "allowBindToDevice": false, "allowCreateByFd": true, "allowFlyAway": true,
+             "maxHandlesPerConnection": 256}
+            """)
+        let policy = try Policy(json: json)
+        XCTAssertEqual(policy.connect?.count, 3)
+        XCTAssertEqual(policy.listen?.count, 2)
+        XCTAssertFalse(policy.allowBindToDevice)
+        XCTAssertTrue(policy.allowCreateByFd)
+        XCTAssertTrue(policy.allowFlyAway)
+        XCTAssertEqual(policy.maxHandlesPerConnection, 256)
+
+        XCTAssertNoThrow(try policy.check(connect: v4("127.0.0.1", 1)))
+        XCTAssertNoThrow(try policy.check(connect: v6("::1", 6379)))
+        XCTAssertNoThrow(try policy.check(connect: v4("10.1.2.3", 8080)))
+        let denied = S.rpcError { try policy.check(connect: v6("::1", 6380)) }
+        XCTAssertEqual(denied?.code, -32003)
+        XCTAssertEqual(denied?.message, "denied by policy: connecting to ::1 port 6380 is not in the policy's 'connect' list")
+        XCTAssertNoThrow(try policy.check(listen: v6("::1", 0)))
+        let listenDenied = S.rpcError { try policy.check(listen: v4("0.0.0.0", 80)) }
+        XCTAssertEqual(listenDenied?.code, -32003)
+        XCTAssertTrue(listenDenied?.message.contains("'listen' list") == true)
+    }
+
+    func testDefaultsAllowEverything() throws {
+        let policy = try Policy(json: [:])
+        XCTAssertNil(policy.connect)
+        XCTAssertNil(policy.listen)
+        XCTAssertTrue(policy.allowBindToDevice && policy.allowCreateByFd && policy.allowFlyAway)
+        XCTAssertEqual(policy.maxHandlesPerConnection, 1024)
+        XCTAssertNoThrow(try policy.check(connect: v4("1.2.3.4", 5)))
+        // An empty list allows nothing.
+        let closed = try Policy(json: ["connect": []])
+        XCTAssertEqual(S.rpcError { try closed.check(connect: v4("127.0.0.1", 80)) }?.code, -32003)
+        XCTAssertNoThrow(try closed.check(listen: v4("127.0.0.1", 80)), "listen stays unrestricted")
+    }
+
+    func testRejectsUnknownKeysAndWrongTypes() {
+        let cases: [(JSONValue, String)] = [
+            (["conect": []], "unknown key 'conect'"),
+            (["connect": "127.0.0.1"], "'connect' must be an array of rules"),
+            (["listen": ["127.0.0.1": true]], "'listen' must be an array of rules"),
+            (["connect": [1]], "'connect' rules must be strings"),
+            (["listen": [.null]], "'listen' rules must be strings"),
+            (["allowBindToDevice": 0], "'allowBindToDevice' must be a boolean"),
+            (["allowCreateByFd": "true"], "'allowCreateByFd' must be a boolean"),
+            (["allowFlyAway": .null], "'allowFlyAway' must be a boolean"),
+            (["maxHandlesPerConnection": "256"], "'maxHandlesPerConnection' must be an integer in 1..1000000"),
+            (["maxHandlesPerConnection": 256.0], "'maxHandlesPerConnection' must be an integer in 1..1000000"),
+            (["maxHandlesPerConnection": 0], "'maxHandlesPerConnection' must be an integer in 1..1000000"),
+            (["maxHandlesPerConnection": 1_000_001], "'maxHandlesPerConnection' must be an integer in 1..1000000"),
+        ]
+        for (json, fragment) in cases {
+            let message = S.policyError { _ = try Policy(json: json, source: "p.json") }
+            XCTAssertEqual(message, "p.json: \(fragment)", "for \(json)")
+        }
+        XCTAssertEqual(S.policyError { _ = try Policy(json: ["connect"]) }, "policy: the policy must be a JSON object")
+        XCTAssertNoThrow(try Policy(json: ["maxHandlesPerConnection": 1]))
+        XCTAssertNoThrow(try Policy(json: ["maxHandlesPerConnection": 1_000_000]))
+    }
+
+    func testBadRuleInsidePolicyIsRejected() {
+        let message = S.policyError { _ = try Policy(json: ["listen": ["127.0.0.1", "300.1.1.1"]]) }
+        XCTAssertTrue(message?.contains("'300.1.1.1'") == true, message ?? "nil")
+    }
+}
