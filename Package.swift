@@ -22,8 +22,7 @@ let package = Package(
         .target(name: "CNetShim"),
         .target(
             name: "JSONRPC",
-            dependencies: ["CJansson"],
-            swiftSettings: [.swiftLanguageMode(.v5)]
+            dependencies: ["CJansson"]
         ),
         .target(
             name: "TCPGateway",
@@ -32,8 +31,7 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
-            ],
-            swiftSettings: [.swiftLanguageMode(.v5)]
+            ]
         ),
         .executableTarget(
             name: "tcpgw",
@@ -43,22 +41,19 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
-            ],
-            swiftSettings: [.swiftLanguageMode(.v5)]
+            ]
         ),
         // Codec figures for bench/: spliced long strings against plain jansson, same run.
         .executableTarget(
             name: "CodecBench",
             dependencies: ["JSONRPC"],
-            path: "bench/CodecBench",
-            swiftSettings: [.swiftLanguageMode(.v5)]
+            path: "bench/CodecBench"
         ),
-        .testTarget(name: "JSONRPCTests", dependencies: ["JSONRPC"], swiftSettings: [.swiftLanguageMode(.v5)]),
+        .testTarget(name: "JSONRPCTests", dependencies: ["JSONRPC"]),
         // Unit tests for the gateway's pure pieces: codecs, policy rules, schema binding, addresses.
         .testTarget(
             name: "TCPGatewayTests",
-            dependencies: ["TCPGateway", "JSONRPC", .product(name: "NIOCore", package: "swift-nio")],
-            swiftSettings: [.swiftLanguageMode(.v5)]
+            dependencies: ["TCPGateway", "JSONRPC", .product(name: "NIOCore", package: "swift-nio")]
         ),
     ]
 )

@@ -115,7 +115,7 @@ final class ClientTransport {
         // or a read loop is handled leave together.
         if !waitingForWritable && !flushScheduled {
             flushScheduled = true
-            loop.execute { [weak self] in
+            loop.assumeIsolated().execute { [weak self] in
                 guard let self else { return }
                 self.flushScheduled = false
                 if !self.waitingForWritable { self.flush() }

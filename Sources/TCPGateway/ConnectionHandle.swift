@@ -63,7 +63,8 @@ final class ConnectionHandle {
     /// Hands the connected descriptor to NIO; completes when the channel is ready.
     func adopt(loop: EventLoop, completion: @escaping (Result<Void, Error>) -> Void) {
         phase = .adopting
-        let handler = TCPConnectionHandler(handle: self)
+        // NIO calls the initializer on this same loop; the bound reference says so.
+        let handle = NIOLoopBound(self, eventLoop: loop)
         // Reading starts only after the creating answer or event is out, so no tcp.onData can
         // precede the tcp.onAccept/tcp.onConnect that introduces the handle.
         ClientBootstrap(group: loop)
@@ -71,9 +72,12 @@ final class ConnectionHandle {
             .channelOption(ChannelOptions.autoRead, value: false)
             .channelOption(ChannelOptions.maxMessagesPerRead, value: 2)
             .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(handler) }
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(TCPConnectionHandler(handle: handle.value))
+                }
             }
             .withConnectedSocket(fd)
+            .assumeIsolated()
             .whenComplete { result in
                 switch result {
                 case .success(let channel):
@@ -180,7 +184,7 @@ final class ConnectionHandle {
         nextRecvID += 1
         var pending = PendingRecv(id: recvID, length: length, complete: complete, timeout: nil)
         if let ms = timeoutMS {
-            pending.timeout = session.loop.scheduleTask(in: .milliseconds(Int64(max(ms, 1)))) { [weak self] in
+            pending.timeout = session.loop.assumeIsolated().scheduleTask(in: .milliseconds(Int64(max(ms, 1)))) { [weak self] in
                 self?.expireRecv(recvID)
             }
         }
@@ -251,14 +255,14 @@ final class ConnectionHandle {
         var finished = false
         var timer: Scheduled<Void>? = nil
         if let ms = timeoutMS {
-            timer = session.loop.scheduleTask(in: .milliseconds(Int64(ms))) {
+            timer = session.loop.assumeIsolated().scheduleTask(in: .milliseconds(Int64(ms))) {
                 guard !finished else { return }
                 finished = true
                 // The bytes stay queued and will still go out: nothing is lost or reordered.
                 complete(.failure(.timedOut("send (the \(count) bytes stay queued and will be sent)")))
             }
         }
-        channel.writeAndFlush(data).whenComplete { [weak self] result in
+        channel.writeAndFlush(data).assumeIsolated().whenComplete { [weak self] result in
             guard let self else { return }
             self.pendingWriteBytes -= count
             timer?.cancel()
@@ -280,7 +284,7 @@ final class ConnectionHandle {
     /// Completes after everything written so far has reached the kernel.
     func drainWrites(_ then: @escaping () -> Void) {
         guard let channel, phase == .open else { then(); return }
-        channel.writeAndFlush(ByteBuffer()).whenComplete { _ in then() }
+        channel.writeAndFlush(ByteBuffer()).assumeIsolated().whenComplete { _ in then() }
     }
 
     // MARK: flow

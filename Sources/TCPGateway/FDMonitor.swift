@@ -8,7 +8,7 @@ import NIOCore
 ///
 /// One thread waits in epoll; every interest is one-shot and every callback runs on the event
 /// loop, so all state stays on the loop thread.
-final class FDMonitor {
+final class FDMonitor: @unchecked Sendable {  // its state is touched on the loop only; the thread only waits and hops there
     struct Interest: OptionSet {
         let rawValue: Int
         static let read = Interest(rawValue: 1)
@@ -53,7 +53,7 @@ final class FDMonitor {
         epfd = ep
         wakefd = wake
         _ = tcpgw_epoll_arm(epfd, wakefd, 1, 0, 0, 1)
-        let thread = Thread { [epfd, wakefd, loop, stopped, weak self] in
+        let thread = Thread { [epfd, wakefd, loop, stopped, self] in
             var tokens = [UInt64](repeating: 0, count: 64)
             var events = [UInt32](repeating: 0, count: 64)
             while !stopped.isSet {
@@ -69,7 +69,8 @@ final class FDMonitor {
                     }
                 }
                 if !fired.isEmpty {
-                    loop.execute { self?.fire(fired) }
+                    let batch = fired
+                    loop.execute { self.fire(batch) }
                 }
             }
         }

@@ -35,7 +35,9 @@ public struct GatewayStartError: Error, CustomStringConvertible {
 }
 
 /// The daemon: a Unix socket listener, its sessions, and the one event loop that owns them all.
-public final class Gateway {
+/// Its mutable state is confined to `loop` (start and shutdown hop there), hence the unchecked
+/// conformance: the CLI's signal handling calls `shutdown` from another thread.
+public final class Gateway: @unchecked Sendable {
     public static let version = "0.1.0"
 
     public let config: GatewayConfig

@@ -85,7 +85,7 @@ final class ServerHandle {
         nextWaiterID += 1
         var waiter = Waiter(id: waiterID, complete: complete, timeout: nil)
         if let ms = timeoutMS {
-            waiter.timeout = session.loop.scheduleTask(in: .milliseconds(Int64(ms))) { [weak self] in
+            waiter.timeout = session.loop.assumeIsolated().scheduleTask(in: .milliseconds(Int64(ms))) { [weak self] in
                 self?.expire(waiterID)
             }
         }

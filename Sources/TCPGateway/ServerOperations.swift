@@ -86,7 +86,7 @@ enum ClientOperations {
             let error = SystemError(errno: -started, syscall: "connect")
             if !isAsync { throw error }
             // The async form reports through the event, as the seed's callback does.
-            session.loop.execute {
+            session.loop.assumeIsolated().execute {
                 session.emit("tcp.onConnect", ["handle": .int(handleID), "error": error.eventJSON])
             }
             return ["handle": .int(handleID)]
@@ -153,7 +153,7 @@ enum ClientOperations {
                 }
             }
             if let ms = timeoutMS {
-                connection.connectTimeout = session.loop.scheduleTask(in: .milliseconds(Int64(ms))) { [weak session] in
+                connection.connectTimeout = session.loop.assumeIsolated().scheduleTask(in: .milliseconds(Int64(ms))) { [weak session] in
                     guard let session, connection.onConnected != nil else { return }
                     session.gateway.monitor.remove(fd)
                     _ = tcpgw_close(fd)
