@@ -43,7 +43,11 @@ final class Dispatcher {
             call.params = try gateway.catalog.bind(method, call.request.params)
             if let result = try operation(call) { call.succeed(result) }
         } catch {
-            call.fail(error)
+            let answer = error.asRPCError
+            if answer.code == -32603 {
+                gateway.logger.error("\(method.name) failed unexpectedly: \(error)")
+            }
+            call.fail(answer)
         }
     }
 }

@@ -90,6 +90,10 @@ final class Session {
     }
 
     private func handleLine(_ line: [UInt8], passed: [Int32]) {
+        if gateway.logger.logLevel <= .trace {
+            let shown = String(decoding: line.prefix(300), as: UTF8.self)
+            gateway.logger.trace("client \(id) sent \(line.count) bytes\(passed.isEmpty ? "" : " with \(passed.count) descriptor(s)"): \(shown)")
+        }
         let message = line.withUnsafeBytes { RPCMessage.decode($0) }
         var descriptors = passed
         switch message {
@@ -208,12 +212,20 @@ final class Session {
 
     func register(_ handle: Handle) {
         switch handle {
-        case .connection(let c): handles[c.id] = handle
-        case .server(let s): handles[s.id] = handle
+        case .connection(let c):
+            handles[c.id] = handle
+            gateway.logger.debug("client \(id): handle \(c.id) is a connection to \(c.remote.map { "\($0.addr) port \($0.port)" } ?? "?")")
+        case .server(let s):
+            handles[s.id] = handle
+            gateway.logger.debug("client \(id): handle \(s.id) listens on \(s.local.addr) port \(s.local.port)")
         }
     }
 
-    func forget(_ id: Int64) { handles[id] = nil }
+    func forget(_ id: Int64) {
+        if handles.removeValue(forKey: id) != nil {
+            gateway.logger.debug("client \(self.id): handle \(id) is gone")
+        }
+    }
 
     func lookup(_ id: Int64) throws -> Handle {
         guard let handle = handles[id] else { throw RPCError.unknownHandle(id) }
@@ -260,6 +272,9 @@ final class Session {
     func closeAll() {
         guard !isClosed else { return }
         isClosed = true
+        if !handles.isEmpty {
+            gateway.logger.debug("client \(id): closing its \(handles.count) handle(s)")
+        }
         for handle in handles.values {
             switch handle {
             case .connection(let c): c.close()
