@@ -200,26 +200,51 @@ public enum JanssonCodec {
 
     /// Compact JSON text, never containing a raw newline (jansson escapes control characters).
     public static func serialize(_ value: JSONValue, splicing: Bool = true) -> [UInt8] {
+        let precision = realPrecision(value)
         guard splicing else {
             let plain = build(value)
             defer { tcpgw_json_decref(plain) }
-            return serialize(plain)
+            return serialize(plain, precision: precision)
         }
         let collector = SpliceCollector()
         let root = build(value, collector)
         defer { tcpgw_json_decref(root) }
-        if collector.strings.isEmpty { return serialize(root) }
+        if collector.strings.isEmpty { return serialize(root, precision: precision) }
         if collector.ambiguous {
             let plain = build(value)
             defer { tcpgw_json_decref(plain) }
-            return serialize(plain)
+            return serialize(plain, precision: precision)
         }
-        return LongStringSplice.paste(serialize(root), collector.strings)
+        return LongStringSplice.paste(serialize(root, precision: precision), collector.strings)
+    }
+
+    /// jansson prints every real with one precision. 15 significant digits read naturally
+    /// (an uptime of 0.27 prints as 0.27, not 0.27000000000000002) but do not always give the
+    /// same double back; 17 always do. So: 15 when every real in the value survives it, else 17
+    /// (a client's fractional id is then echoed as exactly the same number).
+    static func realPrecision(_ value: JSONValue) -> Int32 {
+        switch value {
+        case .double(let d):
+            return roundTrips(d, digits: 15) ? 15 : 17
+        case .array(let items):
+            return items.reduce(15) { max($0, realPrecision($1)) }
+        case .object(let object):
+            return object.members.reduce(15) { max($0, realPrecision($1.value)) }
+        default:
+            return 15
+        }
+    }
+
+    private static func roundTrips(_ d: Double, digits: Int32) -> Bool {
+        guard d.isFinite else { return true }
+        var buffer = [CChar](repeating: 0, count: 40)
+        _ = withVaList([d]) { vsnprintf(&buffer, buffer.count, "%.\(digits)g", $0) }
+        return strtod(buffer, nil) == d
     }
 
     /// Prints a tree (consuming nothing: the caller still owns `root`).
-    private static func serialize(_ root: UnsafeMutablePointer<json_t>) -> [UInt8] {
-        let flags = JSON_COMPACT | JSON_ENCODE_ANY | JSON_REAL_PRECISION_FLAG
+    private static func serialize(_ root: UnsafeMutablePointer<json_t>, precision: Int32) -> [UInt8] {
+        let flags = JSON_COMPACT | JSON_ENCODE_ANY | realPrecisionFlag(precision)
         let size = json_dumpb(root, nil, 0, Int(flags))
         var out = [UInt8](repeating: 0, count: size)
         if size > 0 {
@@ -254,16 +279,13 @@ public enum JanssonCodec {
         if !pretty { return String(decoding: serialize(value), as: UTF8.self) }
         let root = build(value)
         defer { tcpgw_json_decref(root) }
-        let flags = JSON_INDENT_FLAG_2 | JSON_ENCODE_ANY | JSON_REAL_PRECISION_FLAG
+        let flags = JSON_INDENT_FLAG_2 | JSON_ENCODE_ANY | realPrecisionFlag(realPrecision(value))
         guard let text = json_dumps(root, Int(flags)) else { return "null" }
         defer { free(text) }
         return String(cString: text)
     }
 }
 
-/// JSON_REAL_PRECISION(17) and JSON_INDENT(2): function-like macros Swift cannot import.
-/// 17 significant digits, not 15: with 15 a double id was not echoed as the same number
-/// (0.1 + 0.2 came back as 0.3) and Double.greatestFiniteMagnitude printed as 1.79769313486232e308,
-/// which overflows and no longer parses. 17 is the fewest digits that always round-trip.
-private let JSON_REAL_PRECISION_FLAG: Int32 = (17 & 0x1F) << 11
+/// JSON_REAL_PRECISION(n) and JSON_INDENT(2): function-like macros Swift cannot import.
+private func realPrecisionFlag(_ digits: Int32) -> Int32 { (digits & 0x1F) << 11 }
 private let JSON_INDENT_FLAG_2: Int32 = 2 & 0x1F

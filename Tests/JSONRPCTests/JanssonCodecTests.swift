@@ -302,7 +302,7 @@ final class JanssonCodecTests: XCTestCase {
     func testAstralCharactersSerializeAsValidUTF8() throws {
         let bytes = JanssonCodec.serialize(.string("😀𝄞"))
         XCTAssertEqual(try JanssonCodec.parse(bytes), .string("😀𝄞"))
-        XCTAssertNotNil(String(validatingUTF8: (bytes + [0]).map { CChar(bitPattern: $0) }))
+        XCTAssertNotNil(String(validating: bytes, as: UTF8.self))
     }
 
     func testSerializedOutputNeverContainsALineBreak() throws {
@@ -369,5 +369,21 @@ final class JanssonCodecTests: XCTestCase {
     func testTypeNames() {
         let names = ([nil, true, 1, 1.5, "s", [], ["k": 1]] as [JSONValue]).map(\.typeName)
         XCTAssertEqual(names, ["null", "boolean", "integer", "number", "string", "array", "object"])
+    }
+}
+
+/// Reals print in 15 digits when that gives the same double back, else in 17.
+final class RealPrecisionTests: XCTestCase {
+    func testShortRealsPrintShort() {
+        XCTAssertEqual(JanssonCodec.serializeToString(.double(0.27)), "0.27")
+        XCTAssertEqual(JanssonCodec.serializeToString(["uptime": .double(12.345)]), #"{"uptime":12.345}"#)
+    }
+
+    func testRealsThatNeed17DigitsKeepThem() throws {
+        let sum = 0.1 + 0.2
+        let text = JanssonCodec.serializeToString(["id": .double(sum), "other": .double(0.5)])
+        XCTAssertEqual(try JanssonCodec.parse(text)["id"], .double(sum), text)
+        let big = JanssonCodec.serialize(.double(Double.greatestFiniteMagnitude))
+        XCTAssertEqual(try JanssonCodec.parse(big), .double(Double.greatestFiniteMagnitude))
     }
 }

@@ -83,8 +83,26 @@ REF_TYPES: dict[str, str] = {
     "Timeout": "Optional[int]",
 }
 
+# Runtime class checked for each result annotation (``expect`` in _types.py), so a
+# generated method returns what it declares (the wire's decoded JSON is untyped).
+RESULT_CLASSES: dict[str, str] = {"int": "int", "bool": "bool", "str": "str"}
 
 
+def _result_check(method: str, annotation: str) -> str:
+    """The expression a generated method returns: ``result`` checked against ``annotation``."""
+    if annotation == "Any":
+        return "result"
+    if annotation == "SockAddr":
+        return f"expect_sockaddr({method!r}, result)"
+    if annotation in RESULT_CLASSES:
+        kind = RESULT_CLASSES[annotation]
+    elif annotation.startswith("Dict["):
+        kind = "dict"
+    elif annotation.startswith("List["):
+        kind = "list"
+    else:
+        raise EmitError(f"{method}: no result check for {annotation}; add one to _result_check")
+    return f"expect({method!r}, result, {kind})"
 
 
 def _py_name(name: str) -> str:
@@ -380,7 +398,8 @@ class _Emitter:
                 out.append(f"        if {_py_name(p['name'])} is not None:\n")
                 out.append(f"            params[{p['name']!r}] = {_py_name(p['name'])}\n")
             call = "await self._invoke" if is_async else "self._invoke"
-            out.append(f"        return {call}({name!r}, params)\n")
+            out.append(f"        result = {call}({name!r}, params)\n")
+            out.append(f"        return {_result_check(name, ret)}\n")
         return "".join(out)
 
     def render(self) -> str:
@@ -399,7 +418,7 @@ class _Emitter:
             "from types import MappingProxyType\n",
             "from typing import Any, Dict, Final, List, Literal, Mapping, Optional, Tuple, Type\n\n",
             "from ._errors import RPCError, _OSErrorReplyBase, _RPCTimeoutBase\n",
-            "from ._types import SockAddr\n\n",
+            "from ._types import SockAddr, expect, expect_sockaddr\n\n",
             "__all__ = [\n",
             *[f"    {n!r},\n" for n in public],
             "]\n\n",

@@ -26,7 +26,8 @@ from ._generated import *  # noqa: F401,F403 - constants, error classes, TcpStat
 from ._generated import __all__ as _generated_all
 from ._generated import SCHEMA_VERSION
 from ._sync import FlyAwaySocket, Gateway, Tcp, connect
-from ._wire import ErrorObject, Event, SockAddr, default_socket_path, sockaddr
+from ._types import ErrorObject, SockAddr
+from ._wire import Event, default_socket_path, sockaddr
 
 __version__ = "0.1.0"
 

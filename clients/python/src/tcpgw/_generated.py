@@ -9,7 +9,7 @@ from types import MappingProxyType
 from typing import Any, Dict, Final, List, Literal, Mapping, Optional, Tuple, Type
 
 from ._errors import RPCError, _OSErrorReplyBase, _RPCTimeoutBase
-from ._types import SockAddr
+from ._types import SockAddr, expect, expect_sockaddr
 
 __all__ = [
     'TcpState',
@@ -359,7 +359,8 @@ class _SyncTcpMethods:
         Wire method: ``tcp.pending``.
         """
         params: Dict[str, Any] = {}
-        return self._invoke('tcp.pending', params)
+        result = self._invoke('tcp.pending', params)
+        return expect('tcp.pending', result, int)
 
     def shutdown(self, how: Optional[Literal["r", "w", "rw"]] = 'rw') -> bool:
         """Shut down reading, writing or both directions.
@@ -382,7 +383,8 @@ class _SyncTcpMethods:
         params: Dict[str, Any] = {}
         if how is not None:
             params['how'] = how
-        return self._invoke('tcp.shutdown', params)
+        result = self._invoke('tcp.shutdown', params)
+        return expect('tcp.shutdown', result, bool)
 
     def mports(self, mports: int) -> bool:
         """Listen on extra consecutive ports.
@@ -401,7 +403,8 @@ class _SyncTcpMethods:
         Wire method: ``tcp.mports``.
         """
         params: Dict[str, Any] = {'mports': mports}
-        return self._invoke('tcp.mports', params)
+        result = self._invoke('tcp.mports', params)
+        return expect('tcp.mports', result, bool)
 
     def isEOF(self) -> bool:
         """Whether the peer has finished sending.
@@ -415,7 +418,8 @@ class _SyncTcpMethods:
         Wire method: ``tcp.isEOF``.
         """
         params: Dict[str, Any] = {}
-        return self._invoke('tcp.isEOF', params)
+        result = self._invoke('tcp.isEOF', params)
+        return expect('tcp.isEOF', result, bool)
 
     def sockName(self) -> SockAddr:
         """Local address of the socket.
@@ -429,7 +433,8 @@ class _SyncTcpMethods:
         Wire method: ``tcp.sockName``.
         """
         params: Dict[str, Any] = {}
-        return self._invoke('tcp.sockName', params)
+        result = self._invoke('tcp.sockName', params)
+        return expect_sockaddr('tcp.sockName', result)
 
     def peerName(self) -> SockAddr:
         """Remote address of a connection.
@@ -443,7 +448,8 @@ class _SyncTcpMethods:
         Wire method: ``tcp.peerName``.
         """
         params: Dict[str, Any] = {}
-        return self._invoke('tcp.peerName', params)
+        result = self._invoke('tcp.peerName', params)
+        return expect_sockaddr('tcp.peerName', result)
 
     def bindToDevice(self, ifname: Optional[str] = None) -> bool:
         """Bind the socket to a network interface (SO_BINDTODEVICE).
@@ -463,7 +469,8 @@ class _SyncTcpMethods:
         params: Dict[str, Any] = {}
         if ifname is not None:
             params['ifname'] = ifname
-        return self._invoke('tcp.bindToDevice', params)
+        result = self._invoke('tcp.bindToDevice', params)
+        return expect('tcp.bindToDevice', result, bool)
 
     def setKeepAlive(
         self,
@@ -497,7 +504,8 @@ class _SyncTcpMethods:
             params['interval'] = interval
         if count is not None:
             params['count'] = count
-        return self._invoke('tcp.setKeepAlive', params)
+        result = self._invoke('tcp.setKeepAlive', params)
+        return expect('tcp.setKeepAlive', result, bool)
 
     def setNoDelay(self, enable: bool) -> bool:
         """Enable or disable Nagle's algorithm (TCP_NODELAY).
@@ -514,7 +522,8 @@ class _SyncTcpMethods:
         Wire method: ``tcp.setNoDelay``.
         """
         params: Dict[str, Any] = {'enable': enable}
-        return self._invoke('tcp.setNoDelay', params)
+        result = self._invoke('tcp.setNoDelay', params)
+        return expect('tcp.setNoDelay', result, bool)
 
     def setLinger(self, linger: Mapping[str, Any]) -> bool:
         """Set SO_LINGER.
@@ -532,7 +541,8 @@ class _SyncTcpMethods:
         Wire method: ``tcp.setLinger``.
         """
         params: Dict[str, Any] = {'linger': linger}
-        return self._invoke('tcp.setLinger', params)
+        result = self._invoke('tcp.setLinger', params)
+        return expect('tcp.setLinger', result, bool)
 
     def setTTL(self, timeToLive: int) -> bool:
         """Set the IP time-to-live (IPv6: unicast hops).
@@ -549,7 +559,8 @@ class _SyncTcpMethods:
         Wire method: ``tcp.setTTL``.
         """
         params: Dict[str, Any] = {'timeToLive': timeToLive}
-        return self._invoke('tcp.setTTL', params)
+        result = self._invoke('tcp.setTTL', params)
+        return expect('tcp.setTTL', result, bool)
 
     def setReuseAddr(self, enable: bool) -> bool:
         """Enable or disable SO_REUSEADDR.
@@ -566,7 +577,8 @@ class _SyncTcpMethods:
         Wire method: ``tcp.setReuseAddr``.
         """
         params: Dict[str, Any] = {'enable': enable}
-        return self._invoke('tcp.setReuseAddr', params)
+        result = self._invoke('tcp.setReuseAddr', params)
+        return expect('tcp.setReuseAddr', result, bool)
 
     def setIPv6Only(self, enable: bool) -> bool:
         """Enable or disable IPV6_V6ONLY.
@@ -585,7 +597,8 @@ class _SyncTcpMethods:
         Wire method: ``tcp.setIPv6Only``.
         """
         params: Dict[str, Any] = {'enable': enable}
-        return self._invoke('tcp.setIPv6Only', params)
+        result = self._invoke('tcp.setIPv6Only', params)
+        return expect('tcp.setIPv6Only', result, bool)
 
     def getRecvBufferSize(self) -> int:
         """Current recv buffer size (SO_RCVBUF).
@@ -599,7 +612,8 @@ class _SyncTcpMethods:
         Wire method: ``tcp.getRecvBufferSize``.
         """
         params: Dict[str, Any] = {}
-        return self._invoke('tcp.getRecvBufferSize', params)
+        result = self._invoke('tcp.getRecvBufferSize', params)
+        return expect('tcp.getRecvBufferSize', result, int)
 
     def getSendBufferSize(self) -> int:
         """Current send buffer size (SO_SNDBUF).
@@ -613,7 +627,8 @@ class _SyncTcpMethods:
         Wire method: ``tcp.getSendBufferSize``.
         """
         params: Dict[str, Any] = {}
-        return self._invoke('tcp.getSendBufferSize', params)
+        result = self._invoke('tcp.getSendBufferSize', params)
+        return expect('tcp.getSendBufferSize', result, int)
 
     def setRecvBufferSize(self, size: int) -> bool:
         """Set the recv buffer size (SO_RCVBUF).
@@ -630,7 +645,8 @@ class _SyncTcpMethods:
         Wire method: ``tcp.setRecvBufferSize``.
         """
         params: Dict[str, Any] = {'size': size}
-        return self._invoke('tcp.setRecvBufferSize', params)
+        result = self._invoke('tcp.setRecvBufferSize', params)
+        return expect('tcp.setRecvBufferSize', result, bool)
 
     def setSendBufferSize(self, size: int) -> bool:
         """Set the send buffer size (SO_SNDBUF).
@@ -647,7 +663,8 @@ class _SyncTcpMethods:
         Wire method: ``tcp.setSendBufferSize``.
         """
         params: Dict[str, Any] = {'size': size}
-        return self._invoke('tcp.setSendBufferSize', params)
+        result = self._invoke('tcp.setSendBufferSize', params)
+        return expect('tcp.setSendBufferSize', result, bool)
 
     def pause(self) -> bool:
         """Stop pushing tcp.onData for a connection.
@@ -662,7 +679,8 @@ class _SyncTcpMethods:
         Wire method: ``tcp.pause``.
         """
         params: Dict[str, Any] = {}
-        return self._invoke('tcp.pause', params)
+        result = self._invoke('tcp.pause', params)
+        return expect('tcp.pause', result, bool)
 
     def resume(self) -> bool:
         """Push data as tcp.onData (flowing mode).
@@ -678,7 +696,8 @@ class _SyncTcpMethods:
         Wire method: ``tcp.resume``.
         """
         params: Dict[str, Any] = {}
-        return self._invoke('tcp.resume', params)
+        result = self._invoke('tcp.resume', params)
+        return expect('tcp.resume', result, bool)
 
 
 class _AsyncTcpMethods:
@@ -701,7 +720,8 @@ class _AsyncTcpMethods:
         Wire method: ``tcp.pending``.
         """
         params: Dict[str, Any] = {}
-        return await self._invoke('tcp.pending', params)
+        result = await self._invoke('tcp.pending', params)
+        return expect('tcp.pending', result, int)
 
     async def shutdown(self, how: Optional[Literal["r", "w", "rw"]] = 'rw') -> bool:
         """Shut down reading, writing or both directions.
@@ -724,7 +744,8 @@ class _AsyncTcpMethods:
         params: Dict[str, Any] = {}
         if how is not None:
             params['how'] = how
-        return await self._invoke('tcp.shutdown', params)
+        result = await self._invoke('tcp.shutdown', params)
+        return expect('tcp.shutdown', result, bool)
 
     async def mports(self, mports: int) -> bool:
         """Listen on extra consecutive ports.
@@ -743,7 +764,8 @@ class _AsyncTcpMethods:
         Wire method: ``tcp.mports``.
         """
         params: Dict[str, Any] = {'mports': mports}
-        return await self._invoke('tcp.mports', params)
+        result = await self._invoke('tcp.mports', params)
+        return expect('tcp.mports', result, bool)
 
     async def isEOF(self) -> bool:
         """Whether the peer has finished sending.
@@ -757,7 +779,8 @@ class _AsyncTcpMethods:
         Wire method: ``tcp.isEOF``.
         """
         params: Dict[str, Any] = {}
-        return await self._invoke('tcp.isEOF', params)
+        result = await self._invoke('tcp.isEOF', params)
+        return expect('tcp.isEOF', result, bool)
 
     async def sockName(self) -> SockAddr:
         """Local address of the socket.
@@ -771,7 +794,8 @@ class _AsyncTcpMethods:
         Wire method: ``tcp.sockName``.
         """
         params: Dict[str, Any] = {}
-        return await self._invoke('tcp.sockName', params)
+        result = await self._invoke('tcp.sockName', params)
+        return expect_sockaddr('tcp.sockName', result)
 
     async def peerName(self) -> SockAddr:
         """Remote address of a connection.
@@ -785,7 +809,8 @@ class _AsyncTcpMethods:
         Wire method: ``tcp.peerName``.
         """
         params: Dict[str, Any] = {}
-        return await self._invoke('tcp.peerName', params)
+        result = await self._invoke('tcp.peerName', params)
+        return expect_sockaddr('tcp.peerName', result)
 
     async def bindToDevice(self, ifname: Optional[str] = None) -> bool:
         """Bind the socket to a network interface (SO_BINDTODEVICE).
@@ -805,7 +830,8 @@ class _AsyncTcpMethods:
         params: Dict[str, Any] = {}
         if ifname is not None:
             params['ifname'] = ifname
-        return await self._invoke('tcp.bindToDevice', params)
+        result = await self._invoke('tcp.bindToDevice', params)
+        return expect('tcp.bindToDevice', result, bool)
 
     async def setKeepAlive(
         self,
@@ -839,7 +865,8 @@ class _AsyncTcpMethods:
             params['interval'] = interval
         if count is not None:
             params['count'] = count
-        return await self._invoke('tcp.setKeepAlive', params)
+        result = await self._invoke('tcp.setKeepAlive', params)
+        return expect('tcp.setKeepAlive', result, bool)
 
     async def setNoDelay(self, enable: bool) -> bool:
         """Enable or disable Nagle's algorithm (TCP_NODELAY).
@@ -856,7 +883,8 @@ class _AsyncTcpMethods:
         Wire method: ``tcp.setNoDelay``.
         """
         params: Dict[str, Any] = {'enable': enable}
-        return await self._invoke('tcp.setNoDelay', params)
+        result = await self._invoke('tcp.setNoDelay', params)
+        return expect('tcp.setNoDelay', result, bool)
 
     async def setLinger(self, linger: Mapping[str, Any]) -> bool:
         """Set SO_LINGER.
@@ -874,7 +902,8 @@ class _AsyncTcpMethods:
         Wire method: ``tcp.setLinger``.
         """
         params: Dict[str, Any] = {'linger': linger}
-        return await self._invoke('tcp.setLinger', params)
+        result = await self._invoke('tcp.setLinger', params)
+        return expect('tcp.setLinger', result, bool)
 
     async def setTTL(self, timeToLive: int) -> bool:
         """Set the IP time-to-live (IPv6: unicast hops).
@@ -891,7 +920,8 @@ class _AsyncTcpMethods:
         Wire method: ``tcp.setTTL``.
         """
         params: Dict[str, Any] = {'timeToLive': timeToLive}
-        return await self._invoke('tcp.setTTL', params)
+        result = await self._invoke('tcp.setTTL', params)
+        return expect('tcp.setTTL', result, bool)
 
     async def setReuseAddr(self, enable: bool) -> bool:
         """Enable or disable SO_REUSEADDR.
@@ -908,7 +938,8 @@ class _AsyncTcpMethods:
         Wire method: ``tcp.setReuseAddr``.
         """
         params: Dict[str, Any] = {'enable': enable}
-        return await self._invoke('tcp.setReuseAddr', params)
+        result = await self._invoke('tcp.setReuseAddr', params)
+        return expect('tcp.setReuseAddr', result, bool)
 
     async def setIPv6Only(self, enable: bool) -> bool:
         """Enable or disable IPV6_V6ONLY.
@@ -927,7 +958,8 @@ class _AsyncTcpMethods:
         Wire method: ``tcp.setIPv6Only``.
         """
         params: Dict[str, Any] = {'enable': enable}
-        return await self._invoke('tcp.setIPv6Only', params)
+        result = await self._invoke('tcp.setIPv6Only', params)
+        return expect('tcp.setIPv6Only', result, bool)
 
     async def getRecvBufferSize(self) -> int:
         """Current recv buffer size (SO_RCVBUF).
@@ -941,7 +973,8 @@ class _AsyncTcpMethods:
         Wire method: ``tcp.getRecvBufferSize``.
         """
         params: Dict[str, Any] = {}
-        return await self._invoke('tcp.getRecvBufferSize', params)
+        result = await self._invoke('tcp.getRecvBufferSize', params)
+        return expect('tcp.getRecvBufferSize', result, int)
 
     async def getSendBufferSize(self) -> int:
         """Current send buffer size (SO_SNDBUF).
@@ -955,7 +988,8 @@ class _AsyncTcpMethods:
         Wire method: ``tcp.getSendBufferSize``.
         """
         params: Dict[str, Any] = {}
-        return await self._invoke('tcp.getSendBufferSize', params)
+        result = await self._invoke('tcp.getSendBufferSize', params)
+        return expect('tcp.getSendBufferSize', result, int)
 
     async def setRecvBufferSize(self, size: int) -> bool:
         """Set the recv buffer size (SO_RCVBUF).
@@ -972,7 +1006,8 @@ class _AsyncTcpMethods:
         Wire method: ``tcp.setRecvBufferSize``.
         """
         params: Dict[str, Any] = {'size': size}
-        return await self._invoke('tcp.setRecvBufferSize', params)
+        result = await self._invoke('tcp.setRecvBufferSize', params)
+        return expect('tcp.setRecvBufferSize', result, bool)
 
     async def setSendBufferSize(self, size: int) -> bool:
         """Set the send buffer size (SO_SNDBUF).
@@ -989,7 +1024,8 @@ class _AsyncTcpMethods:
         Wire method: ``tcp.setSendBufferSize``.
         """
         params: Dict[str, Any] = {'size': size}
-        return await self._invoke('tcp.setSendBufferSize', params)
+        result = await self._invoke('tcp.setSendBufferSize', params)
+        return expect('tcp.setSendBufferSize', result, bool)
 
     async def pause(self) -> bool:
         """Stop pushing tcp.onData for a connection.
@@ -1004,7 +1040,8 @@ class _AsyncTcpMethods:
         Wire method: ``tcp.pause``.
         """
         params: Dict[str, Any] = {}
-        return await self._invoke('tcp.pause', params)
+        result = await self._invoke('tcp.pause', params)
+        return expect('tcp.pause', result, bool)
 
     async def resume(self) -> bool:
         """Push data as tcp.onData (flowing mode).
@@ -1020,7 +1057,8 @@ class _AsyncTcpMethods:
         Wire method: ``tcp.resume``.
         """
         params: Dict[str, Any] = {}
-        return await self._invoke('tcp.resume', params)
+        result = await self._invoke('tcp.resume', params)
+        return expect('tcp.resume', result, bool)
 
 
 class _SyncGatewayMethods:
@@ -1046,7 +1084,8 @@ class _SyncGatewayMethods:
         Wire method: ``tcp.constants``.
         """
         params: Dict[str, Any] = {}
-        return self._invoke('tcp.constants', params)
+        result = self._invoke('tcp.constants', params)
+        return expect('tcp.constants', result, dict)
 
     def list(self) -> List[Dict[str, Any]]:
         """This connection's handles.
@@ -1061,7 +1100,8 @@ class _SyncGatewayMethods:
         Wire method: ``tcp.list``.
         """
         params: Dict[str, Any] = {}
-        return self._invoke('tcp.list', params)
+        result = self._invoke('tcp.list', params)
+        return expect('tcp.list', result, list)
 
     def info(self) -> Dict[str, Any]:
         """Gateway version, process and limits.
@@ -1076,7 +1116,8 @@ class _SyncGatewayMethods:
         Wire method: ``gateway.info``.
         """
         params: Dict[str, Any] = {}
-        return self._invoke('gateway.info', params)
+        result = self._invoke('gateway.info', params)
+        return expect('gateway.info', result, dict)
 
     def discover(self) -> Dict[str, Any]:
         """This OpenRPC document.
@@ -1091,7 +1132,8 @@ class _SyncGatewayMethods:
         Wire method: ``rpc.discover``.
         """
         params: Dict[str, Any] = {}
-        return self._invoke('rpc.discover', params)
+        result = self._invoke('rpc.discover', params)
+        return expect('rpc.discover', result, dict)
 
 
 class _AsyncGatewayMethods:
@@ -1118,7 +1160,8 @@ class _AsyncGatewayMethods:
         Wire method: ``tcp.constants``.
         """
         params: Dict[str, Any] = {}
-        return await self._invoke('tcp.constants', params)
+        result = await self._invoke('tcp.constants', params)
+        return expect('tcp.constants', result, dict)
 
     async def list(self) -> List[Dict[str, Any]]:
         """This connection's handles.
@@ -1133,7 +1176,8 @@ class _AsyncGatewayMethods:
         Wire method: ``tcp.list``.
         """
         params: Dict[str, Any] = {}
-        return await self._invoke('tcp.list', params)
+        result = await self._invoke('tcp.list', params)
+        return expect('tcp.list', result, list)
 
     async def info(self) -> Dict[str, Any]:
         """Gateway version, process and limits.
@@ -1148,7 +1192,8 @@ class _AsyncGatewayMethods:
         Wire method: ``gateway.info``.
         """
         params: Dict[str, Any] = {}
-        return await self._invoke('gateway.info', params)
+        result = await self._invoke('gateway.info', params)
+        return expect('gateway.info', result, dict)
 
     async def discover(self) -> Dict[str, Any]:
         """This OpenRPC document.
@@ -1163,4 +1208,5 @@ class _AsyncGatewayMethods:
         Wire method: ``rpc.discover``.
         """
         params: Dict[str, Any] = {}
-        return await self._invoke('rpc.discover', params)
+        result = await self._invoke('rpc.discover', params)
+        return expect('rpc.discover', result, dict)

@@ -25,35 +25,52 @@ import os
 import socket
 import threading
 import time
-from typing import Any, Callable, Dict, Iterator, List, Mapping, MutableMapping, Optional, Sequence, Union, overload
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Callable,
+    Iterator,
+    Mapping,
+    MutableMapping,
+    Optional,
+    Sequence,
+    Tuple,
+    Union,
+    overload,
+)
 
 from . import _generated as gen
 from ._errors import ConnectionClosedError, ProtocolError
+from ._types import ErrorObject, SockAddr
 from ._wire import (
+    MAX_FDS_PER_READ,
+    READ_SIZE,
+    AddressLike,
     Answer,
-    ErrorObject,
     Event,
     HandleState,
     Listener,
     SendData,
     Session,
-    SockAddr,
     decode_data,
     default_socket_path,
+    descriptor_of,
     drop_none,
+    errno_from_result,
     normalize_sockaddr,
     recv_result,
+    recv_window,
+    recvfrom_result,
     schema_doc,
     send_params,
+    state_from_result,
 )
 
-# Big enough for a full default recv answer in few reads; descriptors: one per flyAway
-# answer, and a few lines may share a read.
-_READ_SIZE = 256 * 1024
-_MAX_FDS_PER_READ = 16
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
 
-ConnectCallback = Callable[["Tcp", Optional[SockAddr]], Any]
-AcceptCallback = Callable[["Tcp", Optional[SockAddr]], Any]
+ConnectCallback = Callable[["Tcp", Optional[SockAddr]], object]
+AcceptCallback = Callable[["Tcp", Optional[SockAddr]], object]
 
 
 class FlyAwaySocket(socket.socket):
@@ -87,7 +104,7 @@ class _Waiter:
 
     def __init__(self) -> None:
         self.event = threading.Event()
-        self.answer: Optional[Answer] = None
+        self.answer: Optional[Answer[Tcp]] = None
 
 
 class Tcp(gen._SyncTcpMethods):
@@ -168,7 +185,7 @@ class Tcp(gen._SyncTcpMethods):
         with self._gw._cv:
             return self._state.remove_listener(name, fn)
 
-    def queued(self) -> "tuple[Event, ...]":
+    def queued(self) -> Tuple[Event, ...]:
         """A snapshot of this handle's events not yet delivered or taken, oldest first."""
         with self._gw._cv:
             return tuple(self._state.queue)
@@ -232,7 +249,7 @@ class Tcp(gen._SyncTcpMethods):
                 raise
             return None
         answer = self._gw._call_answer("tcp.accept", drop_none(handle=self.handle, timeout=timeout))
-        new: Tcp = answer.handle_obj
+        new = answer.new_handle("tcp.accept")
         if remoteAddr is not None and new.remote is not None:
             remoteAddr.clear()
             remoteAddr.update(new.remote)
@@ -259,7 +276,7 @@ class Tcp(gen._SyncTcpMethods):
     @schema_doc("tcp.sendto")
     def sendto(
         self,
-        remoteAddr: Any,
+        remoteAddr: object,
         data: SendData,
         *args: Optional[int],
         offset: Optional[int] = None,
@@ -280,19 +297,15 @@ class Tcp(gen._SyncTcpMethods):
         return data
 
     @schema_doc("tcp.recv")
-    def recv_into(self, buffer: Any, offset: int = 0, length: Optional[int] = None, timeout: Optional[int] = None) -> int:
+    def recv_into(
+        self, buffer: WriteableBuffer, offset: int = 0, length: Optional[int] = None, timeout: Optional[int] = None
+    ) -> int:
         """Receive into a writable buffer, like the seed's ``recv(buffer[, offset[, length[, timeout]]])``.
 
         Writes at ``buffer[offset:]`` at most ``length`` bytes (default: the rest of the
         buffer); returns the count, ``0`` at end of stream.
         """
-        view = memoryview(buffer).cast("B")
-        if offset < 0 or offset > len(view):
-            raise ValueError(f"offset {offset} outside the buffer (size {len(view)})")
-        room = len(view) - offset
-        want = room if length is None else length
-        if want < 0 or want > room:
-            raise ValueError(f"length {want} does not fit the buffer after offset {offset} ({room} bytes)")
+        view, want = recv_window(buffer, offset, length)
         if want == 0:
             return 0
         data = self.recv(want, timeout)
@@ -300,21 +313,15 @@ class Tcp(gen._SyncTcpMethods):
         return len(data)
 
     @schema_doc("tcp.recvfrom")
-    def recvfrom(self, length: int = 65536, timeout: Optional[int] = None) -> "tuple[bytes, Optional[SockAddr]]":
+    def recvfrom(self, length: int = 65536, timeout: Optional[int] = None) -> Tuple[bytes, Optional[SockAddr]]:
         """Like :meth:`recv`, also returning the peer's address: ``(data, remoteAddr)``, as ``socket.recvfrom``."""
-        result = self._invoke("tcp.recvfrom", drop_none(length=length, timeout=timeout, encoding="base64"))
-        data, _eof = recv_result(result)
-        return data, result.get("remote")
+        params = drop_none(length=length, timeout=timeout, encoding="base64")
+        return recvfrom_result(self._invoke("tcp.recvfrom", params))
 
     @schema_doc("tcp.getState")
     def getState(self) -> int:
         """The TCP state as a :class:`~tcpgw.TcpState` (an ``int``: compare with ``tcpgw.TCP_ESTABLISHED``)."""
-        result = self._invoke("tcp.getState", {})
-        number = result["state"] if isinstance(result, Mapping) else result
-        try:
-            return gen.TcpState(number)
-        except ValueError:
-            return int(number)
+        return state_from_result(self._invoke("tcp.getState", {}))
 
     @schema_doc("tcp.error")
     def error(self) -> int:
@@ -322,8 +329,7 @@ class Tcp(gen._SyncTcpMethods):
 
         ``errno.errorcode[n]`` gives its name.
         """
-        result = self._invoke("tcp.error", {})
-        return int(result.get("errnoNumber", 0) if isinstance(result, Mapping) else result)
+        return errno_from_result(self._invoke("tcp.error", {}))
 
     @schema_doc("tcp.close")
     def close(self) -> None:
@@ -365,7 +371,7 @@ class Gateway(gen._SyncGatewayMethods):
         self._lock = threading.RLock()
         self._cv = threading.Condition(self._lock)
         self._write_lock = threading.Lock()
-        self._session = Session(lambda handle, kind: Tcp(self, handle, kind))
+        self._session: Session[Tcp, _Waiter] = Session(lambda handle, kind: Tcp(self, handle, kind))
         self._closed = False  # close() was called
         self._dead = False  # the reader has stopped: no answer or event will come any more
         self._stop = False
@@ -400,7 +406,7 @@ class Gateway(gen._SyncGatewayMethods):
             while True:
                 try:
                     data, fds, _flags, _addr = socket.recv_fds(
-                        self._sock, _READ_SIZE, _MAX_FDS_PER_READ, socket.MSG_CMSG_CLOEXEC
+                        self._sock, READ_SIZE, MAX_FDS_PER_READ, socket.MSG_CMSG_CLOEXEC
                     )
                 except OSError as exc:
                     if not self._closed:
@@ -412,8 +418,7 @@ class Gateway(gen._SyncGatewayMethods):
                     break
                 with self._cv:
                     answers, touched = self._session.feed(data, fds)
-                    for answer in answers:
-                        waiter: _Waiter = answer.token
+                    for waiter, answer in answers:
                         waiter.answer = answer
                         waiter.event.set()
                     if touched:
@@ -429,17 +434,9 @@ class Gateway(gen._SyncGatewayMethods):
             self._dead = True
             self._failure = failure
             reason = "connection to the gateway closed" if failure is None else f"connection to the gateway lost: {failure}"
-            for pending in list(self._session.pending.values()):
-                waiter: Optional[_Waiter] = pending.token
-                if waiter is None:
-                    continue
-                waiter.answer = Answer(waiter, error=ConnectionClosedError(reason))
+            for waiter in self._session.end():
+                waiter.answer = Answer(error=ConnectionClosedError(reason))
                 waiter.event.set()
-            self._session.pending.clear()
-            for obj in list(self._session.handles.values()):
-                self._session.drop_handle(obj)
-            for fd in self._session.leftover_fds():
-                os.close(fd)
             self._cv.notify_all()
 
     def _send_line(self, line: bytes, fds: Sequence[int] = ()) -> None:
@@ -452,7 +449,7 @@ class Gateway(gen._SyncGatewayMethods):
             else:
                 self._sock.sendall(line)
 
-    def _call_answer(self, method: str, params: Mapping[str, Any], fds: Sequence[int] = ()) -> Answer:
+    def _call_answer(self, method: str, params: Mapping[str, Any], fds: Sequence[int] = ()) -> Answer[Tcp]:
         waiter = _Waiter()
         with self._cv:
             if self._dead:
@@ -569,7 +566,7 @@ class Gateway(gen._SyncGatewayMethods):
     @schema_doc("tcp.createServer")
     def createServer(
         self,
-        sockaddr: Union[Mapping[str, Any], tuple],
+        sockaddr: AddressLike,
         backlog: int = 5,
         dev: Optional[str] = None,
         *,
@@ -577,16 +574,16 @@ class Gateway(gen._SyncGatewayMethods):
     ) -> Tcp:
         """Create a listening server bound to ``sockaddr`` (port 0: the system picks one; see ``local``/``sockName()``)."""
         params = drop_none(sockaddr=dict(normalize_sockaddr(sockaddr)), backlog=backlog, dev=dev, ipv6Only=ipv6Only)
-        return self._call_answer("tcp.createServer", params).handle_obj
+        return self._call_answer("tcp.createServer", params).new_handle("tcp.createServer")
 
     @overload
-    def createClient(self, sockaddr: Union[Mapping[str, Any], tuple], timeout: Optional[int] = None) -> Tcp: ...
+    def createClient(self, sockaddr: AddressLike, timeout: Optional[int] = None) -> Tcp: ...
 
     @overload
-    def createClient(self, sockaddr: Union[Mapping[str, Any], tuple], timeout: ConnectCallback) -> Tcp: ...
+    def createClient(self, sockaddr: AddressLike, timeout: ConnectCallback) -> Tcp: ...
 
     @schema_doc("tcp.createClient")
-    def createClient(self, sockaddr: Union[Mapping[str, Any], tuple], timeout: Union[int, None, ConnectCallback] = None) -> Tcp:
+    def createClient(self, sockaddr: AddressLike, timeout: Union[int, None, ConnectCallback] = None) -> Tcp:
         """Connect to ``sockaddr``.
 
         ``createClient(sockaddr, timeout=None)`` waits for the connection (``timeout`` in ms;
@@ -598,10 +595,12 @@ class Gateway(gen._SyncGatewayMethods):
         addr = dict(normalize_sockaddr(sockaddr))
         if callable(timeout):
             callback = timeout
-            obj: Tcp = self._call_answer("tcp.createClient", {"sockaddr": addr, "async": True}).handle_obj
+            answer = self._call_answer("tcp.createClient", {"sockaddr": addr, "async": True})
+            obj = answer.new_handle("tcp.createClient")
             obj.once("connect", callback)
             return obj
-        return self._call_answer("tcp.createClient", drop_none(sockaddr=addr, timeout=timeout)).handle_obj
+        answer = self._call_answer("tcp.createClient", drop_none(sockaddr=addr, timeout=timeout))
+        return answer.new_handle("tcp.createClient")
 
     @schema_doc("tcp.createByFd")
     def createByFd(self, sockFd: Union[int, socket.socket]) -> Tcp:
@@ -611,10 +610,8 @@ class Gateway(gen._SyncGatewayMethods):
         open (close it when done) and shares the file status flags: the gateway makes it
         non-blocking, so do not keep using your copy.
         """
-        fd = sockFd.fileno() if isinstance(sockFd, socket.socket) else int(sockFd)
-        if fd < 0:
-            raise ValueError("createByFd needs an open descriptor")
-        return self._call_answer("tcp.createByFd", {"sockFd": fd}, fds=[fd]).handle_obj
+        fd = descriptor_of(sockFd)
+        return self._call_answer("tcp.createByFd", {"sockFd": fd}, fds=[fd]).new_handle("tcp.createByFd")
 
 
 def connect(path: Optional[str] = None) -> Gateway:

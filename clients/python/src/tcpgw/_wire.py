@@ -14,27 +14,47 @@ import inspect
 import itertools
 import json
 import os
+import socket
 from typing import (
     Any,
+    TYPE_CHECKING,
     Callable,
     Deque,
     Dict,
+    Generic,
     Iterable,
     List,
     Mapping,
     Optional,
+    Protocol,
     Sequence,
     Tuple,
+    TypeVar,
     Union,
 )
 
 from . import _generated as gen
 from ._errors import ProtocolError, RPCError
-from ._types import ErrorObject, SockAddr
+from ._types import ErrorObject, SockAddr, expect_sockaddr
+
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
+
+# Reads: big enough for a full default recv answer in few reads; descriptors: one per
+# flyAway answer, and a few lines may share a read.
+READ_SIZE = 256 * 1024
+MAX_FDS_PER_READ = 16
 
 #: What :meth:`Tcp.send` accepts: text (sent as UTF-8), bytes-like, or a list of them (gathered).
 Chunk = Union[str, bytes, bytearray, memoryview]
 SendData = Union[Chunk, Sequence[Chunk]]
+#: What ``createServer``/``createClient`` accept as an address: a sockaddr mapping (what
+#: :func:`sockaddr` returns) or a tuple as Python's socket module uses (IPv4 or IPv6 form).
+AddressLike = Union[Mapping[str, Any], Tuple[str, int], Tuple[str, int, int, int]]
+#: A listener; its arguments depend on the event (see :meth:`Event.listener_args`), and what
+#: it returns is only looked at for being awaitable (the asyncio client runs it as a task).
+Listener = Callable[..., object]
+_F = TypeVar("_F", bound=Callable[..., Any])
 
 
 def default_socket_path() -> str:
@@ -113,10 +133,10 @@ def decode_data(text: Any, encoding: Any) -> bytes:
     raise ProtocolError(f"unknown encoding {encoding!r} from the gateway")
 
 
-def schema_doc(method: str) -> Callable[[Listener], Listener]:
+def schema_doc(method: str) -> Callable[[_F], _F]:
     """Decorator: append the schema's text for ``method`` to a hand-written method's docstring."""
 
-    def apply(fn: Listener) -> Listener:
+    def apply(fn: _F) -> _F:
         own = inspect.cleandoc(fn.__doc__ or "")
         schema_text = gen.METHOD_DOCS.get(method, "")
         fn.__doc__ = f"{own}\n\nGateway method ``{method}``: {schema_text}".strip()
@@ -125,7 +145,7 @@ def schema_doc(method: str) -> Callable[[Listener], Listener]:
     return apply
 
 
-def normalize_sockaddr(addr: Any) -> Mapping[str, Any]:
+def normalize_sockaddr(addr: AddressLike) -> Mapping[str, Any]:
     """Accept a sockaddr mapping, or an ``(addr, port)`` tuple as Python's socket module uses."""
     if isinstance(addr, Mapping):
         return addr
@@ -176,6 +196,50 @@ def recv_result(result: Any) -> Tuple[bytes, bool]:
     if not isinstance(result, Mapping):
         raise ProtocolError(f"recv answered {result!r}")
     return decode_data(result.get("data"), result.get("encoding")), bool(result.get("eof"))
+
+
+def recv_window(buffer: WriteableBuffer, offset: int, length: Optional[int]) -> Tuple[memoryview, int]:
+    """For ``recv_into``: a byte view of ``buffer`` and how many bytes to receive at ``offset``.
+
+    ``length`` defaults to the rest of the buffer; a window outside it is a ``ValueError``.
+    """
+    view = memoryview(buffer).cast("B")
+    if offset < 0 or offset > len(view):
+        raise ValueError(f"offset {offset} outside the buffer (size {len(view)})")
+    room = len(view) - offset
+    want = room if length is None else length
+    if want < 0 or want > room:
+        raise ValueError(f"length {want} does not fit the buffer after offset {offset} ({room} bytes)")
+    return view, want
+
+
+def recvfrom_result(result: Any) -> Tuple[bytes, Optional[SockAddr]]:
+    """(bytes, peer address or ``None``) of a ``tcp.recvfrom`` answer."""
+    data, _eof = recv_result(result)
+    remote = result.get("remote")
+    return data, None if remote is None else expect_sockaddr("tcp.recvfrom", remote)
+
+
+def state_from_result(result: Any) -> int:
+    """The state of a ``tcp.getState`` answer: a :class:`TcpState`, or the bare number if unknown."""
+    number = result["state"] if isinstance(result, Mapping) else result
+    try:
+        return gen.TcpState(number)
+    except ValueError:
+        return int(number)
+
+
+def errno_from_result(result: Any) -> int:
+    """The error number of a ``tcp.error`` answer (``0`` if none)."""
+    return int(result.get("errnoNumber", 0) if isinstance(result, Mapping) else result)
+
+
+def descriptor_of(sock: Union[int, socket.socket]) -> int:
+    """The descriptor number ``createByFd`` sends: of a socket object, or the number given."""
+    fd = sock.fileno() if isinstance(sock, socket.socket) else int(sock)
+    if fd < 0:
+        raise ValueError("createByFd needs an open descriptor")
+    return fd
 
 
 def drop_none(**params: Any) -> Dict[str, Any]:
@@ -260,9 +324,6 @@ class Event:
         return f"Event({', '.join(fields)})"
 
 
-Listener = Callable[..., Any]
-
-
 class HandleState:
     """Client-side state of one handle: its event queue and listeners.
 
@@ -312,57 +373,78 @@ _CREATES: Dict[str, Optional[str]] = {
 }
 
 
-class Pending:
+class HandleObject(Protocol):
+    """What :class:`Session` needs of a flavour's Tcp object (``tcpgw.Tcp``, ``tcpgw.aio.Tcp``)."""
+
+    handle: int
+    kind: str
+    local: Optional[SockAddr]
+    remote: Optional[SockAddr]
+    connect_error: Optional[ErrorObject]
+    _state: HandleState
+
+
+#: The Tcp class of the flavour in use.
+H = TypeVar("H", bound=HandleObject)
+#: What a caller waits on for its answer (a thread's slot, an asyncio future).
+T = TypeVar("T")
+
+
+class Pending(Generic[T]):
     """A request waiting for its answer."""
 
     __slots__ = ("method", "token", "handle")
 
-    def __init__(self, method: str, token: Any, handle: Optional[int]) -> None:
+    def __init__(self, method: str, token: Optional[T], handle: Optional[int]) -> None:
         self.method = method
         self.token = token  # None once the caller stopped waiting
         self.handle = handle  # the handle the request is about, if any
 
 
-class Answer:
+class Answer(Generic[H]):
     """An answer matched to its request: ``ok`` with ``value`` or an ``error`` exception.
 
     For creation methods ``handle_obj`` is the new handle's object (registered before any
     event about it can be processed); for ``tcp.flyAway`` ``fd`` is the received descriptor.
     """
 
-    __slots__ = ("token", "value", "error", "handle_obj", "fd")
+    __slots__ = ("value", "error", "handle_obj", "fd")
 
-    def __init__(self, token: Any, value: Any = None, error: Optional[BaseException] = None) -> None:
-        self.token = token
-        self.value = value
+    def __init__(self, value: Any = None, error: Optional[BaseException] = None) -> None:
+        self.value = value  # the decoded JSON result, as the schema describes it
         self.error = error
-        self.handle_obj: Any = None
+        self.handle_obj: Optional[H] = None
         self.fd: Optional[int] = None
 
+    def new_handle(self, method: str) -> H:
+        """The handle object a successful creation answer made (``method`` names it in errors)."""
+        if self.handle_obj is None:
+            raise ProtocolError(f"{method} answered {self.value!r}, which has no handle")
+        return self.handle_obj
 
-class Session:
+
+class Session(Generic[H, T]):
     """Request ids, pending answers, the handle registry and event routing for one connection.
 
-    ``factory(handle, kind)`` makes the Tcp object of the flavour in use; the object must
-    have ``handle``, ``kind``, ``local``, ``remote``, ``connect_error`` attributes and a
-    ``_state`` :class:`HandleState`.
+    ``factory(handle, kind)`` makes the Tcp object (an ``H``) of the flavour in use; each
+    request carries a token (a ``T``) that :meth:`feed` hands back with its answer.
     """
 
-    def __init__(self, factory: Callable[[int, str], Any]) -> None:
+    def __init__(self, factory: Callable[[int, str], H]) -> None:
         self._factory = factory
         self._ids = itertools.count(1)
         self._seq = itertools.count(1)
-        self.pending: Dict[int, Pending] = {}
-        self.handles: Dict[int, Any] = {}
+        self.pending: Dict[int, Pending[T]] = {}
+        self.handles: Dict[int, H] = {}
         self._buffer = bytearray()
         self._fds: Deque[int] = collections.deque()
         #: Handles with queued events (an ordered set).
-        self.ready: Dict[Any, None] = {}
+        self.ready: Dict[H, None] = {}
         #: Errors answered with a null id (e.g. a line over the gateway's limit); kept for inspection.
         self.orphan_errors: List[RPCError] = []
 
     # -- requests -------------------------------------------------------------------------
-    def request(self, method: str, params: Mapping[str, Any], token: Any) -> Tuple[int, bytes]:
+    def request(self, method: str, params: Mapping[str, Any], token: T) -> Tuple[int, bytes]:
         """Register a request and return its id and encoded line."""
         request_id = next(self._ids)
         handle = params.get("handle")
@@ -382,7 +464,7 @@ class Session:
             pending.token = None
 
     # -- handles --------------------------------------------------------------------------
-    def handle_obj(self, handle: int, kind: str) -> Any:
+    def handle_obj(self, handle: int, kind: str) -> H:
         """The object of ``handle``, made (and registered) if this client has not seen it yet."""
         obj = self.handles.get(handle)
         if obj is None:
@@ -390,24 +472,25 @@ class Session:
             self.handles[handle] = obj
         return obj
 
-    def drop_handle(self, obj: Any) -> None:
+    def drop_handle(self, obj: H) -> None:
         """The handle is gone on the gateway (closed, flown away, reported closed)."""
         obj._state.gone = True
         if self.handles.get(obj.handle) is obj:
             del self.handles[obj.handle]
 
     # -- input ----------------------------------------------------------------------------
-    def feed(self, data: bytes, fds: Iterable[int]) -> Tuple[List[Answer], List[Any]]:
+    def feed(self, data: bytes, fds: Iterable[int]) -> Tuple[List[Tuple[T, Answer[H]]], List[H]]:
         """Process bytes (and descriptors) read from the gateway.
 
-        Returns the answers completed and the handle objects that got new events.
+        Returns the answers completed, each with its request's token, and the handle objects
+        that got new events.
         Descriptors arrive with (or before) the bytes of the line they are attached to;
         only successful ``tcp.flyAway`` answers carry one, so they are paired in order.
         """
         self._fds.extend(fds)
         self._buffer += data
-        answers: List[Answer] = []
-        touched: List[Any] = []
+        answers: List[Tuple[T, Answer[H]]] = []
+        touched: List[H] = []
         start = 0
         while True:
             end = self._buffer.find(b"\n", start)
@@ -420,7 +503,7 @@ class Session:
         del self._buffer[:start]
         return answers, touched
 
-    def _line(self, line: bytes, answers: List[Answer], touched: List[Any]) -> None:
+    def _line(self, line: bytes, answers: List[Tuple[T, Answer[H]]], touched: List[H]) -> None:
         try:
             message = json.loads(line)
         except ValueError as exc:
@@ -435,7 +518,7 @@ class Session:
             else:
                 raise ProtocolError(f"gateway sent a message that is neither answer nor notification: {item!r}")
 
-    def _answer(self, message: Mapping[str, Any], answers: List[Answer]) -> None:
+    def _answer(self, message: Mapping[str, Any], answers: List[Tuple[T, Answer[H]]]) -> None:
         request_id = message.get("id")
         pending = self.pending.pop(request_id, None) if isinstance(request_id, int) else None
         if "error" in message:
@@ -444,12 +527,12 @@ class Session:
                 self.orphan_errors.append(error)
                 return
             if pending.token is not None:
-                answers.append(Answer(pending.token, error=error))
+                answers.append((pending.token, Answer(error=error)))
             return
         if pending is None:
             return  # not ours (a gateway bug); nothing waits for it
         result = message.get("result")
-        answer = Answer(pending.token, value=result)
+        answer: Answer[H] = Answer(value=result)
         if pending.method in _CREATES and isinstance(result, Mapping) and isinstance(result.get("handle"), int):
             kind = _CREATES[pending.method] or str(result.get("kind", "connection"))
             obj = self.handle_obj(result["handle"], kind)
@@ -461,17 +544,17 @@ class Session:
             answer.handle_obj = obj
         elif pending.method == "tcp.flyAway":
             answer.fd = self._fds.popleft() if self._fds else None
-            obj = self.handles.get(pending.handle) if pending.handle is not None else None
-            if obj is not None:
-                self.drop_handle(obj)
+            flown = self.handles.get(pending.handle) if pending.handle is not None else None
+            if flown is not None:
+                self.drop_handle(flown)
         if pending.token is None:
             # Abandoned by its caller: release what the answer carried.
             if answer.fd is not None:
                 os.close(answer.fd)
             return
-        answers.append(answer)
+        answers.append((pending.token, answer))
 
-    def _notification(self, message: Mapping[str, Any], touched: List[Any]) -> None:
+    def _notification(self, message: Mapping[str, Any], touched: List[H]) -> None:
         method = str(message.get("method"))
         params = message.get("params")
         if not isinstance(params, Mapping) or not isinstance(params.get("handle"), int):
@@ -510,7 +593,7 @@ class Session:
         best: Optional[Event] = None
         best_state: Optional[HandleState] = None
         for obj in list(self.ready):
-            state: HandleState = obj._state
+            state = obj._state
             if not state.queue:
                 del self.ready[obj]
                 continue
@@ -521,13 +604,20 @@ class Session:
             return None
         return best, best_state.take(best)
 
-    def take_event(self, obj: Any) -> Optional[Event]:
+    def take_event(self, obj: H) -> Optional[Event]:
         """The oldest queued event of ``obj`` regardless of listeners (for event iterators)."""
-        state: HandleState = obj._state
+        state = obj._state
         return state.queue.popleft() if state.queue else None
 
-    def leftover_fds(self) -> List[int]:
-        """Descriptors received but never claimed (closed by the caller at shutdown)."""
-        fds = list(self._fds)
-        self._fds.clear()
-        return fds
+    def end(self) -> List[T]:
+        """No more input: forget every request and handle, close unclaimed descriptors.
+
+        Returns the tokens of the requests still waited for; the caller fails them.
+        """
+        tokens = [pending.token for pending in self.pending.values() if pending.token is not None]
+        self.pending.clear()
+        for obj in list(self.handles.values()):
+            self.drop_handle(obj)
+        while self._fds:
+            os.close(self._fds.popleft())
+        return tokens

@@ -18,32 +18,57 @@ import asyncio
 import inspect
 import os
 import socket
-from typing import Any, AsyncIterator, Callable, Mapping, MutableMapping, Optional, Sequence, Set, Tuple, Union
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    AsyncIterator,
+    Callable,
+    Mapping,
+    MutableMapping,
+    Optional,
+    Sequence,
+    Set,
+    Tuple,
+    Union,
+    overload,
+)
 
 from . import _generated as gen
 from ._errors import ConnectionClosedError, ProtocolError
 from ._sync import FlyAwaySocket, _fly_away_socket
+from ._types import ErrorObject, SockAddr
 from ._wire import (
+    MAX_FDS_PER_READ,
+    READ_SIZE,
+    AddressLike,
     Answer,
-    ErrorObject,
     Event,
     HandleState,
     Listener,
     SendData,
     Session,
-    SockAddr,
     default_socket_path,
+    descriptor_of,
     drop_none,
+    errno_from_result,
     normalize_sockaddr,
     recv_result,
+    recv_window,
+    recvfrom_result,
     schema_doc,
     send_params,
+    state_from_result,
 )
+
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
 
 __all__ = ["connect", "Gateway", "Tcp", "FlyAwaySocket"]
 
-_READ_SIZE = 256 * 1024
-_MAX_FDS_PER_READ = 16
+#: ``callback(tcp, remoteAddr)`` of ``createClient`` / ``callback(newTcp, remoteAddr)`` of
+#: ``accept``; may be a coroutine function (its coroutine runs as a task).
+ConnectCallback = Callable[["Tcp", Optional[SockAddr]], object]
+AcceptCallback = Callable[["Tcp", Optional[SockAddr]], object]
 
 
 class Tcp(gen._AsyncTcpMethods):
@@ -137,11 +162,19 @@ class Tcp(gen._AsyncTcpMethods):
         """The descriptor number inside the gateway (a coroutine here; a property in the threaded client)."""
         return int(await self._invoke("tcp.sockFd", {}))
 
+    @overload
+    async def accept(
+        self, remoteAddr: Optional[MutableMapping[str, Any]] = None, timeout: Optional[int] = None
+    ) -> "Tcp": ...
+
+    @overload
+    async def accept(self, remoteAddr: None, timeout: AcceptCallback) -> None: ...
+
     @schema_doc("tcp.accept")
     async def accept(
         self,
         remoteAddr: Optional[MutableMapping[str, Any]] = None,
-        timeout: Union[int, None, Callable[..., Any]] = None,
+        timeout: Union[int, None, AcceptCallback] = None,
     ) -> Optional["Tcp"]:
         """As :meth:`tcpgw.Tcp.accept`: ``await srv.accept(remoteAddr=None, timeout=None)`` or
         ``await srv.accept(None, callback)`` (callback(newTcp, remoteAddr) per connection)."""
@@ -154,7 +187,7 @@ class Tcp(gen._AsyncTcpMethods):
                 raise
             return None
         answer = await self._gw._call_answer("tcp.accept", drop_none(handle=self.handle, timeout=timeout))
-        new: Tcp = answer.handle_obj
+        new = answer.new_handle("tcp.accept")
         if remoteAddr is not None and new.remote is not None:
             remoteAddr.clear()
             remoteAddr.update(new.remote)
@@ -175,7 +208,7 @@ class Tcp(gen._AsyncTcpMethods):
     @schema_doc("tcp.sendto")
     async def sendto(
         self,
-        remoteAddr: Any,
+        remoteAddr: object,
         data: SendData,
         *args: Optional[int],
         offset: Optional[int] = None,
@@ -192,15 +225,11 @@ class Tcp(gen._AsyncTcpMethods):
         return data
 
     @schema_doc("tcp.recv")
-    async def recv_into(self, buffer: Any, offset: int = 0, length: Optional[int] = None, timeout: Optional[int] = None) -> int:
+    async def recv_into(
+        self, buffer: WriteableBuffer, offset: int = 0, length: Optional[int] = None, timeout: Optional[int] = None
+    ) -> int:
         """As :meth:`tcpgw.Tcp.recv_into`: fills ``buffer[offset:]``, returns the count (0 at EOF)."""
-        view = memoryview(buffer).cast("B")
-        if offset < 0 or offset > len(view):
-            raise ValueError(f"offset {offset} outside the buffer (size {len(view)})")
-        room = len(view) - offset
-        want = room if length is None else length
-        if want < 0 or want > room:
-            raise ValueError(f"length {want} does not fit the buffer after offset {offset} ({room} bytes)")
+        view, want = recv_window(buffer, offset, length)
         if want == 0:
             return 0
         data = await self.recv(want, timeout)
@@ -210,25 +239,18 @@ class Tcp(gen._AsyncTcpMethods):
     @schema_doc("tcp.recvfrom")
     async def recvfrom(self, length: int = 65536, timeout: Optional[int] = None) -> Tuple[bytes, Optional[SockAddr]]:
         """As :meth:`tcpgw.Tcp.recvfrom`: ``(data, remoteAddr)``."""
-        result = await self._invoke("tcp.recvfrom", drop_none(length=length, timeout=timeout, encoding="base64"))
-        data, _eof = recv_result(result)
-        return data, result.get("remote")
+        params = drop_none(length=length, timeout=timeout, encoding="base64")
+        return recvfrom_result(await self._invoke("tcp.recvfrom", params))
 
     @schema_doc("tcp.getState")
     async def getState(self) -> int:
         """The TCP state as a :class:`tcpgw.TcpState` (an ``int``)."""
-        result = await self._invoke("tcp.getState", {})
-        number = result["state"] if isinstance(result, Mapping) else result
-        try:
-            return gen.TcpState(number)
-        except ValueError:
-            return int(number)
+        return state_from_result(await self._invoke("tcp.getState", {}))
 
     @schema_doc("tcp.error")
     async def error(self) -> int:
         """The pending socket error number (0 if none), cleared."""
-        result = await self._invoke("tcp.error", {})
-        return int(result.get("errnoNumber", 0) if isinstance(result, Mapping) else result)
+        return errno_from_result(await self._invoke("tcp.error", {}))
 
     @schema_doc("tcp.close")
     async def close(self) -> None:
@@ -259,7 +281,9 @@ class Gateway(gen._AsyncGatewayMethods):
         self.path = path
         self._sock = sock
         self._loop = loop
-        self._session = Session(lambda handle, kind: Tcp(self, handle, kind))
+        self._session: Session[Tcp, "asyncio.Future[Answer[Tcp]]"] = Session(
+            lambda handle, kind: Tcp(self, handle, kind)
+        )
         self._write_lock = asyncio.Lock()
         self._dead = False
         self._changed: "asyncio.Future[None]" = loop.create_future()
@@ -285,7 +309,7 @@ class Gateway(gen._AsyncGatewayMethods):
     # -- input ----------------------------------------------------------------------------
     def _on_readable(self) -> None:
         try:
-            data, fds, _flags, _addr = socket.recv_fds(self._sock, _READ_SIZE, _MAX_FDS_PER_READ, socket.MSG_CMSG_CLOEXEC)
+            data, fds, _flags, _addr = socket.recv_fds(self._sock, READ_SIZE, MAX_FDS_PER_READ, socket.MSG_CMSG_CLOEXEC)
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:
@@ -301,8 +325,7 @@ class Gateway(gen._AsyncGatewayMethods):
         except ProtocolError as exc:
             self._lost(exc)
             return
-        for answer in answers:
-            future: "asyncio.Future[Answer]" = answer.token
+        for future, answer in answers:
             if future.done():
                 if answer.fd is not None:
                     os.close(answer.fd)  # its caller was cancelled
@@ -327,15 +350,9 @@ class Gateway(gen._AsyncGatewayMethods):
         self._dead = True
         self._loop.remove_reader(self._sock.fileno())
         reason = "connection to the gateway closed" if failure is None else f"connection to the gateway lost: {failure}"
-        for pending in list(self._session.pending.values()):
-            future = pending.token
-            if future is not None and not future.done():
+        for future in self._session.end():
+            if not future.done():
                 future.set_exception(ConnectionClosedError(reason))
-        self._session.pending.clear()
-        for obj in list(self._session.handles.values()):
-            self._session.drop_handle(obj)
-        for fd in self._session.leftover_fds():
-            os.close(fd)
         self._sock.close()
         self._notify()
         if not self._closed_future.done():
@@ -386,7 +403,12 @@ class Gateway(gen._AsyncGatewayMethods):
     async def _wait_writable(self) -> None:
         future: "asyncio.Future[None]" = self._loop.create_future()
         fd = self._sock.fileno()
-        self._loop.add_writer(fd, lambda: future.done() or future.set_result(None))
+
+        def writable() -> None:
+            if not future.done():
+                future.set_result(None)
+
+        self._loop.add_writer(fd, writable)
         try:
             await future
         finally:
@@ -407,10 +429,10 @@ class Gateway(gen._AsyncGatewayMethods):
             if sent < len(line):
                 await self._loop.sock_sendall(self._sock, line[sent:])
 
-    async def _call_answer(self, method: str, params: Mapping[str, Any], fds: Sequence[int] = ()) -> Answer:
+    async def _call_answer(self, method: str, params: Mapping[str, Any], fds: Sequence[int] = ()) -> Answer[Tcp]:
         if self._dead:
             raise ConnectionClosedError("connection to the gateway is closed")
-        future: "asyncio.Future[Answer]" = self._loop.create_future()
+        future: "asyncio.Future[Answer[Tcp]]" = self._loop.create_future()
         request_id, line = self._session.request(method, params, future)
         try:
             await self._send_line(line, fds)
@@ -449,7 +471,7 @@ class Gateway(gen._AsyncGatewayMethods):
     @schema_doc("tcp.createServer")
     async def createServer(
         self,
-        sockaddr: Union[Mapping[str, Any], tuple],
+        sockaddr: AddressLike,
         backlog: int = 5,
         dev: Optional[str] = None,
         *,
@@ -457,30 +479,30 @@ class Gateway(gen._AsyncGatewayMethods):
     ) -> Tcp:
         """As :meth:`tcpgw.Gateway.createServer`."""
         params = drop_none(sockaddr=dict(normalize_sockaddr(sockaddr)), backlog=backlog, dev=dev, ipv6Only=ipv6Only)
-        return (await self._call_answer("tcp.createServer", params)).handle_obj
+        return (await self._call_answer("tcp.createServer", params)).new_handle("tcp.createServer")
 
     @schema_doc("tcp.createClient")
     async def createClient(
         self,
-        sockaddr: Union[Mapping[str, Any], tuple],
-        timeout: Union[int, None, Callable[..., Any]] = None,
+        sockaddr: AddressLike,
+        timeout: Union[int, None, ConnectCallback] = None,
     ) -> Tcp:
         """As :meth:`tcpgw.Gateway.createClient`: ``await gw.createClient(addr, timeout=None)``
         or ``await gw.createClient(addr, callback)`` (callback(tcp, remoteAddr), remoteAddr None on failure)."""
         addr = dict(normalize_sockaddr(sockaddr))
         if callable(timeout):
-            obj: Tcp = (await self._call_answer("tcp.createClient", {"sockaddr": addr, "async": True})).handle_obj
+            answer = await self._call_answer("tcp.createClient", {"sockaddr": addr, "async": True})
+            obj = answer.new_handle("tcp.createClient")
             obj.once("connect", timeout)
             return obj
-        return (await self._call_answer("tcp.createClient", drop_none(sockaddr=addr, timeout=timeout))).handle_obj
+        answer = await self._call_answer("tcp.createClient", drop_none(sockaddr=addr, timeout=timeout))
+        return answer.new_handle("tcp.createClient")
 
     @schema_doc("tcp.createByFd")
     async def createByFd(self, sockFd: Union[int, socket.socket]) -> Tcp:
         """As :meth:`tcpgw.Gateway.createByFd`: the descriptor travels with SCM_RIGHTS."""
-        fd = sockFd.fileno() if isinstance(sockFd, socket.socket) else int(sockFd)
-        if fd < 0:
-            raise ValueError("createByFd needs an open descriptor")
-        return (await self._call_answer("tcp.createByFd", {"sockFd": fd}, fds=[fd])).handle_obj
+        fd = descriptor_of(sockFd)
+        return (await self._call_answer("tcp.createByFd", {"sockFd": fd}, fds=[fd])).new_handle("tcp.createByFd")
 
 
 async def connect(path: Optional[str] = None) -> Gateway:
