@@ -54,7 +54,7 @@ case("createServer-addr-missing", "tcp.createServer", {"sockaddr": {"port": 0}},
 case("createServer-addr-not-literal", "tcp.createServer", {"sockaddr": {"addr": "not-an-ip", "port": 0}}, "addr")
 case("createServer-domain-3", "tcp.createServer", {"sockaddr": {"domain": 3, **SA}}, "domain")
 case("createServer-sockaddr-extra", "tcp.createServer", {"sockaddr": {**SA, "flow": 1}}, "flow")
-case("createServer-backlog-0", "tcp.createServer", {"sockaddr": SA, "backlog": 0}, "backlog")
+case("createServer-backlog-negative", "tcp.createServer", {"sockaddr": SA, "backlog": -1}, "backlog")
 case("createServer-backlog-big", "tcp.createServer", {"sockaddr": SA, "backlog": 65536}, "backlog")
 case("createServer-backlog-string", "tcp.createServer", {"sockaddr": SA, "backlog": "5"}, "backlog")
 case("createServer-dev-empty", "tcp.createServer", {"sockaddr": SA, "dev": ""}, "dev")

@@ -264,7 +264,7 @@ def test_object_params_are_closed(doc: dict[str, Any]) -> None:
     ("tcp.setKeepAlive", "count", [1, 127, None], [0, 128]),
     ("tcp.bindToDevice", "ifname", ["", "lo", "a" * 15, None], ["a" * 16, 3]),
     ("tcp.createServer", "dev", ["lo", None], ["", "a" * 16]),
-    ("tcp.createServer", "backlog", [1, 65535, None], [0, 65536]),
+    ("tcp.createServer", "backlog", [0, 1, 65535, None], [-1, 65536]),
     ("tcp.close", "handle", [1, 9007199254740991], [0, -1, None, "1", 1.5]),
 ])
 def test_param_ranges(doc: dict[str, Any], method: str, param: str, good: list[Any], bad: list[Any]) -> None:

@@ -48,13 +48,13 @@ enum OpenRPCDocument {
         {
           "name": "backlog",
           "required": false,
-          "description": "Maximum queue of pending connections.",
+          "description": "Maximum queue of pending connections (passed to listen(2); 0 lets the kernel keep a minimal queue).",
           "schema": {
             "type": [
               "integer",
               "null"
             ],
-            "minimum": 1,
+            "minimum": 0,
             "maximum": 65535,
             "default": 5
           }
