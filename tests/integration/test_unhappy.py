@@ -418,3 +418,37 @@ def test_bad_policy_file_is_refused(start_gateway: GatewayFactory) -> None:
     gw.returncode = rc
     assert rc != 0
     assert path in gw.log() or "policy" in gw.log().lower(), gw.log()
+
+
+def test_connection_limit_refuses_with_an_answer_and_frees_up(start_gateway: GatewayFactory) -> None:
+    gw = start_gateway("--max-connections", "2")
+    first = gw.connect()
+    # The harness's readiness probe holds a place until the gateway has seen it hang up.
+    deadline = time.monotonic() + 5
+    while first.call("gateway.info")["connections"] != 1 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    second = gw.connect()
+    second.call("gateway.info")  # both are admitted once each has been answered
+    assert first.call("gateway.info")["connections"] == 2
+    third = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    third.settimeout(5)
+    third.connect(gw.path)
+    refusal = b""
+    while not refusal.endswith(b"\n"):
+        chunk = third.recv(4096)
+        assert chunk, f"closed without a word: {refusal!r}"
+        refusal += chunk
+    answer = json.loads(refusal)
+    assert answer["id"] is None and answer["error"]["code"] == -32004, answer
+    assert third.recv(4096) == b"", "the refused connection is closed"
+    third.close()
+    # The two admitted clients are unaffected, and a freed place can be taken again.
+    assert second.call("gateway.info")["name"] == "tcpgw"
+    first.close()
+    deadline = time.monotonic() + 5
+    while second.call("gateway.info")["connections"] != 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    again = gw.connect()
+    assert again.call("gateway.info")["connections"] == 2
+    again.close()
+    second.close()
