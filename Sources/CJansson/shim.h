@@ -9,4 +9,31 @@ static inline json_t *tcpgw_json_incref(json_t *json) { return json_incref(json)
 static inline void tcpgw_json_decref(json_t *json) { json_decref(json); }
 static inline const char *tcpgw_json_error_text(const json_error_t *error) { return error->text; }
 static inline int tcpgw_json_error_position(const json_error_t *error) { return error->position; }
+
+/* Length of the run of "plain" bytes at p: printable ASCII other than '"' and '\\', i.e. what a
+   JSON string may hold unescaped and verbatim (base64 and hex payloads). Eight bytes per step
+   (SWAR): a byte is flagged when it is below 0x20, at or above 0x7F, or equals 0x22 or 0x5C. */
+#include <stdint.h>
+#include <string.h>
+static inline size_t tcpgw_plain_run(const unsigned char *p, size_t n) {
+    const uint64_t ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t v;
+        memcpy(&v, p + i, 8);
+        uint64_t below20 = (v - ones * 0x20) & ~v & highs;        /* byte < 0x20 */
+        uint64_t above7e = (v + ones * 0x01) & highs;              /* byte >= 0x7F (incl. >= 0x80) */
+        above7e |= v & highs;
+        uint64_t q = v ^ (ones * 0x22), b = v ^ (ones * 0x5C);
+        uint64_t quote = (q - ones) & ~q & highs;                  /* byte == '"' */
+        uint64_t slash = (b - ones) & ~b & highs;                  /* byte == '\\' */
+        if (below20 | above7e | quote | slash) break;
+    }
+    while (i < n) {
+        unsigned char c = p[i];
+        if (c < 0x20 || c > 0x7E || c == 0x22 || c == 0x5C) break;
+        i++;
+    }
+    return i;
+}
 #endif

@@ -54,6 +54,13 @@ enum Base64 {
         return String(buffer: out)
     }
 
+    /// Per input position, the 6-bit value already shifted into place; 0xFF00_0000 marks a
+    /// character outside the alphabet, so one OR over four lookups both assembles and checks.
+    private static let shiftedTables: [[UInt32]] = (0..<4).map { position in
+        decodeTable.map { value in value == 0xFF ? 0xFF00_0000 : UInt32(value) << (18 - 6 * UInt32(position)) }
+    }
+    private static let t0 = shiftedTables[0], t1 = shiftedTables[1], t2 = shiftedTables[2], t3 = shiftedTables[3]
+
     /// Decodes base64 (padding optional, whitespace not allowed); nil if it is not base64.
     static func decode(_ text: String) -> [UInt8]? {
         var text = text
@@ -62,35 +69,41 @@ enum Base64 {
             while n > 0 && utf8[n - 1] == UInt8(ascii: "=") { n -= 1 }
             if utf8.count - n > 2 || n % 4 == 1 { return nil }
             if utf8.count % 4 != 0 && utf8.count != n { return nil }  // padded, but not to a multiple of 4
-            var out = [UInt8](repeating: 0, count: n / 4 * 3 + max(0, n % 4 - 1))
-            let ok = decodeTable.withUnsafeBufferPointer { table -> Bool in
-                out.withUnsafeMutableBufferPointer { dest -> Bool in
-                    var i = 0
-                    var o = 0
-                    while i + 4 <= n {
-                        let a = table[Int(utf8[i])], b = table[Int(utf8[i + 1])]
-                        let c = table[Int(utf8[i + 2])], d = table[Int(utf8[i + 3])]
-                        if (a | b | c | d) & 0xC0 != 0 { return false }
-                        let v = UInt32(a) << 18 | UInt32(b) << 12 | UInt32(c) << 6 | UInt32(d)
-                        dest[o] = UInt8(v >> 16)
-                        dest[o + 1] = UInt8((v >> 8) & 0xFF)
-                        dest[o + 2] = UInt8(v & 0xFF)
-                        i += 4
-                        o += 3
+            let outCount = n / 4 * 3 + max(0, n % 4 - 1)
+            var failed = false
+            let out = [UInt8](unsafeUninitializedCapacity: outCount) { dest, initialized in
+                t0.withUnsafeBufferPointer { t0 in
+                    t1.withUnsafeBufferPointer { t1 in
+                        t2.withUnsafeBufferPointer { t2 in
+                            t3.withUnsafeBufferPointer { t3 in
+                                var i = 0
+                                var o = 0
+                                var bad: UInt32 = 0
+                                while i + 4 <= n {
+                                    let v = t0[Int(utf8[i])] | t1[Int(utf8[i + 1])] | t2[Int(utf8[i + 2])] | t3[Int(utf8[i + 3])]
+                                    bad |= v
+                                    dest[o] = UInt8(truncatingIfNeeded: v >> 16)
+                                    dest[o + 1] = UInt8(truncatingIfNeeded: v >> 8)
+                                    dest[o + 2] = UInt8(truncatingIfNeeded: v)
+                                    i += 4
+                                    o += 3
+                                }
+                                let rest = n - i
+                                if rest >= 2 {
+                                    let c = rest == 3 ? t2[Int(utf8[i + 2])] : 0
+                                    let v = t0[Int(utf8[i])] | t1[Int(utf8[i + 1])] | c
+                                    bad |= v
+                                    dest[o] = UInt8(truncatingIfNeeded: v >> 16)
+                                    if rest == 3 { dest[o + 1] = UInt8(truncatingIfNeeded: v >> 8) }
+                                }
+                                failed = bad & 0xFF00_0000 != 0
+                            }
+                        }
                     }
-                    let rest = n - i
-                    if rest >= 2 {
-                        let a = table[Int(utf8[i])], b = table[Int(utf8[i + 1])]
-                        let c = rest == 3 ? table[Int(utf8[i + 2])] : 0
-                        if (a | b | c) & 0xC0 != 0 { return false }
-                        let v = UInt32(a) << 18 | UInt32(b) << 12 | UInt32(c) << 6
-                        dest[o] = UInt8(v >> 16)
-                        if rest == 3 { dest[o + 1] = UInt8((v >> 8) & 0xFF) }
-                    }
-                    return true
                 }
+                initialized = outCount
             }
-            return ok ? out : nil
+            return failed ? nil : out
         }
     }
 }

@@ -92,4 +92,18 @@ final class LongStringSpliceTests: XCTestCase {
         XCTAssertEqual(printed, JanssonCodec.serialize(value, splicing: false))
         XCTAssertEqual(try JanssonCodec.parse(printed), value)
     }
+
+    func testPlainRunStopsAtEveryNonPlainByteAtEveryPosition() {
+        for byte in 0...255 {
+            let plain = byte >= 0x20 && byte <= 0x7E && byte != 0x22 && byte != 0x5C
+            for position in 0..<24 {
+                var bytes = [UInt8](repeating: UInt8(ascii: "Q"), count: 40)
+                bytes[position] = UInt8(byte)
+                let end = bytes.withUnsafeBytes { LongStringSplice.plainRunEnd($0, from: 0) }
+                XCTAssertEqual(end, plain ? bytes.count : position, "byte \(byte) at \(position)")
+                let fromMiddle = bytes.withUnsafeBytes { LongStringSplice.plainRunEnd($0, from: 3) }
+                XCTAssertEqual(fromMiddle, plain || position < 3 ? bytes.count : position, "byte \(byte) at \(position), from 3")
+            }
+        }
+    }
 }
