@@ -33,7 +33,6 @@ final class ServerHandle {
     private var nextWaiterID: UInt64 = 1
     private var armed: Set<Int32> = []
     private(set) var isClosed = false
-    private(set) var acceptedCount: Int64 = 0
 
     init(id: Int64, session: Session, fd: Int32, local: SockAddr, options: Options) {
         self.id = id
@@ -111,7 +110,6 @@ final class ServerHandle {
             var peer = tcpgw_sockaddr()
             let newFD = tcpgw_accept(fd, &peer)
             if newFD >= 0 {
-                acceptedCount += 1
                 return (newFD, SockAddr(peer))
             }
         }
