@@ -57,11 +57,10 @@ final class Session {
         for frame in frames {
             guard !isClosed else { break }
             switch frame {
-            case .line(let line, let start, let end):
-                let passed = takeDescriptors(start, end)
-                handleLine(line, passed: passed)
-            case .oversized(let start, let end):
-                for d in takeDescriptors(start, end) where d >= 0 { _ = tcpgw_close(d) }
+            case .line(let line, _, let end):
+                handleLine(line, passed: takeDescriptors(before: end))
+            case .oversized(_, let end):
+                for d in takeDescriptors(before: end) where d >= 0 { _ = tcpgw_close(d) }
                 send(RPCResponse.failure(
                     id: .null,
                     error: .invalidRequest("message longer than the limit of \(gateway.config.maxMessageBytes) bytes; it was discarded")))
@@ -71,9 +70,9 @@ final class Session {
         if !isClosed { resumeReadingIfAllowed() }
     }
 
-    /// The descriptors that arrived with the bytes of the line [start, end). Lines are handled
-    /// in order, so anything before `end` not yet taken belongs to this one.
-    private func takeDescriptors(_ start: UInt64, _ end: UInt64) -> [Int32] {
+    /// The descriptors that arrived with the bytes of the line ending at stream offset `end`.
+    /// Lines are handled in order, so anything before `end` not yet taken belongs to this one.
+    private func takeDescriptors(before end: UInt64) -> [Int32] {
         guard !receivedFDs.isEmpty else { return [] }
         var taken: [Int32] = []
         receivedFDs.removeAll { d in
