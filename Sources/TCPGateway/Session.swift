@@ -112,20 +112,33 @@ final class Session {
             inFlight += 1
             var replies = [Reply?](repeating: nil, count: entries.count)
             var remaining = entries.count
-            for (index, entry) in entries.enumerated() {
-                run(entry, descriptors: &descriptors) { [weak self] reply in
-                    guard let self else { return }
-                    replies[index] = reply
-                    remaining -= 1
-                    guard remaining == 0 else { return }
-                    self.inFlight -= 1
-                    let answered = replies.compactMap { $0 }
-                    // One descriptor at most travels with a line: the batch's first flyAway.
-                    let passing = answered.first(where: { $0.fd != nil })?.fd
-                    for extra in answered.compactMap(\.fd) where extra != passing { _ = tcpgw_close(extra) }
-                    if !answered.isEmpty { self.send(.array(answered.map(\.json)), passing: passing) }
-                    self.resumeReadingIfAllowed()
+            let complete: (Int, Reply?) -> Void = { [weak self] index, reply in
+                guard let self else { return }
+                replies[index] = reply
+                remaining -= 1
+                guard remaining == 0 else { return }
+                self.inFlight -= 1
+                let answered = replies.compactMap { $0 }
+                let passing = answered.first(where: { $0.fd != nil })?.fd
+                if !answered.isEmpty { self.send(.array(answered.map(\.json)), passing: passing) }
+                self.resumeReadingIfAllowed()
+            }
+            var flyAways = 0
+            for (index, var entry) in entries.enumerated() {
+                // An answer line carries one descriptor, so a batch may fly one socket away;
+                // further tcp.flyAway entries are refused before they touch their handles.
+                if case .request(let request) = entry, request.method == "tcp.flyAway" {
+                    flyAways += 1
+                    if flyAways > 1 {
+                        guard let id = request.id else {
+                            complete(index, nil)
+                            continue
+                        }
+                        entry = .invalid(
+                            id: id, error: .invalidRequest("only one tcp.flyAway per batch: an answer line carries one descriptor"))
+                    }
                 }
+                run(entry, descriptors: &descriptors) { reply in complete(index, reply) }
             }
             closeDescriptors(&descriptors)
         }

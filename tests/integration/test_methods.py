@@ -875,3 +875,24 @@ def test_rpc_discover(wire: Wire) -> None:
     from conftest import run_cli
     cli = json.loads(run_cli(["schema"]).stdout)
     assert {m["name"] for m in cli["methods"]} == names and cli["openrpc"] == doc["openrpc"]
+
+
+def test_one_fly_away_per_batch(wire: Wire) -> None:
+    """An answer line carries one descriptor: a second tcp.flyAway in the same batch is refused
+    before it touches its handle, so that socket stays with the gateway."""
+    a = wire.call("tcp.createServer", {"sockaddr": {"addr": "127.0.0.1", "port": 0}})
+    b = wire.call("tcp.createServer", {"sockaddr": {"addr": "127.0.0.1", "port": 0}})
+    wire.send_obj([
+        {"jsonrpc": "2.0", "id": "fa", "method": "tcp.flyAway", "params": {"handle": a["handle"]}},
+        {"jsonrpc": "2.0", "id": "fb", "method": "tcp.flyAway", "params": {"handle": b["handle"]}},
+    ])
+    msg = wire.next_reply()
+    answers = {item["id"]: item for item in msg.obj}
+    assert "result" in answers["fa"], answers
+    assert answers["fb"]["error"]["code"] == -32600, answers
+    assert len(msg.fds) == 1
+    flown = socket.socket(fileno=msg.fds[0])
+    assert flown.getsockname()[1] == a["local"]["port"]
+    flown.close()
+    remaining = [h["handle"] for h in wire.call("tcp.list")]
+    assert remaining == [b["handle"]]
