@@ -50,8 +50,19 @@ final class Session {
 
     // MARK: inbound
 
+    /// Descriptors held for lines not yet complete. A request takes at most one, so more than a
+    /// few means a client is hoarding them in the gateway's descriptor table: the surplus is
+    /// closed at once (a line that brought several fails the exactly-one check anyway).
+    private static let maxHeldDescriptors = 16
+
     private func received(_ bytes: UnsafeRawBufferPointer, _ fds: [ClientTransport.ReceivedDescriptor]) {
-        receivedFDs.append(contentsOf: fds)
+        for passed in fds {
+            if receivedFDs.count < Session.maxHeldDescriptors {
+                receivedFDs.append(passed)
+            } else if passed.fd >= 0 {
+                _ = tcpgw_close(passed.fd)
+            }
+        }
         var frames: [LineFramer.Frame] = []
         framer.append(bytes, into: &frames)
         for frame in frames {

@@ -452,3 +452,26 @@ def test_connection_limit_refuses_with_an_answer_and_frees_up(start_gateway: Gat
     assert again.call("gateway.info")["connections"] == 2
     again.close()
     second.close()
+
+
+def test_hoarded_descriptors_are_closed_not_kept(gw: Gateway, wire: Wire) -> None:
+    """A client that sends many descriptors without ever finishing a line cannot fill the
+    gateway's descriptor table."""
+    wire.call("gateway.info")
+    time.sleep(0.1)
+    before = gw.fd_count()
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    for _ in range(100):
+        socket.send_fds(wire.sock, [b" "], [s.fileno()] * 4)  # spaces: no line ends
+    s.close()
+    deadline = time.monotonic() + 2
+    while (held := gw.fd_count()) > before + 16 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert held <= before + 16, f"{held - before} descriptors held for an unfinished line"
+    # The next complete line takes the held ones along and closes them (it is not createByFd).
+    wire.send_raw(b"\n")
+    assert wire.call("gateway.info")["name"] == "tcpgw"
+    deadline = time.monotonic() + 2
+    while (after := gw.fd_count()) > before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert after <= before, f"{after - before} descriptors still held"
