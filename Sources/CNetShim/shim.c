@@ -15,6 +15,7 @@
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/resource.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -395,3 +396,13 @@ const char *tcpgw_errno_name(int err) { return strerrorname_np(err); }
 const char *tcpgw_errno_message(int err) { return strerror(err); }
 
 int tcpgw_close(int fd) { return close(fd) < 0 ? NEG_ERRNO : 0; }
+
+long tcpgw_raise_nofile_limit(void) {
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0) return NEG_ERRNO;
+    if (rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &rl) < 0) return NEG_ERRNO;
+    }
+    return (long)rl.rlim_cur;
+}

@@ -101,6 +101,13 @@ public final class Gateway: @unchecked Sendable {
     private func acceptClients() {
         while !stopped {
             let fd = tcpgw_accept(listenFD, nil)
+            if fd == -EMFILE || fd == -ENFILE {
+                // Out of descriptors: the listener stays readable, so re-arming now would spin.
+                // The client waits in the backlog; try again shortly.
+                logger.warning("out of file descriptors; clients wait in the backlog")
+                loop.assumeIsolated().scheduleTask(in: .milliseconds(100)) { self.armAccept() }
+                return
+            }
             if fd < 0 { break }
             if sessions.count >= config.maxConnections {
                 logger.warning("refusing a client: \(config.maxConnections) connections already")

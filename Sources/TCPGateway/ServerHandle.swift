@@ -112,12 +112,30 @@ final class ServerHandle {
             if newFD >= 0 {
                 return (newFD, SockAddr(peer))
             }
+            if newFD == -EMFILE || newFD == -ENFILE { outOfDescriptors = true }
         }
         return nil
     }
 
+    /// Set when accept failed for want of descriptors: the listener stays readable, so the next
+    /// attempt waits a little instead of spinning.
+    private var outOfDescriptors = false
+    private var retryScheduled = false
+
     private func armAll() {
         guard !isClosed, !waiters.isEmpty || asyncAccepting else { return }
+        if outOfDescriptors {
+            outOfDescriptors = false
+            guard !retryScheduled else { return }
+            retryScheduled = true
+            session.loop.assumeIsolated().scheduleTask(in: .milliseconds(100)) { [weak self] in
+                guard let self else { return }
+                self.retryScheduled = false
+                self.drainQueue()
+                self.armAll()
+            }
+            return
+        }
         for fd in fds where !armed.contains(fd) {
             armed.insert(fd)
             session.gateway.monitor.arm(fd, for: .read) { [weak self] in

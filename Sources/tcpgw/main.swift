@@ -91,6 +91,8 @@ struct Serve: ParsableCommand {
             }
         }
         signal(SIGPIPE, SIG_IGN)
+        let descriptorLimit = tcpgw_raise_nofile_limit()
+        logger.debug("descriptor limit: \(descriptorLimit)")
         // SIGTERM/SIGINT are blocked before any thread exists, so every thread inherits the
         // mask and the signal waits for the sigwait below, however early it comes.
         var stopSignals = sigset_t()

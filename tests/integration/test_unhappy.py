@@ -475,3 +475,58 @@ def test_hoarded_descriptors_are_closed_not_kept(gw: Gateway, wire: Wire) -> Non
     while (after := gw.fd_count()) > before and time.monotonic() < deadline:
         time.sleep(0.05)
     assert after <= before, f"{after - before} descriptors still held"
+
+
+def test_running_out_of_descriptors_is_an_error_not_a_spin(start_gateway: GatewayFactory) -> None:
+    """Under a low RLIMIT_NOFILE the gateway answers EMFILE, keeps serving, does not busy-loop
+    on a listener it cannot accept from, and recovers once handles are closed."""
+    import resource
+    import subprocess
+
+    d = start_gateway.tmpdir()
+    path = os.path.join(d, "gw.sock")
+    from conftest import TCPGW_BIN
+
+    proc = subprocess.Popen([TCPGW_BIN, "serve", "--socket", path], stderr=subprocess.PIPE,
+                            preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (48, 48)))
+    try:
+        deadline = time.monotonic() + 10
+        while not os.path.exists(path):
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.02)
+        w = Wire(path)
+        srv = w.call("tcp.createServer", {"sockaddr": {"addr": "127.0.0.1", "port": 0}})
+        port = srv["local"]["port"]
+        # Fill the table with servers until the kernel says no.
+        made = []
+        for _ in range(60):
+            try:
+                made.append(w.call("tcp.createServer", {"sockaddr": {"addr": "127.0.0.1", "port": 0}})["handle"])
+            except RPCError as e:
+                assert e.code == OS_FAILURE and e.data["errno"] == "EMFILE", e
+                break
+        else:
+            pytest.fail("the descriptor limit was never reached")
+        # A connection queues on the server while async accepting cannot take it: no spin.
+        assert w.call("tcp.accept", {"handle": srv["handle"], "async": True}) is True
+        peer = socket.create_connection(("127.0.0.1", port), timeout=5)
+        cpu0 = _cpu_seconds(proc.pid)
+        time.sleep(1.0)
+        assert _cpu_seconds(proc.pid) - cpu0 < 0.5, "the gateway spins while out of descriptors"
+        assert w.call("gateway.info")["name"] == "tcpgw"
+        # Freeing descriptors lets the queued connection through.
+        for h in made[:5]:
+            assert w.call("tcp.close", {"handle": h}) is True
+        ev = w.wait_event("tcp.onAccept", srv["handle"], timeout=5)
+        assert ev.params["remote"]["port"] == peer.getsockname()[1]
+        peer.close()
+        w.close()
+    finally:
+        proc.terminate()
+        assert proc.wait(10) == 0
+
+
+def _cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

@@ -75,6 +75,10 @@ uint32_t tcpgw_epoll_writable_mask(void);
 const char *tcpgw_errno_name(int err);
 const char *tcpgw_errno_message(int err);
 
+/* Raises the soft RLIMIT_NOFILE to the hard limit (servers hold many sockets); returns the
+   resulting soft limit, or a negative errno. */
+long tcpgw_raise_nofile_limit(void);
+
 /* Closes fd retrying nothing (Linux closes even on EINTR). */
 int tcpgw_close(int fd);
 #endif
