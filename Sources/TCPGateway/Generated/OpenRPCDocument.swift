@@ -1315,7 +1315,7 @@ enum OpenRPCDocument {
     {
       "name": "tcp.flyAway",
       "summary": "Hand the socket itself over to the client (SCM_RIGHTS).",
-      "description": "The gateway attaches the socket's descriptor with SCM_RIGHTS to the bytes of this answer's line, then forgets the handle (no event). `buffered` carries, base64-encoded, the bytes the gateway had already read from the socket but not yet delivered, so nothing is lost; `eof` tells whether the peer's FIN was already seen. Works for servers too (then `buffered` is empty). Needs the policy's `allowFlyAway`. A client that cannot receive descriptors must not call it. Synchronous.",
+      "description": "The gateway attaches the socket's descriptor with SCM_RIGHTS to the bytes of this answer's line, then forgets the handle (no event). `buffered` carries, base64-encoded, the bytes the gateway had already read from the socket but not yet delivered, so nothing is lost; `eof` tells whether the peer's FIN was already seen. Works for servers too (then `buffered` is empty). Needs the policy's `allowFlyAway`. A client that cannot receive descriptors must not call it. An answer line carries one descriptor, so a batch may hold one `tcp.flyAway`; further ones in the same batch get -32600 and leave their handles untouched. Synchronous.",
       "tags": [
         {
           "name": "server"
