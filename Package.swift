@@ -29,7 +29,6 @@ let package = Package(
             dependencies: [
                 "JSONRPC", "CNetShim",
                 .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
@@ -39,8 +38,6 @@ let package = Package(
                 "TCPGateway", "JSONRPC", "CNetShim",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
-                .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOPosix", package: "swift-nio"),
             ]
         ),
         // Codec figures for bench/: spliced long strings against plain jansson, same run.

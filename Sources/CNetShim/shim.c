@@ -17,6 +17,7 @@
 #include <sys/stat.h>
 #include <sys/resource.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #define NEG_ERRNO (-errno)
@@ -342,29 +343,18 @@ int tcpgw_epoll_create(void) {
     return fd < 0 ? NEG_ERRNO : fd;
 }
 
-int tcpgw_epoll_arm(int epfd, int fd, int want_read, int want_write, uint64_t token, int add) {
+int tcpgw_epoll_ctl(int epfd, int op, int fd, uint32_t events, uint64_t token) {
     struct epoll_event ev;
     memset(&ev, 0, sizeof(ev));
-    ev.events = EPOLLONESHOT | (want_read ? EPOLLIN | EPOLLRDHUP : 0) | (want_write ? EPOLLOUT : 0);
+    ev.events = events;
     ev.data.u64 = token;
-    if (epoll_ctl(epfd, add ? EPOLL_CTL_ADD : EPOLL_CTL_MOD, fd, &ev) < 0) {
-        /* ADD on a known fd or MOD on an unknown one: retry with the other verb. */
-        if ((add && errno == EEXIST) || (!add && errno == ENOENT)) {
-            if (epoll_ctl(epfd, add ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, fd, &ev) < 0) return NEG_ERRNO;
-            return 0;
-        }
-        return NEG_ERRNO;
-    }
-    return 0;
-}
-
-int tcpgw_epoll_remove(int epfd, int fd) {
-    return epoll_ctl(epfd, EPOLL_CTL_DEL, fd, NULL) < 0 ? NEG_ERRNO : 0;
+    int how = op == 0 ? EPOLL_CTL_ADD : op == 1 ? EPOLL_CTL_MOD : EPOLL_CTL_DEL;
+    return epoll_ctl(epfd, how, fd, how == EPOLL_CTL_DEL ? NULL : &ev) < 0 ? NEG_ERRNO : 0;
 }
 
 int tcpgw_epoll_wait(int epfd, uint64_t *tokens, uint32_t *events, int max, int timeout_ms) {
-    struct epoll_event evs[64];
-    if (max > 64) max = 64;
+    struct epoll_event evs[256];
+    if (max > 256) max = 256;
     int n = epoll_wait(epfd, evs, max, timeout_ms);
     if (n < 0) return NEG_ERRNO;
     for (int i = 0; i < n; i++) {
@@ -389,8 +379,26 @@ int tcpgw_eventfd_drain(int fd) {
     return read(fd, &v, sizeof(v)) < 0 ? NEG_ERRNO : 0;
 }
 
-uint32_t tcpgw_epoll_readable_mask(void) { return EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR; }
-uint32_t tcpgw_epoll_writable_mask(void) { return EPOLLOUT | EPOLLHUP | EPOLLERR; }
+uint32_t tcpgw_epoll_in(void) { return EPOLLIN; }
+uint32_t tcpgw_epoll_out(void) { return EPOLLOUT; }
+uint32_t tcpgw_epoll_err(void) { return EPOLLERR; }
+uint32_t tcpgw_epoll_hup(void) { return EPOLLHUP; }
+
+ssize_t tcpgw_read(int fd, void *buf, size_t len) {
+    ssize_t n = read(fd, buf, len);
+    return n < 0 ? NEG_ERRNO : n;
+}
+
+ssize_t tcpgw_write(int fd, const void *buf, size_t len) {
+    ssize_t n = send(fd, buf, len, MSG_NOSIGNAL);
+    return n < 0 ? NEG_ERRNO : n;
+}
+
+uint64_t tcpgw_monotonic_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
 
 const char *tcpgw_errno_name(int err) { return strerrorname_np(err); }
 const char *tcpgw_errno_message(int err) { return strerror(err); }

@@ -179,12 +179,16 @@ enum DataFrameEncoder {
     private static let tail = Array(#"","encoding":"base64"}}"#.utf8)
 
     static func onData(handle: Int64, _ data: ByteBuffer) -> ByteBuffer {
+        data.withUnsafeReadableBytes { onData(handle: handle, $0) }
+    }
+
+    static func onData(handle: Int64, _ data: UnsafeRawBufferPointer) -> ByteBuffer {
         var out = ByteBufferAllocator().buffer(
-            capacity: head.count + 20 + middle.count + Base64.encodedLength(data.readableBytes) + tail.count + 1)
+            capacity: head.count + 20 + middle.count + Base64.encodedLength(data.count) + tail.count + 1)
         out.writeBytes(head)
         out.writeString(String(handle))
         out.writeBytes(middle)
-        data.withUnsafeReadableBytes { Base64.encode($0, into: &out) }
+        Base64.encode(data, into: &out)
         out.writeBytes(tail)
         out.writeInteger(UInt8(0x0A))
         return out

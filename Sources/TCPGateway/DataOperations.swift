@@ -13,8 +13,8 @@ enum DataOperations {
         table["tcp.pending"] = pending
         table["tcp.shutdown"] = shutdown
         table["tcp.isEOF"] = isEOF
-        table["tcp.pause"] = { call in try call.session.connection(call.params.handle).setFlowing(false); return true }
-        table["tcp.resume"] = { call in try call.session.connection(call.params.handle).setFlowing(true); return true }
+        table["tcp.pause"] = { call in try call.session.handles.connection(call.params.handle).setFlowing(false); return true }
+        table["tcp.resume"] = { call in try call.session.handles.connection(call.params.handle).setFlowing(true); return true }
     }
 
     /// The bytes of `data` (a string or an array of strings, gathered), cut by offset/length.
@@ -50,7 +50,7 @@ enum DataOperations {
     }
 
     static func send(_ call: Call) throws -> JSONValue? {
-        let connection = try call.session.connection(call.params.handle)
+        let connection = try call.session.handles.connection(call.params.handle)
         let data = try payload(call.params)
         connection.send(data, timeoutMS: call.params.int("timeout")) { result in
             switch result {
@@ -62,7 +62,7 @@ enum DataOperations {
     }
 
     static func recv(_ call: Call, withRemote: Bool) throws -> JSONValue? {
-        let connection = try call.session.connection(call.params.handle)
+        let connection = try call.session.handles.connection(call.params.handle)
         if connection.flowing {
             throw RPCError.handleState("handle \(connection.id) is flowing (data arrives as tcp.onData); call tcp.pause first")
         }
@@ -84,7 +84,7 @@ enum DataOperations {
     }
 
     static func pending(_ call: Call) throws -> JSONValue? {
-        switch try call.session.lookup(call.params.handle) {
+        switch try call.session.handles.lookup(call.params.handle) {
         case .server: return 0
         case .connection(let connection):
             guard connection.isOpen else { return .int(Int64(connection.bufferedBytes)) }
@@ -94,7 +94,7 @@ enum DataOperations {
     }
 
     static func shutdown(_ call: Call) throws -> JSONValue? {
-        let connection = try call.session.connection(call.params.handle)
+        let connection = try call.session.handles.connection(call.params.handle)
         let how = call.params.string("how") ?? "rw"
         connection.shutdown(read: how.contains("r"), write: how.contains("w")) { result in
             switch result {
@@ -106,7 +106,7 @@ enum DataOperations {
     }
 
     static func isEOF(_ call: Call) throws -> JSONValue? {
-        switch try call.session.lookup(call.params.handle) {
+        switch try call.session.handles.lookup(call.params.handle) {
         case .server: return false
         case .connection(let connection): return .bool(connection.eof)
         }

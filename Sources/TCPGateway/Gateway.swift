@@ -2,8 +2,6 @@ import CNetShim
 import Foundation
 import JSONRPC
 import Logging
-import NIOCore
-import NIOPosix
 
 /// Settings of one gateway process.
 public struct GatewayConfig: Sendable {
@@ -34,43 +32,47 @@ public struct GatewayStartError: Error, CustomStringConvertible {
     public let description: String
 }
 
-/// The daemon: a Unix socket listener, its sessions, and the one event loop that owns them all.
-/// Its mutable state is confined to `loop` (start and shutdown hop there), hence the unchecked
-/// conformance: the CLI's signal handling calls `shutdown` from another thread.
+/// The daemon: a Unix socket listener, its sessions, and the one reactor that owns them all.
+/// Its mutable state is confined to the reactor's thread (start runs before that thread
+/// exists; shutdown is submitted to it), hence the unchecked conformance: the CLI's signal
+/// handling calls `shutdown` from another thread.
 public final class Gateway: @unchecked Sendable {
     public static let version = "0.1.0"
 
     public let config: GatewayConfig
     let logger: Logger
-    let group: MultiThreadedEventLoopGroup
-    let loop: EventLoop
-    private(set) var monitor: FDMonitor!
+    let reactor: Reactor
     let catalog: MethodCatalog
     private(set) var dispatcher: Dispatcher!
     private var sessions: [Int: Session] = [:]
     private var nextSessionID = 1
     private var handleCounter: Int64 = 0
-    private var listenFD: Int32 = -1
+    private var listener: ClientListener?
+    private var loopThread: Thread?
+    private let loopDone = DispatchSemaphore(value: 0)
     let startTime = Date()
     private var stopped = false
     var policy: Policy { config.policy }
+    /// Where flowing handles read into before the bytes are encoded as tcp.onData (the loop
+    /// serves one read at a time, so one buffer serves every handle).
+    let readScratch: UnsafeMutableRawBufferPointer
 
     public init(config: GatewayConfig, logger: Logger) throws {
         self.config = config
         self.logger = logger
         self.catalog = try MethodCatalog(json: OpenRPCDocument.json)
-        self.group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        self.loop = group.next()
-        self.monitor = try FDMonitor(loop: loop)
+        self.reactor = try Reactor()
+        self.readScratch = .allocate(byteCount: ConnectionHandle.readChunk, alignment: 16)
         self.dispatcher = try Dispatcher(gateway: self)
     }
 
-    /// Prepares the socket path and starts accepting clients. Ready when this returns.
-    public func start() throws {
-        try loop.submit { try self.startOnLoop() }.wait()
+    deinit {
+        readScratch.deallocate()
     }
 
-    private func startOnLoop() throws {
+    /// Prepares the socket path and starts accepting clients on the reactor's thread. Ready
+    /// (clients can connect) when this returns.
+    public func start() throws {
         let path = config.socketPath
         var info = stat()
         if lstat(path, &info) == 0 {
@@ -89,41 +91,38 @@ public final class Gateway: @unchecked Sendable {
         guard fd >= 0 else {
             throw GatewayStartError(description: "cannot listen on \(path): \(Errno.message(-fd)) (\(Errno.name(-fd)))")
         }
-        listenFD = fd
-        armAccept()
-    }
-
-    private func armAccept() {
-        guard !stopped else { return }
-        monitor.arm(listenFD, for: .read) { [weak self] in self?.acceptClients() }
-    }
-
-    private func acceptClients() {
-        while !stopped {
-            let fd = tcpgw_accept(listenFD, nil)
-            if fd == -EMFILE || fd == -ENFILE {
-                // Out of descriptors: the listener stays readable, so re-arming now would spin.
-                // The client waits in the backlog; try again shortly.
-                logger.warning("out of file descriptors; clients wait in the backlog")
-                loop.assumeIsolated().scheduleTask(in: .milliseconds(100)) { self.armAccept() }
-                return
-            }
-            if fd < 0 { break }
-            if sessions.count >= config.maxConnections {
-                logger.warning("refusing a client: \(config.maxConnections) connections already")
-                let message = JanssonCodec.serialize(RPCResponse.failure(
-                    id: .null, error: .limit("the gateway already serves \(config.maxConnections) connections")))
-                _ = (message + [0x0A]).withUnsafeBytes { tcpgw_send_with_fd(fd, $0.baseAddress, $0.count, -1, 1) }
-                _ = tcpgw_close(fd)
-                continue
-            }
-            let session = Session(id: nextSessionID, gateway: self, fd: fd)
-            nextSessionID += 1
-            sessions[session.id] = session
-            logger.debug("client \(session.id) connected (uid \(session.peerUID), pid \(session.peerPID))")
-            session.start()
+        let listener = ClientListener(socket: OwnedFD(adopting: fd), gateway: self)
+        try listener.start()
+        self.listener = listener
+        let thread = Thread { [self] in
+            reactor.run()
+            loopDone.signal()
         }
-        armAccept()
+        thread.name = "tcpgw-loop"
+        loopThread = thread
+        thread.start()
+    }
+
+    /// A client connected: a session for it, unless the gateway is full.
+    func accepted(_ socket: consuming OwnedFD) {
+        guard !stopped else { return }
+        if sessions.count >= config.maxConnections {
+            logger.warning("refusing a client: \(config.maxConnections) connections already")
+            let message = JanssonCodec.serialize(RPCResponse.failure(
+                id: .null, error: .limit("the gateway already serves \(config.maxConnections) connections")))
+            _ = (message + [0x0A]).withUnsafeBytes { tcpgw_send_with_fd(socket.raw, $0.baseAddress, $0.count, -1, 1) }
+            return  // dropping the socket closes it
+        }
+        let session = Session(id: nextSessionID, gateway: self, socket: socket)
+        nextSessionID += 1
+        sessions[session.id] = session
+        logger.debug("client \(session.id) connected (uid \(session.peerUID), pid \(session.peerPID))")
+        do {
+            try session.start()
+        } catch {
+            logger.warning("could not watch client \(session.id): \(error)")
+            session.closeAll()
+        }
     }
 
     func sessionEnded(_ session: Session) {
@@ -139,21 +138,65 @@ public final class Gateway: @unchecked Sendable {
     var sessionCount: Int { sessions.count }
     var handleCount: Int { sessions.values.reduce(0) { $0 + $1.handles.count } }
 
-    /// Stops accepting, closes every handle and client, removes the socket file.
+    /// Stops accepting, closes every handle and client, removes the socket file, and stops
+    /// the loop. Callable from any thread.
     public func shutdown() {
-        try? loop.submit {
-            guard !self.stopped else { return }
-            self.stopped = true
-            if self.listenFD >= 0 {
-                self.monitor.remove(self.listenFD)
-                _ = tcpgw_close(self.listenFD)
-                unlink(self.config.socketPath)
+        reactor.submit { [self] in
+            guard !stopped else { return }
+            stopped = true
+            if let listener {
+                listener.close()
+                unlink(config.socketPath)
+                self.listener = nil
             }
-            for session in Array(self.sessions.values) { session.closeAll() }
-            self.monitor.shutdown()
-        }.wait()
-        // Give NIO's closes a moment to reach the kernel before the process ends.
-        try? group.syncShutdownGracefully()
+            for session in Array(sessions.values) { session.closeAll() }
+            reactor.stop()
+        }
+        if loopThread != nil { loopDone.wait() }
+    }
+}
+
+/// The gateway's Unix listening socket, accepting clients as they come.
+final class ClientListener: ReactorSource {
+    private var socket: OwnedFD?
+    private var watch = IOWatch()
+    unowned let gateway: Gateway
+    private var backingOff = false
+
+    init(socket: consuming OwnedFD, gateway: Gateway) {
+        self.socket = consume socket
+        self.gateway = gateway
+    }
+
+    func start() throws {
+        guard let fd = socket?.raw else { return }
+        try watch.set(.read, fd: fd, source: self, reactor: gateway.reactor)
+    }
+
+    func ready(_ events: IOEvents) {
+        guard let fd = socket?.raw else { return }
+        // Bounded per wake-up, so a flood of clients cannot starve the handles' I/O.
+        for _ in 0..<256 {
+            let client = tcpgw_accept(fd, nil)
+            if client == -EMFILE || client == -ENFILE {
+                // Out of descriptors: the listener stays readable, so watching it now would spin.
+                // The client waits in the backlog; try again shortly.
+                gateway.logger.warning("out of file descriptors; clients wait in the backlog")
+                try? watch.set([], fd: fd, source: self, reactor: gateway.reactor)
+                gateway.reactor.schedule(in: AcceptStateMachine.retryMilliseconds) { [weak self] in
+                    guard let self, let fd = self.socket?.raw else { return }
+                    try? self.watch.set(.read, fd: fd, source: self, reactor: self.gateway.reactor)
+                }
+                return
+            }
+            if client < 0 { return }
+            gateway.accepted(OwnedFD(adopting: client))
+        }
+    }
+
+    func close() {
+        watch.cancel(reactor: gateway.reactor)
+        socket = nil
     }
 }
 

@@ -1,6 +1,5 @@
 import CNetShim
 import JSONRPC
-import NIOCore
 
 /// The gateway's own error codes (-32000...-32099). The schema's components.errors lists each once.
 public enum GatewayErrorCode: Int, CaseIterable {
@@ -74,7 +73,6 @@ extension Error {
     var asRPCError: RPCError {
         if let rpc = self as? RPCError { return rpc }
         if let sys = self as? SystemError { return sys.rpcError }
-        if let io = self as? IOError { return SystemError(errno: io.errnoCode, syscall: "io").rpcError }
         return .internalError("\(self)")
     }
 }

@@ -26,8 +26,8 @@ enum GatewayOperations {
 
     static func list(_ call: Call) throws -> JSONValue? {
         let session = call.session
-        let entries = session.handles.keys.sorted().compactMap { id -> JSONValue? in
-            switch session.handles[id]! {
+        let entries = session.handles.all.sorted(by: { $0.key < $1.key }).map { id, handle -> JSONValue in
+            switch handle {
             case .server(let server):
                 return [
                     "handle": .int(id), "kind": "server", "state": (server.isClosed ? TCPState.closed : .listen).json,

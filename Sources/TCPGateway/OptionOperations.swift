@@ -20,7 +20,7 @@ enum OptionOperations {
         }
         table["tcp.setReuseAddr"] = { call in
             let on = call.params.bool("enable")!
-            if case .server(let server) = try call.session.lookup(call.params.handle) { server.options.reuseAddr = on }
+            if case .server(let server) = try call.session.handles.lookup(call.params.handle) { server.options.reuseAddr = on }
             return try setInt(call, tcpgw_const_sol_socket(), tcpgw_const_so_reuseaddr(), on ? 1 : 0)
         }
         table["tcp.setIPv6Only"] = setIPv6Only
@@ -40,11 +40,8 @@ enum OptionOperations {
 
     /// The descriptors an option applies to: a connection's socket, or every listener of a server.
     static func fds(_ call: Call) throws -> [Int32] {
-        switch try call.session.lookup(call.params.handle) {
+        switch try call.session.handles.lookup(call.params.handle) {
         case .connection(let connection):
-            guard connection.phase != .closed else {
-                throw RPCError.handleState("handle \(connection.id) is closed")
-            }
             return [try connection.openFD()]
         case .server(let server):
             var all: [Int32] = []
@@ -74,7 +71,7 @@ enum OptionOperations {
             throw RPCError.policy("binding to a device is not allowed")
         }
         try eachFD(call) { try SystemError.check(tcpgw_bind_to_device($0, name), "setsockopt") }
-        if case .server(let server) = try call.session.lookup(call.params.handle) {
+        if case .server(let server) = try call.session.handles.lookup(call.params.handle) {
             server.options.device = name.isEmpty ? nil : name
         }
         return true
@@ -113,7 +110,7 @@ enum OptionOperations {
 
     static func setIPv6Only(_ call: Call) throws -> JSONValue? {
         let enable = call.params.bool("enable")!
-        switch try call.session.lookup(call.params.handle) {
+        switch try call.session.handles.lookup(call.params.handle) {
         case .server(let server):
             guard server.local.domain == SockAddr.inet6 else {
                 throw RPCError.handleState("handle \(server.id) is an IPv4 socket; IPv6-only applies to IPv6 sockets")
@@ -132,14 +129,14 @@ enum OptionOperations {
     }
 
     static func getState(_ call: Call) throws -> JSONValue? {
-        switch try call.session.lookup(call.params.handle) {
+        switch try call.session.handles.lookup(call.params.handle) {
         case .server(let server): return (server.isClosed ? TCPState.closed : .listen).json
         case .connection(let connection): return connection.state.json
         }
     }
 
     static func sockName(_ call: Call) throws -> JSONValue? {
-        switch try call.session.lookup(call.params.handle) {
+        switch try call.session.handles.lookup(call.params.handle) {
         case .server(let server): return server.local.json
         case .connection(let connection):
             if connection.isOpen, let fresh = SockAddr.local(of: try connection.openFD()) { return fresh.json }
@@ -149,11 +146,11 @@ enum OptionOperations {
     }
 
     static func peerName(_ call: Call) throws -> JSONValue? {
-        switch try call.session.lookup(call.params.handle) {
+        switch try call.session.handles.lookup(call.params.handle) {
         case .server(let server):
             throw RPCError.handleState("handle \(server.id) is a server; it has no peer")
         case .connection(let connection):
-            guard connection.phase != .connecting else {
+            guard !connection.isConnecting else {
                 throw RPCError.handleState("handle \(connection.id) is still connecting")
             }
             // Ask the kernel, as getpeername does: a socket no longer connected is ENOTCONN.

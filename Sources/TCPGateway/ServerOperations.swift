@@ -20,37 +20,38 @@ enum ServerOperations {
         }
         let options = ServerHandle.Options(
             backlog: call.params.int("backlog") ?? 5, device: device, ipv6Only: call.params.bool("ipv6Only"))
-        let handleID = try session.allocateHandleID()
-        let fd = try ServerHandle.listen(on: address, options: options)
-        let local = SockAddr.local(of: fd) ?? address
-        let server = ServerHandle(id: handleID, session: session, fd: fd, local: local, options: options)
-        session.register(.server(server))
-        return ["handle": .int(handleID), "local": local.json]
+        _ = try session.handles.allocateID()  // fail early when the limit is reached
+        let socket = try ServerHandle.listen(on: address, options: options)
+        let local = SockAddr.local(of: socket.raw) ?? address
+        let server = try session.handles.openServer(socket, local: local, options: options)
+        return ["handle": .int(server.id), "local": local.json]
     }
 
     static func accept(_ call: Call) throws -> JSONValue? {
         let session = call.session
-        let server = try session.server(call.params.handle)
+        let server = try session.handles.server(call.params.handle)
         if call.params.bool("async") == true {
             server.startAsyncAccepting()
             return true
         }
-        _ = try session.allocateHandleID()  // fail early when the limit is reached
-        server.accept(timeoutMS: call.params.int("timeout")) { [weak session] result in
-            guard let session else { return }
-            switch result {
-            case .failure(let error):
-                call.fail(error)
-            case .success(let accepted):
-                DescriptorOperations.adoptConnection(
-                    session: session, fd: accepted.fd, remote: accepted.remote, flowing: false, call: call)
-            }
-        }
+        _ = try session.handles.allocateID()  // fail early when the limit is reached
+        server.accept(
+            timeoutMS: call.params.int("timeout"),
+            accepted: { [weak session] socket, remote in
+                guard let session else { return }
+                do {
+                    call.succeed(DescriptorOperations.opened(
+                        try session.handles.openConnection(socket, remote: remote, flowing: false)))
+                } catch {
+                    call.fail(error)
+                }
+            },
+            failed: { call.fail($0) })
         return nil
     }
 
     static func mports(_ call: Call) throws -> JSONValue? {
-        let server = try call.session.server(call.params.handle)
+        let server = try call.session.handles.server(call.params.handle)
         let count = call.params.int("mports") ?? 0
         if count > 0 {
             for offset in 1...count {
@@ -59,7 +60,13 @@ enum ServerOperations {
                 try call.session.gateway.policy.check(listen: address)
             }
         }
-        try server.setExtraPorts(count)
+        try call.session.handles.reserveExtraListeners(count, replacing: server.extraPorts)
+        do {
+            try server.setExtraPorts(count)
+        } catch {
+            try? call.session.handles.reserveExtraListeners(server.extraPorts, replacing: count)
+            throw error
+        }
         return true
     }
 }

@@ -60,16 +60,22 @@ int tcpgw_const_tcp_nodelay(void);
 int tcpgw_const_ipproto_ipv6(void);
 int tcpgw_const_ipv6_v6only(void);
 
-/* epoll, one-shot, for descriptors NIO does not watch */
+/* epoll, level-triggered, for the gateway's one reactor. op: 0 add, 1 modify, 2 delete. */
 int tcpgw_epoll_create(void);
-int tcpgw_epoll_arm(int epfd, int fd, int want_read, int want_write, uint64_t token, int add);
-int tcpgw_epoll_remove(int epfd, int fd);
+int tcpgw_epoll_ctl(int epfd, int op, int fd, uint32_t events, uint64_t token);
 int tcpgw_epoll_wait(int epfd, uint64_t *tokens, uint32_t *events, int max, int timeout_ms);
+uint32_t tcpgw_epoll_in(void);
+uint32_t tcpgw_epoll_out(void);
+uint32_t tcpgw_epoll_err(void);
+uint32_t tcpgw_epoll_hup(void);
 int tcpgw_eventfd(void);
 int tcpgw_eventfd_signal(int fd);
 int tcpgw_eventfd_drain(int fd);
-uint32_t tcpgw_epoll_readable_mask(void);
-uint32_t tcpgw_epoll_writable_mask(void);
+
+/* read(2) and send(2) without SIGPIPE; negative errno on failure. */
+ssize_t tcpgw_read(int fd, void *buf, size_t len);
+ssize_t tcpgw_write(int fd, const void *buf, size_t len);
+uint64_t tcpgw_monotonic_ns(void);
 
 /* errno names: "ECONNREFUSED"; NULL when unknown */
 const char *tcpgw_errno_name(int err);

@@ -4,45 +4,44 @@ import JSONRPC
 import Logging
 import NIOCore
 
-/// One client of the gateway: its Unix socket connection, the handles it owns, and the
-/// request pipeline framing → JSON-RPC decoding → method dispatch → encoded answers.
+/// One client of the gateway, as a JSON-RPC connection: its Unix socket transport, the request
+/// pipeline framing → JSON-RPC decoding → dispatch → encoded answers, batches, descriptors that
+/// came with request lines, and the in-flight limit. The handles it owns are in `handles`.
 final class Session {
-    enum Handle {
-        case connection(ConnectionHandle)
-        case server(ServerHandle)
-    }
-
     let id: Int
     unowned let gateway: Gateway
-    let loop: EventLoop
+    let reactor: Reactor
     let transport: ClientTransport
+    let handles: HandleTable
     private var framer: LineFramer
     private var receivedFDs: [ClientTransport.ReceivedDescriptor] = []
-    private(set) var handles: [Int64: Handle] = [:]
     private(set) var isClosed = false
     /// Requests whose answers are still owed; reading pauses when too many are in flight.
     private var inFlight = 0
     let peerUID: Int
     let peerPID: Int
 
-    init(id: Int, gateway: Gateway, fd: Int32) {
+    init(id: Int, gateway: Gateway, socket: consuming OwnedFD) {
         self.id = id
         self.gateway = gateway
-        self.loop = gateway.loop
-        self.transport = ClientTransport(
-            fd: fd, loop: gateway.loop, monitor: gateway.monitor, highWatermark: gateway.config.outboundHighWatermark)
-        self.framer = LineFramer(maxLineBytes: gateway.config.maxMessageBytes)
+        self.reactor = gateway.reactor
         var uid: Int32 = -1
         var pid: Int32 = -1
-        _ = tcpgw_peer_uid(fd, &uid, &pid)
+        _ = tcpgw_peer_uid(socket.raw, &uid, &pid)
         peerUID = Int(uid)
         peerPID = Int(pid)
+        self.transport = ClientTransport(
+            socket: socket, reactor: gateway.reactor, highWatermark: gateway.config.outboundHighWatermark)
+        self.framer = LineFramer(maxLineBytes: gateway.config.maxMessageBytes)
+        self.handles = HandleTable(gateway: gateway)
+        handles.session = self
     }
 
-    func start() {
+    func start() throws {
         transport.onRead = { [unowned self] bytes, fds in self.received(bytes, fds) }
         transport.onClose = { [unowned self] in self.closeAll() }
         transport.onCongestion = { [unowned self] congested in self.congestionChanged(congested) }
+        try transport.start()
         transport.resumeReading()
     }
 
@@ -78,7 +77,7 @@ final class Session {
             }
         }
         // Descriptors that came before any complete line stay queued with their offsets.
-        if !isClosed { resumeReadingIfAllowed() }
+        if !isClosed { updateReading() }
     }
 
     /// The descriptors that arrived with the bytes of the line ending at stream offset `end`.
@@ -93,9 +92,12 @@ final class Session {
         return taken
     }
 
-    private func resumeReadingIfAllowed() {
+    /// Reads requests while the client keeps up with its answers and has room for more calls.
+    private func updateReading() {
         if !transport.congested && inFlight < gateway.config.maxInFlightRequests {
             transport.resumeReading()
+        } else {
+            transport.pauseReading()
         }
     }
 
@@ -116,7 +118,7 @@ final class Session {
                 guard let self else { return }
                 self.inFlight -= 1
                 if let reply { self.send(reply.json, passing: reply.fd) }
-                self.resumeReadingIfAllowed()
+                self.updateReading()
             }
             closeDescriptors(&descriptors)
         case .batch(let entries):
@@ -132,7 +134,7 @@ final class Session {
                 let answered = replies.compactMap { $0 }
                 let passing = answered.first(where: { $0.fd != nil })?.fd
                 if !answered.isEmpty { self.send(.array(answered.map(\.json)), passing: passing) }
-                self.resumeReadingIfAllowed()
+                self.updateReading()
             }
             var flyAways = 0
             for (index, var entry) in entries.enumerated() {
@@ -208,103 +210,32 @@ final class Session {
     }
 
     /// `tcp.onData`, encoded directly: the data path skips building a JSON tree.
-    func emitData(handle: Int64, _ data: ByteBuffer) {
+    func emitData(handle: Int64, _ data: UnsafeRawBufferPointer) {
         guard !isClosed else { return }
         transport.write(DataFrameEncoder.onData(handle: handle, data))
     }
 
     private func congestionChanged(_ congested: Bool) {
-        for case .connection(let connection) in handles.values { connection.applyAutoRead() }
+        handles.congestionChanged()
         if congested {
             gateway.logger.debug("client \(id) is not reading; pausing its flowing handles")
-        } else {
-            resumeReadingIfAllowed()
         }
+        updateReading()
     }
 
-    // MARK: handles
-
-    func allocateHandleID() throws -> Int64 {
-        if handles.count >= gateway.policy.maxHandlesPerConnection {
-            throw RPCError.limit("this connection already has \(handles.count) handles (maximum \(gateway.policy.maxHandlesPerConnection))")
-        }
-        return gateway.nextHandleID()
+    /// A connection taken by async accepting: under a handle, then announced.
+    func acceptedAsync(server: ServerHandle, socket: consuming OwnedFD, remote: SockAddr) {
+        guard let connection = try? handles.openConnection(socket, remote: remote, flowing: true) else { return }
+        emit("tcp.onAccept", ["handle": .int(server.id), "client": .int(connection.id), "remote": remote.json])
+        // Reading starts only now, so no tcp.onData can precede the tcp.onAccept.
+        connection.updateInterest()
     }
 
-    var canAcceptAsync: Bool { handles.count < gateway.policy.maxHandlesPerConnection }
-
-    func register(_ handle: Handle) {
-        switch handle {
-        case .connection(let c):
-            handles[c.id] = handle
-            gateway.logger.debug("client \(id): handle \(c.id) is a connection to \(c.remote.map { "\($0.addr) port \($0.port)" } ?? "?")")
-        case .server(let s):
-            handles[s.id] = handle
-            gateway.logger.debug("client \(id): handle \(s.id) listens on \(s.local.addr) port \(s.local.port)")
-        }
-    }
-
-    func forget(_ id: Int64) {
-        if handles.removeValue(forKey: id) != nil {
-            gateway.logger.debug("client \(self.id): handle \(id) is gone")
-        }
-    }
-
-    func lookup(_ id: Int64) throws -> Handle {
-        guard let handle = handles[id] else { throw RPCError.unknownHandle(id) }
-        return handle
-    }
-
-    func connection(_ id: Int64) throws -> ConnectionHandle {
-        switch try lookup(id) {
-        case .connection(let c): return c
-        case .server: throw RPCError.handleState("handle \(id) is a server; this method needs a connection")
-        }
-    }
-
-    func server(_ id: Int64) throws -> ServerHandle {
-        switch try lookup(id) {
-        case .server(let s): return s
-        case .connection: throw RPCError.handleState("handle \(id) is a connection; this method needs a server")
-        }
-    }
-
-    /// A connection taken by async accepting: adopt it, then tell the client.
-    func adoptAccepted(server: ServerHandle, fd: Int32, remote: SockAddr) {
-        guard let handleID = try? allocateHandleID() else {
-            _ = tcpgw_close(fd)
-            return
-        }
-        let connection = ConnectionHandle(id: handleID, session: self, fd: fd, flowing: true)
-        connection.remote = remote
-        connection.local = SockAddr.local(of: fd)
-        register(.connection(connection))
-        connection.adopt(loop: loop) { [weak self, weak server] result in
-            guard let self, !self.isClosed else { return }
-            switch result {
-            case .success:
-                self.emit("tcp.onAccept", ["handle": .int(server?.id ?? 0), "client": .int(handleID), "remote": remote.json])
-            case .failure(let error):
-                self.forget(handleID)
-                self.gateway.logger.warning("could not adopt an accepted connection: \(error)")
-            }
-        }
-    }
-
-    /// The client went away: every handle it owns is closed.
+    /// The client went away: every handle it owns is closed and its calls are cancelled.
     func closeAll() {
         guard !isClosed else { return }
         isClosed = true
-        if !handles.isEmpty {
-            gateway.logger.debug("client \(id): closing its \(handles.count) handle(s)")
-        }
-        for handle in handles.values {
-            switch handle {
-            case .connection(let c): c.close()
-            case .server(let s): s.close()
-            }
-        }
-        handles.removeAll()
+        handles.closeAll()
         for d in receivedFDs where d.fd >= 0 { _ = tcpgw_close(d.fd) }
         receivedFDs.removeAll()
         transport.close()

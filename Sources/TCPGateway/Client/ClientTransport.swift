@@ -9,7 +9,10 @@ import NIOCore
 ///
 /// Writes queue in order; the queue's size drives backpressure both ways: above the high
 /// watermark the session stops reading its TCP peers and the client's requests.
-final class ClientTransport {
+///
+/// The socket stays registered with the reactor even while reading is paused, so a client
+/// that hangs up is noticed at once, whatever its read state.
+final class ClientTransport: ReactorSource {
     struct ReceivedDescriptor {
         let offset: UInt64
         var fd: Int32
@@ -20,13 +23,14 @@ final class ClientTransport {
         var fd: Int32?  // attached to the segment's first byte, then closed by us once sent
     }
 
-    let fd: Int32
-    private let monitor: FDMonitor
+    private var socket: OwnedFD?
+    private var watch = IOWatch(watchHangupWhenIdle: true)
+    private let reactor: Reactor
     private var segments: CircularBuffer<Segment> = []
     private(set) var queuedBytes = 0
     private var waitingForWritable = false
     private var flushScheduled = false
-    private var readArmed = false
+    private var reading = false
     private(set) var isClosed = false
     private var receivedOffset: UInt64 = 0
     private var readBuffer = [UInt8](repeating: 0, count: 256 * 1024)
@@ -42,41 +46,63 @@ final class ClientTransport {
     let lowWatermark: Int
     private(set) var congested = false
 
-    private let loop: EventLoop
-
-    init(fd: Int32, loop: EventLoop, monitor: FDMonitor, highWatermark: Int) {
-        self.fd = fd
-        self.loop = loop
-        self.monitor = monitor
+    init(socket: consuming OwnedFD, reactor: Reactor, highWatermark: Int) {
+        self.reactor = reactor
         self.highWatermark = highWatermark
         self.lowWatermark = highWatermark / 4
+        self.socket = consume socket
+    }
+
+    var fd: Int32 { socket?.raw ?? -1 }
+
+    func start() throws {
+        try watch.set([], fd: fd, source: self, reactor: reactor)
     }
 
     // MARK: reading
 
-    /// Arms the next read; the session calls this again after handling what was read, unless it
-    /// wants the client to wait (backpressure).
+    /// Reads (and goes on reading) what the client sends.
     func resumeReading() {
-        guard !isClosed, !readArmed else { return }
-        readArmed = true
-        monitor.arm(fd, for: .read) { [weak self] in
-            guard let self else { return }
-            self.readArmed = false
-            self.readAvailable()
+        guard !isClosed, !reading else { return }
+        reading = true
+        updateInterest()
+    }
+
+    /// Leaves the client's requests in its socket (backpressure); a hang-up is still seen.
+    func pauseReading() {
+        guard !isClosed, reading else { return }
+        reading = false
+        updateInterest()
+    }
+
+    private func updateInterest() {
+        var interest: IOInterest = []
+        if reading { interest.insert(.read) }
+        if waitingForWritable { interest.insert(.write) }
+        try? watch.set(interest, fd: fd, source: self, reactor: reactor)
+    }
+
+    func ready(_ events: IOEvents) {
+        if events.writable && waitingForWritable {
+            waitingForWritable = false
+            flush()
+        }
+        guard !isClosed else { return }
+        if events.readable && reading {
+            readAvailable()
+        } else if events.hangup {
+            // Gone while we were not reading: whatever it left unread cannot be answered.
+            close()
         }
     }
 
     private func readAvailable() {
-        guard !isClosed else { return }
         var fds = [Int32](repeating: -1, count: 8)
         var nfds: Int32 = 0
         let n = readBuffer.withUnsafeMutableBytes { buffer in
             tcpgw_recv_with_fds(fd, buffer.baseAddress, buffer.count, &fds, 8, &nfds, 1)
         }
-        if n == -Int(EAGAIN) || n == -Int(EINTR) {
-            resumeReading()
-            return
-        }
+        if n == -Int(EAGAIN) || n == -Int(EINTR) { return }
         // Linux ends a read right after the message that carried descriptors (bytes before it
         // may be glued on), so they belong with the read's last byte.
         let lastByte = receivedOffset + UInt64(max(n, 1)) - 1
@@ -111,11 +137,11 @@ final class ClientTransport {
         } else {
             segments.append(Segment(bytes: bytes, fd: passing))
         }
-        // One send per event-loop tick: answers and events written while a batch of requests
+        // One send per loop iteration: answers and events written while a batch of requests
         // or a read loop is handled leave together.
         if !waitingForWritable && !flushScheduled {
             flushScheduled = true
-            loop.assumeIsolated().execute { [weak self] in
+            reactor.execute { [weak self] in
                 guard let self else { return }
                 self.flushScheduled = false
                 if !self.waitingForWritable { self.flush() }
@@ -131,11 +157,8 @@ final class ClientTransport {
             }
             if sent == -Int(EAGAIN) || sent == -Int(EINTR) {
                 waitingForWritable = true
-                monitor.arm(fd, for: .write) { [weak self] in
-                    guard let self else { return }
-                    self.waitingForWritable = false
-                    self.flush()
-                }
+                updateInterest()
+                updateCongestion()
                 return
             }
             if sent < 0 {
@@ -172,11 +195,11 @@ final class ClientTransport {
     func close() {
         guard !isClosed else { return }
         isClosed = true
-        monitor.remove(fd)
+        watch.cancel(reactor: reactor)
         for segment in segments { if let passed = segment.fd { _ = tcpgw_close(passed) } }
         segments.removeAll()
         queuedBytes = 0
-        _ = tcpgw_close(fd)
+        socket = nil  // closes it
         let callback = onClose
         onClose = nil
         onRead = nil

@@ -1,0 +1,486 @@
+import CNetShim
+import Glibc
+import JSONRPC
+import NIOCore
+
+/// A connected (or connecting) TCP socket under a handle. The handle owns the descriptor,
+/// watches it with the reactor, reads and writes it itself, and runs its lifecycle through
+/// `ConnectionStateMachine`.
+///
+/// Paused (the default for sync-created handles): the socket is read only while a `tcp.recv`
+/// waits, and no more than it asked for, so nothing piles up that the client did not ask for.
+/// Flowing: every read becomes a `tcp.onData` event, unless the client is congested.
+final class ConnectionHandle: ReactorSource {
+    typealias RecvResult = Result<(ByteBuffer, Bool), RPCError>
+
+    private struct Receiver {
+        let id: UInt64
+        let length: Int
+        let complete: (RecvResult) -> Void
+        var timer: ReactorTimer?
+    }
+
+    private struct PendingWrite {
+        var bytes: ByteBuffer
+        let count: Int
+        /// nil for a drain marker's follower-less writes; a drain marker has no bytes.
+        let done: ((Result<Int, RPCError>) -> Void)?
+    }
+
+    /// Reads per readiness event on a flowing handle: enough to move bulk data, few enough
+    /// that one busy socket cannot starve the others.
+    private static let readsPerWakeup = 4
+    static let readChunk = 64 * 1024
+
+    let id: Int64
+    unowned let session: Session
+    private let reactor: Reactor
+    private var socket: OwnedFD?
+    private var watch = IOWatch()
+    private var machine: ConnectionStateMachine
+    var local: SockAddr?
+    var remote: SockAddr?
+    private var inbox: ByteBuffer
+    private var outbox: CircularBuffer<PendingWrite> = []
+    private(set) var pendingWriteBytes = 0
+    private var receivers: CircularBuffer<Receiver> = []
+    private var nextReceiverID: UInt64 = 1
+    private var shutdownWaiters: [(Result<Void, RPCError>) -> Void] = []
+    private var connectTimer: ReactorTimer?
+    private var connectCompletion: ((Result<Void, ConnectFailure>) -> Void)?
+    private(set) var bytesIn: Int64 = 0
+    private(set) var bytesOut: Int64 = 0
+
+    enum ConnectFailure: Error {
+        case system(SystemError)
+        case timedOut
+        case closed
+    }
+
+    init(id: Int64, session: Session, socket: consuming OwnedFD, remote: SockAddr?, flowing: Bool, connecting: Bool) {
+        self.id = id
+        self.session = session
+        self.reactor = session.gateway.reactor
+        self.remote = remote
+        self.machine = ConnectionStateMachine(connecting: connecting, flowing: flowing)
+        self.inbox = ByteBuffer()
+        self.socket = consume socket
+        if !connecting { local = SockAddr.local(of: fd) }
+    }
+
+    /// The descriptor while the handle owns one, else -1.
+    var fd: Int32 { socket?.raw ?? -1 }
+    var flowing: Bool { machine.flowing }
+    var isOpen: Bool { machine.isOpen }
+    var isConnecting: Bool { machine.phase == .connecting }
+    var isClosed: Bool { machine.phase == .closed || machine.phase == .gone }
+    var eof: Bool { machine.peerFinished }
+    var bufferedBytes: Int { inbox.readableBytes }
+
+    // MARK: connecting
+
+    /// Connects the socket to `address`; `completion` runs once, unless the client closes the
+    /// handle first (then it gets `.closed`).
+    func connect(to address: SockAddr, timeoutMS: Int?, completion: @escaping (Result<Void, ConnectFailure>) -> Void) {
+        let started = tcpgw_connect_start(fd, address.addr, Int32(address.port), address.domain)
+        connectCompletion = completion
+        if started <= 0 {
+            // Finished at once: report it after the creating call's answer, as a later one would be.
+            let result: Result<Void, ConnectFailure> =
+                started == 0 ? .success(()) : .failure(.system(SystemError(errno: -started, syscall: "connect")))
+            reactor.execute { [weak self] in self?.connectFinished(result) }
+            return
+        }
+        if let ms = timeoutMS {
+            connectTimer = reactor.schedule(in: ms) { [weak self] in self?.connectFinished(.failure(.timedOut)) }
+        }
+        updateInterest()
+    }
+
+    private func connectFinished(_ result: Result<Void, ConnectFailure>) {
+        guard let completion = connectCompletion else { return }
+        connectCompletion = nil
+        connectTimer?.cancel()
+        connectTimer = nil
+        switch result {
+        case .success:
+            apply(machine.handle(.connected))
+            local = SockAddr.local(of: fd)
+            remote = SockAddr.remote(of: fd) ?? remote
+        case .failure:
+            apply(machine.handle(.connectFailed))
+        }
+        completion(result)
+    }
+
+    // MARK: readiness
+
+    func ready(_ events: IOEvents) {
+        if machine.phase == .connecting {
+            guard events.writable else { return }
+            let soError = tcpgw_so_error(fd)
+            if soError == 0 {
+                connectFinished(.success(()))
+            } else {
+                let code = soError > 0 ? soError : -soError
+                connectFinished(.failure(.system(SystemError(errno: code, syscall: "connect"))))
+            }
+            return
+        }
+        if events.writable && !outbox.isEmpty { flushWrites() }
+        if events.readable && wantsRead { readAvailable() }
+    }
+
+    /// Whether the socket should be read now: flowing and the client keeping up, or a
+    /// `tcp.recv` waiting.
+    private var wantsRead: Bool {
+        guard machine.canRead else { return false }
+        return machine.flowing ? !session.isCongested : !receivers.isEmpty
+    }
+
+    func updateInterest() {
+        guard let raw = socket?.raw else { return }
+        var interest: IOInterest = []
+        if machine.phase == .connecting || !outbox.isEmpty { interest.insert(.write) }
+        if wantsRead { interest.insert(.read) }
+        do {
+            try watch.set(interest, fd: raw, source: self, reactor: reactor)
+        } catch {
+            // epoll refused the descriptor: surface it as the socket's failure.
+            let code = (error as? SystemError)?.errno ?? EBADF
+            apply(machine.handle(.failed(errno: code)))
+        }
+    }
+
+    private func readAvailable() {
+        if machine.flowing {
+            let scratch = session.gateway.readScratch
+            for _ in 0..<ConnectionHandle.readsPerWakeup {
+                let n = tcpgw_read(fd, scratch.baseAddress, ConnectionHandle.readChunk)
+                guard readSucceeded(n) else { return }
+                session.emitData(handle: id, UnsafeRawBufferPointer(rebasing: scratch[0..<n]))
+                if n < ConnectionHandle.readChunk || session.isCongested || !machine.flowing { break }
+            }
+            updateInterest()
+        } else if let first = receivers.first {
+            readIntoInbox(upTo: first.length)
+            serveReceivers()
+        }
+    }
+
+    /// One read into the inbox of at most `limit` bytes (what the waiting recv asked for).
+    @discardableResult
+    private func readIntoInbox(upTo limit: Int) -> Bool {
+        let wanted = max(limit - inbox.readableBytes, 1)
+        var result = 0
+        inbox.writeWithUnsafeMutableBytes(minimumWritableBytes: wanted) { buffer in
+            result = tcpgw_read(fd, buffer.baseAddress, wanted)
+            return max(result, 0)
+        }
+        return readSucceeded(result)
+    }
+
+    /// Counts a read's bytes, or feeds its FIN or failure to the machine (then false).
+    private func readSucceeded(_ n: Int) -> Bool {
+        if n > 0 {
+            bytesIn += Int64(n)
+            return true
+        }
+        if n == 0 {
+            apply(machine.handle(.peerFinished))
+        } else if n != -Int(EAGAIN) && n != -Int(EINTR) {
+            apply(machine.handle(.failed(errno: Int32(-n))))
+        }
+        return false
+    }
+
+    // MARK: recv
+
+    func recv(length: Int, timeoutMS: Int?, complete: @escaping (RecvResult) -> Void) {
+        if machine.phase == .connecting {
+            complete(.failure(.handleState("handle \(id) is still connecting")))
+            return
+        }
+        if receivers.isEmpty {
+            // Take what the kernel already has (no more than asked), without a trip through epoll.
+            if machine.canRead && inbox.readableBytes < length { readIntoInbox(upTo: length) }
+            if inbox.readableBytes > 0 || machine.inputEnded {
+                if inbox.readableBytes == 0 && !machine.isOpen && !machine.peerFinished {
+                    complete(.failure(.handleState("handle \(id) is closed")))
+                } else {
+                    complete(.success(take(length)))
+                }
+                return
+            }
+            if timeoutMS == 0 {
+                complete(.failure(.timedOut("recv")))
+                return
+            }
+        }
+        let receiverID = nextReceiverID
+        nextReceiverID += 1
+        var receiver = Receiver(id: receiverID, length: length, complete: complete, timer: nil)
+        if let ms = timeoutMS {
+            receiver.timer = reactor.schedule(in: max(ms, 1)) { [weak self] in self?.expireReceiver(receiverID) }
+        }
+        receivers.append(receiver)
+        updateInterest()
+    }
+
+    private func take(_ length: Int) -> (ByteBuffer, Bool) {
+        let count = min(length, inbox.readableBytes)
+        let slice = inbox.readSlice(length: count) ?? ByteBuffer()
+        if inbox.readableBytes == 0 { inbox.clear() }
+        return (slice, count == 0 && machine.inputEnded)
+    }
+
+    private func serveReceivers() {
+        while let first = receivers.first, inbox.readableBytes > 0 || machine.inputEnded {
+            receivers.removeFirst()
+            first.timer?.cancel()
+            first.complete(.success(take(first.length)))
+        }
+        updateInterest()
+    }
+
+    private func expireReceiver(_ receiverID: UInt64) {
+        guard let index = receivers.firstIndex(where: { $0.id == receiverID }) else { return }
+        let receiver = receivers.remove(at: index)
+        receiver.complete(.failure(.timedOut("recv")))
+        updateInterest()
+    }
+
+    private func failReceivers(_ failure: ConnectionStateMachine.Failure) {
+        let error: RPCError
+        switch failure {
+        case .unknownHandle: error = .unknownHandle(id)
+        case .system(let code): error = SystemError(errno: code, syscall: "recv").rpcError
+        case .resumed: error = .handleState("handle \(id) was resumed: data now arrives as tcp.onData")
+        }
+        while let first = receivers.popFirst() {
+            first.timer?.cancel()
+            first.complete(.failure(error))
+        }
+    }
+
+    // MARK: send
+
+    func send(_ data: ByteBuffer, timeoutMS: Int?, complete: @escaping (Result<Int, RPCError>) -> Void) {
+        guard machine.isOpen else {
+            complete(.failure(.handleState("handle \(id) is not connected")))
+            return
+        }
+        guard machine.canWrite else {
+            complete(.failure(.handleState("handle \(id) was shut down for writing")))
+            return
+        }
+        let count = data.readableBytes
+        let limit = session.gateway.config.maxPendingWriteBytes
+        if pendingWriteBytes + count > limit {
+            complete(.failure(.limit("more than \(limit) bytes waiting to be sent on handle \(id)")))
+            return
+        }
+        var data = data
+        if outbox.isEmpty {
+            // Straight to the kernel when nothing waits: most sends finish here.
+            let written = data.withUnsafeReadableBytes { tcpgw_write(fd, $0.baseAddress, $0.count) }
+            if written == count {
+                bytesOut += Int64(count)
+                complete(.success(count))
+                return
+            }
+            if written < 0 && written != -Int(EAGAIN) && written != -Int(EINTR) {
+                let error = SystemError(errno: Int32(-written), syscall: "send")
+                complete(.failure(error.rpcError))
+                apply(machine.handle(.failed(errno: error.errno)))
+                return
+            }
+            if written > 0 {
+                bytesOut += Int64(written)
+                data.moveReaderIndex(forwardBy: written)
+            }
+        }
+        var finished = false
+        var timer: ReactorTimer?
+        if let ms = timeoutMS {
+            timer = reactor.schedule(in: ms) {
+                guard !finished else { return }
+                finished = true
+                // The bytes stay queued and still go out: nothing is lost or reordered.
+                complete(.failure(.timedOut("send (the \(count) bytes stay queued and will be sent)")))
+            }
+        }
+        pendingWriteBytes += data.readableBytes
+        outbox.append(PendingWrite(bytes: data, count: count) { result in
+            timer?.cancel()
+            guard !finished else { return }
+            finished = true
+            complete(result)
+        })
+        updateInterest()
+    }
+
+    /// Calls `then` once everything queued so far has reached the kernel (or failed).
+    func drainWrites(_ then: @escaping () -> Void) {
+        if outbox.isEmpty || !machine.isOpen {
+            then()
+            return
+        }
+        outbox.append(PendingWrite(bytes: ByteBuffer(), count: 0) { _ in then() })
+    }
+
+    private func flushWrites() {
+        while var first = outbox.first {
+            if first.bytes.readableBytes > 0 {
+                let written = first.bytes.withUnsafeReadableBytes { tcpgw_write(fd, $0.baseAddress, $0.count) }
+                if written == -Int(EAGAIN) || written == -Int(EINTR) { break }
+                if written < 0 {
+                    failWrites(SystemError(errno: Int32(-written), syscall: "send"))
+                    return
+                }
+                bytesOut += Int64(written)
+                pendingWriteBytes -= written
+                first.bytes.moveReaderIndex(forwardBy: written)
+                if first.bytes.readableBytes > 0 {
+                    outbox[outbox.startIndex] = first
+                    break
+                }
+            }
+            outbox.removeFirst()
+            first.done?(.success(first.count))
+        }
+        updateInterest()
+    }
+
+    private func failWrites(_ error: SystemError) {
+        let queued = outbox
+        outbox.removeAll()
+        pendingWriteBytes = 0
+        // The handle ends first, so a drain waiting among these writes sees it gone.
+        apply(machine.handle(.failed(errno: error.errno)))
+        for write in queued { write.done?(write.count == 0 ? .success(0) : .failure(error.rpcError)) }
+    }
+
+    // MARK: flow
+
+    func setFlowing(_ on: Bool) {
+        apply(machine.handle(.setFlowing(on)))
+    }
+
+    // MARK: shutdown and close
+
+    func shutdown(read: Bool, write: Bool, complete: @escaping (Result<Void, RPCError>) -> Void) {
+        guard machine.isOpen else {
+            complete(.failure(.handleState("handle \(id) is not connected")))
+            return
+        }
+        shutdownWaiters.append(complete)
+        apply(machine.handle(.clientShutdown(read: read, write: write)))
+    }
+
+    /// Closes at the client's request: no event follows.
+    func close() {
+        if let completion = connectCompletion {
+            connectCompletion = nil
+            connectTimer?.cancel()
+            apply(machine.handle(.clientClose))
+            completion(.failure(.closed))
+            return
+        }
+        apply(machine.handle(.clientClose))
+        releaseSocket()
+    }
+
+    /// For flyAway: the socket itself (writes already drained by the caller) and what had been
+    /// read but not delivered; the handle lets go of both.
+    struct Detached: ~Copyable {
+        var fd: OwnedFD
+        let buffered: ByteBuffer
+        let eof: Bool
+    }
+
+    func detachForFlyAway() throws -> Detached {
+        guard machine.isOpen, let owned = socket.take() else {
+            throw RPCError.handleState("handle \(id) is not connected")
+        }
+        watch.cancel(reactor: reactor)
+        let eof = machine.peerFinished
+        apply(machine.handle(.detached))
+        let data = inbox
+        inbox = ByteBuffer()
+        return Detached(fd: owned, buffered: data, eof: eof)
+    }
+
+    private func releaseSocket() {
+        watch.cancel(reactor: reactor)
+        socket = nil  // closes it
+        connectTimer?.cancel()
+        let queued = outbox
+        outbox.removeAll()
+        pendingWriteBytes = 0
+        for write in queued where write.count == 0 { write.done?(.success(0)) }
+        for write in queued where write.count > 0 {
+            write.done?(.failure(.handleState("send failed: handle \(id) is closed")))
+        }
+    }
+
+    // MARK: executing the machine's actions
+
+    private func apply(_ actions: [ConnectionStateMachine.Action]) {
+        for action in actions {
+            switch action {
+            case .emitEnd:
+                session.emit("tcp.onEnd", ["handle": .int(id)])
+            case .emitClose(let errno):
+                var params: JSONObject = ["handle": .int(id)]
+                if let errno { params["error"] = Errno.json(errno) }
+                session.emit("tcp.onClose", .object(params))
+            case .emitBuffered:
+                if inbox.readableBytes > 0 {
+                    let data = inbox
+                    inbox = ByteBuffer()
+                    data.withUnsafeReadableBytes { session.emitData(handle: id, $0) }
+                }
+            case .shutdownSocket(let read, let write):
+                _ = tcpgw_shutdown(fd, read && write ? 2 : read ? 0 : 1)
+            case .drainWrites:
+                drainWrites { [weak self] in
+                    guard let self else { return }
+                    self.apply(self.machine.handle(.writesDrained))
+                }
+            case .closeSocket:
+                releaseSocket()
+            case .serveReceivers:
+                serveReceivers()
+            case .failReceivers(let failure):
+                failReceivers(failure)
+            case .completeShutdowns:
+                let waiters = shutdownWaiters
+                shutdownWaiters = []
+                for waiter in waiters { waiter(.success(())) }
+            case .forget:
+                session.handles.forget(id)
+            case .updateInterest:
+                updateInterest()
+            }
+        }
+    }
+
+    // MARK: state
+
+    var state: TCPState {
+        switch machine.phase {
+        case .connecting: return .synSent
+        case .closed, .gone: return .closed
+        case .open:
+            let raw = tcpgw_tcp_state(fd)
+            return raw < 0 ? .closed : TCPState(linux: raw)
+        }
+    }
+
+    /// The socket's descriptor while the handle holds one; otherwise the handle-state error.
+    func openFD() throws -> Int32 {
+        guard let raw = socket?.raw, !isClosed else { throw RPCError.handleState("handle \(id) is closed") }
+        return raw
+    }
+}
