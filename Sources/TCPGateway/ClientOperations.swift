@@ -5,15 +5,15 @@ import JSONRPC
 /// tcp.createClient, sync and async.
 enum ClientOperations {
     static func register(into table: inout [String: Dispatcher.Operation]) {
-        table["tcp.createClient"] = createClient
+        table.add(TCPCreateClientParams.self, createClient)
     }
 
-    static func createClient(_ call: Call) throws -> JSONValue? {
+    static func createClient(_ call: Call, _ p: TCPCreateClientParams) throws -> JSONValue? {
         let session = call.session
-        let address = try SockAddr(params: call.params["sockaddr"]!)
+        let address = try SockAddr(params: p.sockaddr)
         try session.gateway.policy.check(connect: address)
-        let isAsync = call.params.bool("async") == true
-        let timeoutMS = call.params.int("timeout")
+        let isAsync = p.async
+        let timeoutMS = p.timeout
         let handleID = try session.allocateHandleID()
         let fd = try SystemError.check(tcpgw_tcp_socket(address.domain), "socket")
         let connection = ConnectionHandle(id: handleID, session: session, fd: fd, flowing: isAsync)
