@@ -113,7 +113,10 @@ def render_all(doc: dict[str, Any]) -> dict[str, str]:
     owners: dict[str, str] = {}
     for name, emit in discover_emitters():
         # Each emitter gets its own deep copy so one cannot change what the next one sees.
-        produced = emit(json.loads(json.dumps(doc)))
+        try:
+            produced = emit(json.loads(json.dumps(doc)))
+        except ValueError as exc:  # emitters raise EmitError (a ValueError) on what they cannot render
+            raise GenerationError(f"emitter {name}: {exc}") from exc
         if not isinstance(produced, dict):
             raise GenerationError(f"emitter {name}: emit() must return dict[str, str]")
         for rel, content in produced.items():

@@ -5,16 +5,16 @@ import JSONRPC
 /// tcp.createClient, sync and async.
 enum ClientOperations {
     static func register(into table: inout [String: Dispatcher.Operation]) {
-        table["tcp.createClient"] = createClient
+        table.add(TCPCreateClientParams.self, createClient)
     }
 
-    static func createClient(_ call: Call) throws -> JSONValue? {
+    static func createClient(_ call: Call, _ p: TCPCreateClientParams) throws -> JSONValue? {
         let session = call.session
-        let address = try SockAddr(params: call.params["sockaddr"] ?? .null)
+        let address = try SockAddr(params: p.sockaddr)
         try session.gateway.policy.check(connect: address)
-        let isAsync = call.params.bool("async") == true
-        let timeoutMS = call.params.int("timeout")
-        _ = try session.handles.allocateID()  // fail early when the limit is reached
+        let isAsync = p.async
+        let timeoutMS = p.timeout
+        try session.handles.ensureRoom()  // fail early when the limit is reached
         let socket = OwnedFD(adopting: try SystemError.check(tcpgw_tcp_socket(address.domain), "socket"))
         let connection = try session.handles.openConnection(socket, remote: address, flowing: isAsync, connecting: true)
         let handleID = connection.id

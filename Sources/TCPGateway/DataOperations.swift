@@ -6,39 +6,36 @@ import NIOCore
 /// tcp.pause, tcp.resume.
 enum DataOperations {
     static func register(into table: inout [String: Dispatcher.Operation]) {
-        table["tcp.send"] = send
-        table["tcp.sendto"] = send  // the seed's sendto ignores its remote address on TCP
-        table["tcp.recv"] = { try recv($0, withRemote: false) }
-        table["tcp.recvfrom"] = { try recv($0, withRemote: true) }
-        table["tcp.pending"] = pending
-        table["tcp.shutdown"] = shutdown
-        table["tcp.isEOF"] = isEOF
-        table["tcp.pause"] = { call in try call.session.handles.connection(call.params.handle).setFlowing(false); return true }
-        table["tcp.resume"] = { call in try call.session.handles.connection(call.params.handle).setFlowing(true); return true }
+        table.add(TCPSendParams.self, send)
+        table.add(TCPSendtoParams.self, send)  // the seed's sendto ignores its remote address on TCP
+        table.add(TCPRecvParams.self) { try recv($0, $1, withRemote: false) }
+        table.add(TCPRecvfromParams.self) { try recv($0, $1, withRemote: true) }
+        table.add(TCPPendingParams.self, pending)
+        table.add(TCPShutdownParams.self, shutdown)
+        table.add(TCPIsEOFParams.self, isEOF)
+        table.add(TCPPauseParams.self) { call, p in try call.session.handles.connection(p.handle).setFlowing(false); return true }
+        table.add(TCPResumeParams.self) { call, p in try call.session.handles.connection(p.handle).setFlowing(true); return true }
     }
 
     /// The bytes of `data` (a string or an array of strings, gathered), cut by offset/length.
-    static func payload(_ params: Params) throws -> ByteBuffer {
-        let encoding = DataEncoding(rawValue: params.string("encoding") ?? "utf8") ?? .utf8
+    static func payload(_ p: some SendParameters) throws -> ByteBuffer {
+        let encoding = DataEncoding(p.encoding)
         var bytes: [UInt8]
-        switch params["data"] {
-        case .string(let text)?:
+        switch p.data {
+        case .string(let text):
             bytes = try encoding.decode(text, param: "data")
-        case .array(let parts)?:
+        case .array(let parts):
             bytes = []
-            for (index, part) in parts.enumerated() {
-                guard case .string(let text) = part else { throw RPCError.invalidParams("'data[\(index)]' must be a string") }
+            for (index, text) in parts.enumerated() {
                 bytes += try encoding.decode(text, param: "data[\(index)]")
             }
-        default:
-            throw RPCError.invalidParams("'data' is required")
         }
-        let offset = params.int("offset") ?? 0
+        let offset = p.offset
         guard offset <= bytes.count else {
             throw RPCError.invalidParams("'offset' \(offset) is past the end of the data (\(bytes.count) bytes)")
         }
         var length = bytes.count - offset
-        if let asked = params.int("length") {
+        if let asked = p.length {
             guard asked <= length else {
                 throw RPCError.invalidParams("'length' \(asked) goes past the end of the data (\(length) bytes after offset)")
             }
@@ -49,10 +46,10 @@ enum DataOperations {
         return buffer
     }
 
-    static func send(_ call: Call) throws -> JSONValue? {
-        let connection = try call.session.handles.connection(call.params.handle)
-        let data = try payload(call.params)
-        connection.send(data, timeoutMS: call.params.int("timeout")) { result in
+    static func send(_ call: Call, _ p: some SendParameters) throws -> JSONValue? {
+        let connection = try call.session.handles.connection(p.handle)
+        let data = try payload(p)
+        connection.send(data, timeoutMS: p.timeout) { result in
             switch result {
             case .success(let count): call.succeed(.int(Int64(count)))
             case .failure(let error): call.fail(error)
@@ -61,14 +58,14 @@ enum DataOperations {
         return nil
     }
 
-    static func recv(_ call: Call, withRemote: Bool) throws -> JSONValue? {
-        let connection = try call.session.handles.connection(call.params.handle)
+    static func recv(_ call: Call, _ p: some RecvParameters, withRemote: Bool) throws -> JSONValue? {
+        let connection = try call.session.handles.connection(p.handle)
         if connection.flowing {
             throw RPCError.handleState("handle \(connection.id) is flowing (data arrives as tcp.onData); call tcp.pause first")
         }
-        let encoding = DataEncoding(rawValue: call.params.string("encoding") ?? "base64") ?? .base64
-        let length = min(call.params.int("length") ?? 65536, call.session.gateway.config.maxRecvLength)
-        connection.recv(length: length, timeoutMS: call.params.int("timeout")) { result in
+        let encoding = DataEncoding(p.encoding)
+        let length = min(p.length, call.session.gateway.config.maxRecvLength)
+        connection.recv(length: length, timeoutMS: p.timeout) { result in
             switch result {
             case .success(let (bytes, eof)):
                 var answer: JSONObject = [
@@ -83,8 +80,8 @@ enum DataOperations {
         return nil
     }
 
-    static func pending(_ call: Call) throws -> JSONValue? {
-        switch try call.session.handles.lookup(call.params.handle) {
+    static func pending(_ call: Call, _ p: TCPPendingParams) throws -> JSONValue? {
+        switch try call.session.handles.lookup(p.handle) {
         case .server: return 0
         case .connection(let connection):
             guard connection.isOpen else { return .int(Int64(connection.bufferedBytes)) }
@@ -93,10 +90,10 @@ enum DataOperations {
         }
     }
 
-    static func shutdown(_ call: Call) throws -> JSONValue? {
-        let connection = try call.session.handles.connection(call.params.handle)
-        let how = call.params.string("how") ?? "rw"
-        connection.shutdown(read: how.contains("r"), write: how.contains("w")) { result in
+    static func shutdown(_ call: Call, _ p: TCPShutdownParams) throws -> JSONValue? {
+        let connection = try call.session.handles.connection(p.handle)
+        let how = p.how
+        connection.shutdown(read: how != .w, write: how != .r) { result in
             switch result {
             case .success: call.succeed(true)
             case .failure(let error): call.fail(error)
@@ -105,10 +102,44 @@ enum DataOperations {
         return nil
     }
 
-    static func isEOF(_ call: Call) throws -> JSONValue? {
-        switch try call.session.handles.lookup(call.params.handle) {
+    static func isEOF(_ call: Call, _ p: TCPIsEOFParams) throws -> JSONValue? {
+        switch try call.session.handles.lookup(p.handle) {
         case .server: return false
         case .connection(let connection): return .bool(connection.eof)
+        }
+    }
+}
+
+/// What tcp.send and tcp.sendto share: one operation serves both (sendto's remote address is
+/// by name only and ignored on TCP).
+protocol SendParameters: HandleParams {
+    var data: SendDataParam { get }
+    var encoding: EncodingParam { get }
+    var offset: Int { get }
+    var length: Int? { get }
+    var timeout: Int? { get }
+}
+
+extension TCPSendParams: SendParameters {}
+extension TCPSendtoParams: SendParameters {}
+
+/// What tcp.recv and tcp.recvfrom share.
+protocol RecvParameters: HandleParams {
+    var length: Int { get }
+    var timeout: Int? { get }
+    var encoding: EncodingParam { get }
+}
+
+extension TCPRecvParams: RecvParameters {}
+extension TCPRecvfromParams: RecvParameters {}
+
+extension DataEncoding {
+    /// The encoding a request names (exhaustive, so a new schema value must be handled here).
+    init(_ param: EncodingParam) {
+        switch param {
+        case .utf8: self = .utf8
+        case .base64: self = .base64
+        case .hex: self = .hex
         }
     }
 }

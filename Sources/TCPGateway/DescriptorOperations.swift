@@ -5,10 +5,10 @@ import JSONRPC
 /// tcp.createByFd, tcp.sockFd, tcp.flyAway, tcp.close: the descriptor's life under a handle.
 enum DescriptorOperations {
     static func register(into table: inout [String: Dispatcher.Operation]) {
-        table["tcp.createByFd"] = createByFd
-        table["tcp.sockFd"] = sockFd
-        table["tcp.flyAway"] = flyAway
-        table["tcp.close"] = close
+        table.add(TCPCreateByFdParams.self, createByFd)
+        table.add(TCPSockFdParams.self, sockFd)
+        table.add(TCPFlyAwayParams.self, flyAway)
+        table.add(TCPCloseParams.self, close)
     }
 
     /// The answer to a call that put a connection under a handle.
@@ -16,7 +16,7 @@ enum DescriptorOperations {
         ["handle": .int(connection.id), "local": connection.local?.json ?? .null, "remote": connection.remote?.json ?? .null]
     }
 
-    static func createByFd(_ call: Call) throws -> JSONValue? {
+    static func createByFd(_ call: Call, _ p: TCPCreateByFdParams) throws -> JSONValue? {
         let session = call.session
         let passed = call.passedDescriptors
         call.passedDescriptors = []
@@ -53,8 +53,8 @@ enum DescriptorOperations {
                 "remote": remote.json]
     }
 
-    static func sockFd(_ call: Call) throws -> JSONValue? {
-        switch try call.session.handles.lookup(call.params.handle) {
+    static func sockFd(_ call: Call, _ p: TCPSockFdParams) throws -> JSONValue? {
+        switch try call.session.handles.lookup(p.handle) {
         case .connection(let connection): return .int(Int64(try connection.openFD()))
         case .server(let server):
             guard !server.isClosed else { throw RPCError.handleState("handle \(server.id) is closed") }
@@ -62,10 +62,10 @@ enum DescriptorOperations {
         }
     }
 
-    static func flyAway(_ call: Call) throws -> JSONValue? {
+    static func flyAway(_ call: Call, _ p: TCPFlyAwayParams) throws -> JSONValue? {
         let session = call.session
         guard session.gateway.policy.allowFlyAway else { throw RPCError.policy("tcp.flyAway is not allowed") }
-        let handleID = call.params.handle
+        let handleID = p.handle
         switch try session.handles.lookup(handleID) {
         case .server(let server):
             let fd = try server.detachForFlyAway()
@@ -91,9 +91,9 @@ enum DescriptorOperations {
         return nil
     }
 
-    static func close(_ call: Call) throws -> JSONValue? {
+    static func close(_ call: Call, _ p: TCPCloseParams) throws -> JSONValue? {
         let session = call.session
-        let handleID = call.params.handle
+        let handleID = p.handle
         switch try session.handles.lookup(handleID) {
         case .connection(let connection): connection.close()
         case .server(let server): server.close()

@@ -4,10 +4,10 @@ import JSONRPC
 /// tcp.constants, tcp.list, gateway.info, rpc.discover.
 enum GatewayOperations {
     static func register(into table: inout [String: Dispatcher.Operation]) {
-        table["tcp.constants"] = { _ in constants }
-        table["tcp.list"] = list
-        table["gateway.info"] = info
-        table["rpc.discover"] = { call in call.session.gateway.catalog.document }
+        table.add(TCPConstantsParams.self) { _, _ in constants }
+        table.add(TCPListParams.self, list)
+        table.add(GatewayInfoParams.self, info)
+        table.add(RPCDiscoverParams.self) { call, _ in call.session.gateway.catalog.document }
     }
 
     /// The seed's constants; IN6ADDR_LINKLOCAL_ALLROUTERS is ff02::2 (the seed's ff01::2 is the
@@ -24,7 +24,7 @@ enum GatewayOperations {
         return .object(object)
     }()
 
-    static func list(_ call: Call) throws -> JSONValue? {
+    static func list(_ call: Call, _ p: TCPListParams) throws -> JSONValue? {
         let session = call.session
         let entries = session.handles.all.sorted(by: { $0.key < $1.key }).map { id, handle -> JSONValue in
             switch handle {
@@ -46,7 +46,7 @@ enum GatewayOperations {
         return .array(entries)
     }
 
-    static func info(_ call: Call) throws -> JSONValue? {
+    static func info(_ call: Call, _ p: GatewayInfoParams) throws -> JSONValue? {
         let gateway = call.session.gateway
         let config = gateway.config
         let uptime = (Date().timeIntervalSince(gateway.startTime) * 1000).rounded() / 1000

@@ -19,6 +19,8 @@ final class MethodCatalog {
         let params: [Param]
         let positional: [Param]
         let isEvent: Bool
+        /// The schema's `x-descriptor`: which line of the call carries a descriptor, if any.
+        let descriptor: DescriptorPassing?
     }
 
     let document: JSONValue
@@ -53,8 +55,16 @@ final class MethodCatalog {
                             byNameOnly: descriptor["x-by-name-only"] == .bool(true)))
                 }
             }
+            var descriptor: DescriptorPassing?
+            if let flag = entry["x-descriptor"] {
+                guard case .string(let text) = flag, let passing = DescriptorPassing(rawValue: text) else {
+                    throw RPCError.internalError("schema: \(name) has an unknown x-descriptor \(JanssonCodec.serializeToString(flag))")
+                }
+                descriptor = passing
+            }
             methods[name] = Method(
-                name: name, params: params, positional: params.filter { !$0.byNameOnly }, isEvent: isEvent)
+                name: name, params: params, positional: params.filter { !$0.byNameOnly }, isEvent: isEvent,
+                descriptor: descriptor)
             names.append(name)
         }
         self.methods = methods
@@ -338,27 +348,10 @@ struct SchemaValidator {
     }
 }
 
-/// A request's params after binding and validation: every value has the schema's type.
+/// A request's params after binding and validation: every value has the schema's type. Operations
+/// read them through the typed structs generated from the schema (Generated/MethodParams.swift).
 struct Params {
     var values: JSONObject
 
     subscript(name: String) -> JSONValue? { values[name] }
-
-    func int(_ name: String) -> Int? {
-        switch values[name] {
-        case .int(let i)?: return Int(i)
-        case .double(let d)?: return Int(d)
-        default: return nil
-        }
-    }
-    func bool(_ name: String) -> Bool? {
-        if case .bool(let b)? = values[name] { return b }
-        return nil
-    }
-    func string(_ name: String) -> String? {
-        if case .string(let s)? = values[name] { return s }
-        return nil
-    }
-    /// The `handle` param, which every object method has (validated as a positive integer).
-    var handle: Int64 { Int64(int("handle") ?? 0) }
 }

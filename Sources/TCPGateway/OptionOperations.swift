@@ -7,40 +7,40 @@ import JSONRPC
 /// tcp.peerName, tcp.error.
 enum OptionOperations {
     static func register(into table: inout [String: Dispatcher.Operation]) {
-        table["tcp.bindToDevice"] = bindToDevice
-        table["tcp.setKeepAlive"] = setKeepAlive
-        table["tcp.setNoDelay"] = { call in
-            try setInt(call, tcpgw_const_ipproto_tcp(), tcpgw_const_tcp_nodelay(), call.params.bool("enable")! ? 1 : 0)
+        table.add(TCPBindToDeviceParams.self, bindToDevice)
+        table.add(TCPSetKeepAliveParams.self, setKeepAlive)
+        table.add(TCPSetNoDelayParams.self) { call, p in
+            try setInt(call, p, tcpgw_const_ipproto_tcp(), tcpgw_const_tcp_nodelay(), p.enable ? 1 : 0)
         }
-        table["tcp.setLinger"] = setLinger
-        table["tcp.setTTL"] = { call in
-            let ttl = Int32(call.params.int("timeToLive")!)
-            try eachFD(call) { try SystemError.check(tcpgw_set_ttl($0, ttl), "setsockopt") }
+        table.add(TCPSetLingerParams.self, setLinger)
+        table.add(TCPSetTTLParams.self) { call, p in
+            let ttl = Int32(p.timeToLive)
+            try eachFD(call, p) { try SystemError.check(tcpgw_set_ttl($0, ttl), "setsockopt") }
             return true
         }
-        table["tcp.setReuseAddr"] = { call in
-            let on = call.params.bool("enable")!
-            if case .server(let server) = try call.session.handles.lookup(call.params.handle) { server.options.reuseAddr = on }
-            return try setInt(call, tcpgw_const_sol_socket(), tcpgw_const_so_reuseaddr(), on ? 1 : 0)
+        table.add(TCPSetReuseAddrParams.self) { call, p in
+            let on = p.enable
+            if case .server(let server) = try call.session.handles.lookup(p.handle) { server.options.reuseAddr = on }
+            return try setInt(call, p, tcpgw_const_sol_socket(), tcpgw_const_so_reuseaddr(), on ? 1 : 0)
         }
-        table["tcp.setIPv6Only"] = setIPv6Only
-        table["tcp.getState"] = getState
-        table["tcp.getRecvBufferSize"] = { try getInt($0, tcpgw_const_sol_socket(), tcpgw_const_so_rcvbuf()) }
-        table["tcp.getSendBufferSize"] = { try getInt($0, tcpgw_const_sol_socket(), tcpgw_const_so_sndbuf()) }
-        table["tcp.setRecvBufferSize"] = { call in
-            try setInt(call, tcpgw_const_sol_socket(), tcpgw_const_so_rcvbuf(), Int32(call.params.int("size")!))
+        table.add(TCPSetIPv6OnlyParams.self, setIPv6Only)
+        table.add(TCPGetStateParams.self, getState)
+        table.add(TCPGetRecvBufferSizeParams.self) { try getInt($0, $1, tcpgw_const_sol_socket(), tcpgw_const_so_rcvbuf()) }
+        table.add(TCPGetSendBufferSizeParams.self) { try getInt($0, $1, tcpgw_const_sol_socket(), tcpgw_const_so_sndbuf()) }
+        table.add(TCPSetRecvBufferSizeParams.self) { call, p in
+            try setInt(call, p, tcpgw_const_sol_socket(), tcpgw_const_so_rcvbuf(), Int32(p.size))
         }
-        table["tcp.setSendBufferSize"] = { call in
-            try setInt(call, tcpgw_const_sol_socket(), tcpgw_const_so_sndbuf(), Int32(call.params.int("size")!))
+        table.add(TCPSetSendBufferSizeParams.self) { call, p in
+            try setInt(call, p, tcpgw_const_sol_socket(), tcpgw_const_so_sndbuf(), Int32(p.size))
         }
-        table["tcp.sockName"] = sockName
-        table["tcp.peerName"] = peerName
-        table["tcp.error"] = socketError
+        table.add(TCPSockNameParams.self, sockName)
+        table.add(TCPPeerNameParams.self, peerName)
+        table.add(TCPErrorParams.self, socketError)
     }
 
     /// The descriptors an option applies to: a connection's socket, or every listener of a server.
-    static func fds(_ call: Call) throws -> [Int32] {
-        switch try call.session.handles.lookup(call.params.handle) {
+    static func fds(_ call: Call, _ p: some HandleParams) throws -> [Int32] {
+        switch try call.session.handles.lookup(p.handle) {
         case .connection(let connection):
             return [try connection.openFD()]
         case .server(let server):
@@ -50,28 +50,28 @@ enum OptionOperations {
         }
     }
 
-    static func eachFD(_ call: Call, _ body: (Int32) throws -> Void) throws {
-        for fd in try fds(call) { try body(fd) }
+    static func eachFD(_ call: Call, _ p: some HandleParams, _ body: (Int32) throws -> Void) throws {
+        for fd in try fds(call, p) { try body(fd) }
     }
 
-    static func setInt(_ call: Call, _ level: Int32, _ name: Int32, _ value: Int32) throws -> JSONValue {
-        try eachFD(call) { try SystemError.check(tcpgw_setsockopt_int($0, level, name, value), "setsockopt") }
+    static func setInt(_ call: Call, _ p: some HandleParams, _ level: Int32, _ name: Int32, _ value: Int32) throws -> JSONValue {
+        try eachFD(call, p) { try SystemError.check(tcpgw_setsockopt_int($0, level, name, value), "setsockopt") }
         return true
     }
 
-    static func getInt(_ call: Call, _ level: Int32, _ name: Int32) throws -> JSONValue {
+    static func getInt(_ call: Call, _ p: some HandleParams, _ level: Int32, _ name: Int32) throws -> JSONValue {
         var value: Int32 = 0
-        try SystemError.check(tcpgw_getsockopt_int(try fds(call)[0], level, name, &value), "getsockopt")
+        try SystemError.check(tcpgw_getsockopt_int(try fds(call, p)[0], level, name, &value), "getsockopt")
         return .int(Int64(value))
     }
 
-    static func bindToDevice(_ call: Call) throws -> JSONValue? {
-        let name = call.params.string("ifname") ?? ""
+    static func bindToDevice(_ call: Call, _ p: TCPBindToDeviceParams) throws -> JSONValue? {
+        let name = p.ifname ?? ""
         if !name.isEmpty && !call.session.gateway.policy.allowBindToDevice {
             throw RPCError.policy("binding to a device is not allowed")
         }
-        try eachFD(call) { try SystemError.check(tcpgw_bind_to_device($0, name), "setsockopt") }
-        if case .server(let server) = try call.session.handles.lookup(call.params.handle) {
+        try eachFD(call, p) { try SystemError.check(tcpgw_bind_to_device($0, name), "setsockopt") }
+        if case .server(let server) = try call.session.handles.lookup(p.handle) {
             server.options.device = name.isEmpty ? nil : name
         }
         return true
@@ -80,37 +80,31 @@ enum OptionOperations {
     /// Milliseconds in, whole seconds (rounded up) to the kernel.
     static func seconds(_ ms: Int) -> Int32 { Int32(min((ms + 999) / 1000, 32767)) }
 
-    static func setKeepAlive(_ call: Call) throws -> JSONValue? {
-        let enable = call.params.bool("enable")!
+    static func setKeepAlive(_ call: Call, _ p: TCPSetKeepAliveParams) throws -> JSONValue? {
+        let enable = p.enable
         var idle: Int32 = 0, interval: Int32 = 0
-        let count = Int32(call.params.int("count") ?? 3)
+        let count = Int32(p.count)
         if enable {
-            guard let idleMS = call.params.int("idle") else {
+            guard let idleMS = p.idle else {
                 throw RPCError.invalidParams("'idle' is required when 'enable' is true")
             }
             idle = seconds(idleMS)
-            interval = seconds(call.params.int("interval") ?? idleMS)
+            interval = seconds(p.interval ?? idleMS)
         }
-        try eachFD(call) { try SystemError.check(tcpgw_set_keepalive($0, enable ? 1 : 0, idle, interval, count), "setsockopt") }
+        try eachFD(call, p) { try SystemError.check(tcpgw_set_keepalive($0, enable ? 1 : 0, idle, interval, count), "setsockopt") }
         return true
     }
 
-    static func setLinger(_ call: Call) throws -> JSONValue? {
-        let linger = call.params["linger"]!
-        let on = linger["onoff"] == .bool(true)
-        let time: Int32
-        switch linger["time"] {
-        case .int(let t)?: time = Int32(t)
-        case .double(let t)?: time = Int32(t)
-        default: time = 0
-        }
-        try eachFD(call) { try SystemError.check(tcpgw_set_linger($0, on ? 1 : 0, time), "setsockopt") }
+    static func setLinger(_ call: Call, _ p: TCPSetLingerParams) throws -> JSONValue? {
+        let on = p.linger.onoff
+        let time = Int32(p.linger.time)
+        try eachFD(call, p) { try SystemError.check(tcpgw_set_linger($0, on ? 1 : 0, time), "setsockopt") }
         return true
     }
 
-    static func setIPv6Only(_ call: Call) throws -> JSONValue? {
-        let enable = call.params.bool("enable")!
-        switch try call.session.handles.lookup(call.params.handle) {
+    static func setIPv6Only(_ call: Call, _ p: TCPSetIPv6OnlyParams) throws -> JSONValue? {
+        let enable = p.enable
+        switch try call.session.handles.lookup(p.handle) {
         case .server(let server):
             guard server.local.domain == SockAddr.inet6 else {
                 throw RPCError.handleState("handle \(server.id) is an IPv4 socket; IPv6-only applies to IPv6 sockets")
@@ -128,15 +122,15 @@ enum OptionOperations {
         }
     }
 
-    static func getState(_ call: Call) throws -> JSONValue? {
-        switch try call.session.handles.lookup(call.params.handle) {
+    static func getState(_ call: Call, _ p: TCPGetStateParams) throws -> JSONValue? {
+        switch try call.session.handles.lookup(p.handle) {
         case .server(let server): return (server.isClosed ? TCPState.closed : .listen).json
         case .connection(let connection): return connection.state.json
         }
     }
 
-    static func sockName(_ call: Call) throws -> JSONValue? {
-        switch try call.session.handles.lookup(call.params.handle) {
+    static func sockName(_ call: Call, _ p: TCPSockNameParams) throws -> JSONValue? {
+        switch try call.session.handles.lookup(p.handle) {
         case .server(let server): return server.local.json
         case .connection(let connection):
             if connection.isOpen, let fresh = SockAddr.local(of: try connection.openFD()) { return fresh.json }
@@ -145,8 +139,8 @@ enum OptionOperations {
         }
     }
 
-    static func peerName(_ call: Call) throws -> JSONValue? {
-        switch try call.session.handles.lookup(call.params.handle) {
+    static func peerName(_ call: Call, _ p: TCPPeerNameParams) throws -> JSONValue? {
+        switch try call.session.handles.lookup(p.handle) {
         case .server(let server):
             throw RPCError.handleState("handle \(server.id) is a server; it has no peer")
         case .connection(let connection):
@@ -161,8 +155,8 @@ enum OptionOperations {
         }
     }
 
-    static func socketError(_ call: Call) throws -> JSONValue? {
-        let fd = try fds(call)[0]
+    static func socketError(_ call: Call, _ p: TCPErrorParams) throws -> JSONValue? {
+        let fd = try fds(call, p)[0]
         let code = tcpgw_so_error(fd)
         if code < 0 { throw SystemError(errno: -code, syscall: "getsockopt") }
         if code == 0 { return ["errnoNumber": 0, "errno": .null] }

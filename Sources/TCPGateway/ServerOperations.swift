@@ -5,38 +5,38 @@ import JSONRPC
 /// tcp.createServer, tcp.accept, tcp.mports.
 enum ServerOperations {
     static func register(into table: inout [String: Dispatcher.Operation]) {
-        table["tcp.createServer"] = createServer
-        table["tcp.accept"] = accept
-        table["tcp.mports"] = mports
+        table.add(TCPCreateServerParams.self, createServer)
+        table.add(TCPAcceptParams.self, accept)
+        table.add(TCPMportsParams.self, mports)
     }
 
-    static func createServer(_ call: Call) throws -> JSONValue? {
+    static func createServer(_ call: Call, _ p: TCPCreateServerParams) throws -> JSONValue? {
         let session = call.session
-        let address = try SockAddr(params: call.params["sockaddr"]!)
+        let address = try SockAddr(params: p.sockaddr)
         try session.gateway.policy.check(listen: address)
-        let device = call.params.string("dev")
+        let device = p.dev
         if device != nil && !session.gateway.policy.allowBindToDevice {
             throw RPCError.policy("binding to a device ('dev') is not allowed")
         }
         let options = ServerHandle.Options(
-            backlog: call.params.int("backlog") ?? 5, device: device, ipv6Only: call.params.bool("ipv6Only"))
-        _ = try session.handles.allocateID()  // fail early when the limit is reached
+            backlog: p.backlog, device: device, ipv6Only: p.ipv6Only)
+        try session.handles.ensureRoom()  // fail early when the limit is reached
         let socket = try ServerHandle.listen(on: address, options: options)
         let local = SockAddr.local(of: socket.raw) ?? address
         let server = try session.handles.openServer(socket, local: local, options: options)
         return ["handle": .int(server.id), "local": local.json]
     }
 
-    static func accept(_ call: Call) throws -> JSONValue? {
+    static func accept(_ call: Call, _ p: TCPAcceptParams) throws -> JSONValue? {
         let session = call.session
-        let server = try session.handles.server(call.params.handle)
-        if call.params.bool("async") == true {
+        let server = try session.handles.server(p.handle)
+        if p.async {
             server.startAsyncAccepting()
             return true
         }
-        _ = try session.handles.allocateID()  // fail early when the limit is reached
+        try session.handles.ensureRoom()  // fail early when the limit is reached
         server.accept(
-            timeoutMS: call.params.int("timeout"),
+            timeoutMS: p.timeout,
             accepted: { [weak session] socket, remote in
                 guard let session else { return }
                 do {
@@ -50,9 +50,9 @@ enum ServerOperations {
         return nil
     }
 
-    static func mports(_ call: Call) throws -> JSONValue? {
-        let server = try call.session.handles.server(call.params.handle)
-        let count = call.params.int("mports") ?? 0
+    static func mports(_ call: Call, _ p: TCPMportsParams) throws -> JSONValue? {
+        let server = try call.session.handles.server(p.handle)
+        let count = p.mports
         if count > 0 {
             for offset in 1...count {
                 var address = server.local

@@ -24,21 +24,11 @@ struct SockAddr: Equatable {
         port = Int(raw.port)
     }
 
-    /// From validated params (`addr` and `port` present; `domain` optional).
-    init(params value: JSONValue) throws {
-        guard case .string(let addr)? = value["addr"] else { throw RPCError.invalidParams("'sockaddr.addr' is required") }
-        let port: Int
-        switch value["port"] {
-        case .int(let p)?: port = Int(p)
-        case .double(let d)?: port = Int(d)
-        default: throw RPCError.invalidParams("'sockaddr.port' is required")
-        }
-        var domain: Int32 = 0
-        switch value["domain"] {
-        case .int(let d)?: domain = Int32(d)
-        case .double(let d)?: domain = Int32(d)
-        default: break
-        }
+    /// From a request's `sockaddr` (validated: `domain`, when given, is 2 or 10).
+    init(params value: SockAddrParam) throws {
+        let addr = value.addr
+        let port = value.port
+        let domain = Int32(value.domain ?? 0)
         // Check the address text now, so a typo is an invalid param rather than an OS error.
         var storage = [UInt8](repeating: 0, count: 128)  // room for a sockaddr_storage
         var len: UInt32 = 0

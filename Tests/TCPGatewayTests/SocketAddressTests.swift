@@ -9,46 +9,51 @@ final class SocketAddressTests: XCTestCase {
 
     // MARK: - SockAddr(params:)
 
+    /// A `sockaddr` param as the typed params give it, then the address.
+    private func sockAddr(_ json: JSONValue) throws -> SockAddr {
+        try SockAddr(params: SockAddrParam(paramJSON: json, path: "sockaddr"))
+    }
+
     func testIPv4() throws {
-        let a = try SockAddr(params: ["addr": "127.0.0.1", "port": 8080])
+        let a = try sockAddr(["addr": "127.0.0.1", "port": 8080])
         XCTAssertEqual(a, SockAddr(domain: 2, addr: "127.0.0.1", port: 8080))
-        XCTAssertEqual(try SockAddr(params: ["domain": 2, "addr": "0.0.0.0", "port": 0]), SockAddr(domain: 2, addr: "0.0.0.0", port: 0))
+        XCTAssertEqual(try sockAddr(["domain": 2, "addr": "0.0.0.0", "port": 0]), SockAddr(domain: 2, addr: "0.0.0.0", port: 0))
         XCTAssertEqual(a.json, ["domain": 2, "addr": "127.0.0.1", "port": 8080])
         XCTAssertEqual(S.keysOf(a.json), ["domain", "addr", "port"])
     }
 
     func testIPv6() throws {
-        XCTAssertEqual(try SockAddr(params: ["addr": "::1", "port": 6379]), SockAddr(domain: 10, addr: "::1", port: 6379))
-        XCTAssertEqual(try SockAddr(params: ["domain": 10, "addr": "::", "port": 1]), SockAddr(domain: 10, addr: "::", port: 1))
+        XCTAssertEqual(try sockAddr(["addr": "::1", "port": 6379]), SockAddr(domain: 10, addr: "::1", port: 6379))
+        XCTAssertEqual(try sockAddr(["domain": 10, "addr": "::", "port": 1]), SockAddr(domain: 10, addr: "::", port: 1))
         XCTAssertEqual(
-            try SockAddr(params: ["domain": 10, "addr": "::ffff:127.0.0.1", "port": 1]).domain, 10,
+            try sockAddr(["domain": 10, "addr": "::ffff:127.0.0.1", "port": 1]).domain, 10,
             "a mapped address given as IPv6 stays IPv6")
-        XCTAssertEqual(try SockAddr(params: ["addr": "::1", "port": 80.0]).port, 80, "an integral real is an integer")
-        XCTAssertEqual(try SockAddr(params: ["domain": 10.0, "addr": "::1", "port": 80]).domain, 10)
+        XCTAssertEqual(try sockAddr(["addr": "::1", "port": 80.0]).port, 80, "an integral real is an integer")
+        XCTAssertEqual(try sockAddr(["domain": 10.0, "addr": "::1", "port": 80]).domain, 10)
     }
 
     func testScopedLinkLocal() throws {
-        let a = try SockAddr(params: ["addr": "fe80::1%lo", "port": 80])
+        let a = try sockAddr(["addr": "fe80::1%lo", "port": 80])
         XCTAssertEqual(a.domain, 10)
         XCTAssertEqual(a.addr, "fe80::1%lo", "the text is kept as given")
-        XCTAssertEqual(try SockAddr(params: ["domain": 10, "addr": "fe80::1%lo", "port": 80]).domain, 10)
+        XCTAssertEqual(try sockAddr(["domain": 10, "addr": "fe80::1%lo", "port": 80]).domain, 10)
         // An interface that does not exist is a bad address, not an OS error later.
-        let missing = S.rpcError { _ = try SockAddr(params: ["addr": "fe80::1%nosuchif0", "port": 80]) }
+        let missing = S.rpcError { _ = try sockAddr(["addr": "fe80::1%nosuchif0", "port": 80]) }
         XCTAssertEqual(missing?.code, -32602)
     }
 
     func testDomainAddressMismatch() {
-        let v4AsV6 = S.rpcError { _ = try SockAddr(params: ["domain": 10, "addr": "127.0.0.1", "port": 80]) }
+        let v4AsV6 = S.rpcError { _ = try sockAddr(["domain": 10, "addr": "127.0.0.1", "port": 80]) }
         XCTAssertEqual(v4AsV6?.code, -32602)
         XCTAssertEqual(v4AsV6?.message, "invalid params: 'sockaddr.addr' must be an IPv6 address literal, got \"127.0.0.1\"")
-        let v6AsV4 = S.rpcError { _ = try SockAddr(params: ["domain": 2, "addr": "::1", "port": 80]) }
+        let v6AsV4 = S.rpcError { _ = try sockAddr(["domain": 2, "addr": "::1", "port": 80]) }
         XCTAssertEqual(v6AsV4?.code, -32602)
         XCTAssertEqual(v6AsV4?.message, "invalid params: 'sockaddr.addr' must be an IPv4 address literal, got \"::1\"")
     }
 
     func testNotAnAddress() {
         for bad in ["localhost", "1.2.3", "300.1.1.1", "::1::2", " 127.0.0.1", "127.0.0.1 ", "[::1]", "::1%", ""] {
-            let error = S.rpcError { _ = try SockAddr(params: ["addr": .string(bad), "port": 80]) }
+            let error = S.rpcError { _ = try sockAddr(["addr": .string(bad), "port": 80]) }
             XCTAssertEqual(error?.code, -32602, bad.debugDescription)
             XCTAssertEqual(
                 error?.message, "invalid params: 'sockaddr.addr' must be an IPv4 or IPv6 address literal, got \"\(bad)\"",
@@ -56,17 +61,20 @@ final class SocketAddressTests: XCTestCase {
         }
         // Longer than the shim's buffer: still refused, without overrunning it.
         let long = "fe80::1%" + String(repeating: "x", count: 100)
-        XCTAssertEqual(S.rpcError { _ = try SockAddr(params: ["addr": .string(long), "port": 80]) }?.code, -32602)
+        XCTAssertEqual(S.rpcError { _ = try sockAddr(["addr": .string(long), "port": 80]) }?.code, -32602)
     }
 
     func testMissingMembers() {
+        // Binding refuses these with -32602 first; reaching the typed params they are internal errors.
         XCTAssertEqual(
-            S.rpcError { _ = try SockAddr(params: ["port": 80]) }?.message, "invalid params: 'sockaddr.addr' is required")
+            S.rpcError { _ = try sockAddr(["port": 80]) }?.message,
+            "internal error: param 'sockaddr.addr' is missing after validation")
         XCTAssertEqual(
-            S.rpcError { _ = try SockAddr(params: ["addr": "::1"]) }?.message, "invalid params: 'sockaddr.port' is required")
+            S.rpcError { _ = try sockAddr(["addr": "::1"]) }?.message,
+            "internal error: param 'sockaddr.port' is missing after validation")
         XCTAssertEqual(
-            S.rpcError { _ = try SockAddr(params: ["addr": "::1", "port": "80"]) }?.message,
-            "invalid params: 'sockaddr.port' is required")
+            S.rpcError { _ = try sockAddr(["addr": "::1", "port": "80"]) }?.message,
+            "internal error: param 'sockaddr.port' is not an integer after validation (got string)")
     }
 
     // MARK: - TCPState

@@ -314,9 +314,27 @@ def test_shutdown_r_and_rw(wire: Wire, addr: str) -> None:
 
 # ------------------------------------------------------------------------ mports
 def _server_with_mports(wire: Wire, addr: str, n: int) -> tuple[int, int]:
-    """Create a server whose next n ports are free and add them (retry on collisions)."""
-    for _ in range(10):
-        srv = wire.call("tcp.createServer", {"sockaddr": {"addr": addr, "port": 0}})
+    """Create a server whose next n ports are free and add them (retry on collisions).
+
+    The base port is taken below the kernel's ephemeral range, from a run of n+1 ports Python
+    can bind: ports the kernel hands out for port 0 and for connects are often still held in
+    TIME_WAIT by earlier tests' connections."""
+    import random
+    family = socket.AF_INET6 if ":" in addr else socket.AF_INET
+    rng = random.Random(os.getpid())
+    for _ in range(20):
+        base = rng.randrange(20000, 32000)
+        free = True
+        for port in range(base, base + n + 1):
+            with socket.socket(family, socket.SOCK_STREAM) as s:
+                try:
+                    s.bind((addr, port))
+                except OSError:
+                    free = False
+                    break
+        if not free:
+            continue
+        srv = wire.call("tcp.createServer", {"sockaddr": {"addr": addr, "port": base}})
         try:
             assert wire.call("tcp.mports", {"handle": srv["handle"], "mports": n}) is True
             return srv["handle"], srv["local"]["port"]

@@ -26,11 +26,16 @@ final class HandleTable {
     private var limit: Int { gateway.policy.maxHandlesPerConnection }
     var hasRoom: Bool { used < limit }
 
-    /// A fresh handle number, or the limit error.
-    func allocateID() throws -> Int64 {
+    /// The limit error when no handle can be added (checked before any work is done).
+    func ensureRoom() throws {
         if used >= limit {
             throw RPCError.limit("this connection already has \(used) handles (maximum \(limit))")
         }
+    }
+
+    /// A fresh handle number, or the limit error.
+    private func allocateID() throws -> Int64 {
+        try ensureRoom()
         return gateway.nextHandleID()
     }
 

@@ -140,7 +140,7 @@ final class Session {
             for (index, var entry) in entries.enumerated() {
                 // An answer line carries one descriptor, so a batch may fly one socket away;
                 // further tcp.flyAway entries are refused before they touch their handles.
-                if case .request(let request) = entry, request.method == "tcp.flyAway" {
+                if case .request(let request) = entry, gateway.catalog.methods[request.method]?.descriptor == .answer {
                     flyAways += 1
                     if flyAways > 1 {
                         guard let id = request.id else {
@@ -186,7 +186,7 @@ final class Session {
                     done(Reply(json: RPCResponse.failure(id: id, error: error), fd: nil))
                 }
             }
-            if request.method == "tcp.createByFd" {
+            if gateway.catalog.methods[request.method]?.descriptor == .request {
                 call.passedDescriptors = descriptors
                 descriptors = []
             }

@@ -298,6 +298,7 @@ enum OpenRPCDocument {
           "name": "connection"
         }
       ],
+      "x-descriptor": "request",
       "paramStructure": "either",
       "params": [
         {
@@ -1324,6 +1325,7 @@ enum OpenRPCDocument {
           "name": "connection"
         }
       ],
+      "x-descriptor": "answer",
       "paramStructure": "either",
       "params": [
         {
