@@ -911,13 +911,6 @@ def build_native(tmpdir: str) -> dict[str, str]:
     return exes
 
 
-def proc_cpu_s(pid: int) -> float:
-    """User + system CPU seconds used so far by process `pid`."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 class BareServer:
     """bench/native/bare_server on a Unix socket in the run's temp dir."""
 
@@ -946,21 +939,29 @@ class BareServer:
 
 
 def load_client(exe: str, *args: str, server_pid: Optional[int] = None, seconds: float) -> dict[str, Any]:
-    """Runs the native load client; its JSON figures plus `server_cpu` (the share of one core the
-    server process used meanwhile, when given). A failed run raises with the client's reason."""
-    cpu0, t0 = (proc_cpu_s(server_pid), time.perf_counter()) if server_pid else (0.0, 0.0)
-    done = subprocess.run([exe, *args, "--seconds", f"{seconds:g}"], capture_output=True, text=True,
+    """Runs the native load client; its JSON figures. With `server_pid` the client also reports
+    the CPU seconds that process used over the measured phase (`server_cpu_s`). A failed run
+    raises with the client's reason."""
+    extra = ("--server-pid", str(server_pid)) if server_pid else ()
+    done = subprocess.run([exe, *args, *extra, "--seconds", f"{seconds:g}"], capture_output=True, text=True,
                           timeout=seconds + 4 * IO_TIMEOUT)
-    wall = time.perf_counter() - t0
     lines = done.stdout.strip().splitlines()
     if not lines:
         raise RPCFailure(f"load_client {args[0]} printed nothing (exit {done.returncode}): {done.stderr.strip()[:120]}")
     res: dict[str, Any] = json.loads(lines[-1])
     if "error" in res or done.returncode != 0:
         raise RPCFailure(f"load_client {args[0]}: {res.get('error', done.stderr.strip()[:120])}")
-    if server_pid:
-        res["server_cpu"] = (proc_cpu_s(server_pid) - cpu0) / wall * 100 if wall > 0 else 0.0
     return res
+
+
+def share(cpu_s: float, wall_s: float) -> str:
+    """A CPU share of one core, as text."""
+    return f"{100 * cpu_s / wall_s:.0f}%" if wall_s > 0 else "-"
+
+
+def per_op_us(cpu_s: float, n: int) -> str:
+    """CPU microseconds per operation, as text: steadier than a rate on a loaded machine."""
+    return f"{cpu_s / n * 1e6:.1f}" if n else "-"
 
 
 def bench_pipelined(exes: dict[str, str], gw: GatewayProcess, bare: BareServer, sz: Sizes) -> None:
@@ -972,9 +973,12 @@ def bench_pipelined(exes: dict[str, str], gw: GatewayProcess, bare: BareServer, 
                         seconds=sz.phase_cap)
         b = load_client(lc, "pipeline", "--socket", bare.path, *common, server_pid=bare.pid, seconds=sz.phase_cap)
         capped = " capped" if g["capped"] or b["capped"] else ""
-        note = (f"window {NATIVE_WINDOW}/conn, x{g['answered']}/{b['answered']}; gw CPU {g['server_cpu']:.0f}%, bare CPU {b['server_cpu']:.0f}%, "
-                f"client CPU {100 * g['client_cpu_s'] / g['seconds']:.0f}%/{100 * b['client_cpu_s'] / b['seconds']:.0f}%"
-                + capped)
+        note = (f"window {NATIVE_WINDOW}/conn, x{g['answered']}/{b['answered']}; "
+                f"server CPU/call {per_op_us(g['server_cpu_s'], g['answered'])}/"
+                f"{per_op_us(b['server_cpu_s'], b['answered'])} us; "
+                f"server CPU {share(g['server_cpu_s'], g['seconds'])}/{share(b['server_cpu_s'], b['seconds'])}, "
+                f"client CPU {share(g['client_cpu_s'], g['seconds'])}/{share(b['client_cpu_s'], b['seconds'])} "
+                "(gw/bare)" + capped)
         label = f"6 pipelined tcp.getState {conns} conn{'s' if conns > 1 else ''}"
         ROWS.append(Row(label, f"{g['rate']:,.0f} /s", f"{b['rate']:,.0f} /s", f"{g['rate'] / b['rate']:.3f}", note))
         progress(f"  {label}: {g['rate']:,.0f}/s vs bare {b['rate']:,.0f}/s  {note}")
@@ -989,8 +993,9 @@ def bench_native_latency(exes: dict[str, str], gw: GatewayProcess, bare: BareSer
     label = f"6 latency one tcp.getState x{g['n']}"
     ROWS.append(Row(label, f"{g['p50_us']:,.1f}/{g['p99_us']:,.1f} us", f"{b['p50_us']:,.1f}/{b['p99_us']:,.1f} us",
                     f"{g['p50_us'] / b['p50_us']:.2f}",
-                    "median/p99; ratio of medians; baseline = bare jansson server" +
-                    (" capped" if g["capped"] or b["capped"] else "")))
+                    "median/p99; ratio of medians; baseline = bare jansson server; server CPU/call "
+                    f"{per_op_us(g['server_cpu_s'], g['n'])}/{per_op_us(b['server_cpu_s'], b['n'])} us (gw/bare)"
+                    + (" capped" if g["capped"] or b["capped"] else "")))
     progress(f"  {label}: p50 {g['p50_us']:.1f} us p99 {g['p99_us']:.1f} us vs bare p50 {b['p50_us']:.1f} us "
              f"p99 {b['p99_us']:.1f} us")
 
@@ -1015,13 +1020,15 @@ def bench_accept_burst(exes: dict[str, str], gw: GatewayProcess, sz: Sizes) -> N
         bad = [f"{r['target']}: {r['accepted']}/{count} accepted, {r['connect_errors']} connect errors "
                f"{r['first_errno']}".rstrip() for r in (g, p) if r["accepted"] < count or r["connect_errors"]]
         note = (f"SYN drops (ListenOverflows/ListenDrops) gw {g['listen_overflows']}/{g['listen_drops']}, "
-                f"plain {p['listen_overflows']}/{p['listen_drops']}; gw CPU {g['server_cpu']:.0f}%; "
-                f"backlog {BURST_BACKLOG}" + ("; " + "; ".join(bad) if bad else ""))
+                f"plain {p['listen_overflows']}/{p['listen_drops']}; "
+                f"{g['seconds'] * 1000:.0f}/{p['seconds'] * 1000:.0f} ms; acceptor CPU/conn "
+                f"{per_op_us(g['server_cpu_s'], g['accepted'])}/{per_op_us(p['server_cpu_s'], p['accepted'])} us, "
+                f"acceptor CPU {share(g['server_cpu_s'], g['seconds'])}/{share(p['server_cpu_s'], p['seconds'])} "
+                f"(gw/plain); backlog {BURST_BACKLOG}" + ("; " + "; ".join(bad) if bad else ""))
         label = f"7 accept burst {count}"
         ROWS.append(Row(label, f"{g['rate']:,.0f} /s", f"{p['rate']:,.0f} /s",
                         f"{g['rate'] / p['rate']:.3f}" if p["rate"] else "-", note))
-        progress(f"  {label}: gateway {g['rate']:,.0f}/s in {g['seconds']:.3f} s vs plain {p['rate']:,.0f}/s "
-                 f"in {p['seconds']:.3f} s  {note}")
+        progress(f"  {label}: gateway {g['rate']:,.0f}/s vs plain {p['rate']:,.0f}/s  {note}")
 
 
 def bench_rss_per_handle(binary: str, tmpdir: str, policy_file: str, memory: dict[str, int]) -> None:

@@ -6,6 +6,9 @@
  *   load_client burst    --socket PATH --count B --backlog K --seconds S      (the gateway accepts)
  *   load_client burst    --plain        --count B --backlog K --seconds S     (a plain accept loop)
  *
+ * --server-pid PID: also report the CPU seconds that process (the server) used during the
+ *   measured phase, as "server_cpu_s" (the plain burst always reports its acceptor child's).
+ *
  * Prints one JSON object on stdout (the figures), diagnostics on stderr; exit 0 when the run
  * completed and every answer checked out, 1 otherwise (the JSON then carries "error").
  *
@@ -62,6 +65,29 @@ static double cpu_s(void) {
     getrusage(RUSAGE_SELF, &ru);
     return (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 + (double)ru.ru_stime.tv_sec +
            ru.ru_stime.tv_usec / 1e6;
+}
+
+/* CPU seconds (user + system) used so far by another process (the server: --server-pid), from
+ * /proc/PID/stat; 0 without a pid. Clock-tick resolution (10 ms). */
+static int server_pid;
+
+static double server_cpu_s(void) {
+    if (server_pid <= 0)
+        return 0;
+    char path[64], text[2048];
+    snprintf(path, sizeof path, "/proc/%d/stat", server_pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 0;
+    size_t n = fread(text, 1, sizeof text - 1, f);
+    fclose(f);
+    text[n] = 0;
+    char *p = strrchr(text, ')');
+    unsigned long long utime = 0, stime = 0;
+    /* after ") ": state(3) ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime(14) stime(15) */
+    if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &utime, &stime) != 2)
+        return 0;
+    return (double)(utime + stime) / (double)sysconf(_SC_CLK_TCK);
 }
 
 static void fail(const char *fmt, const char *what) {
@@ -349,7 +375,7 @@ static int run_pipeline(const char *path, int nconns, long window, long count, d
         struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
         epoll_ctl(ep, EPOLL_CTL_ADD, c->rd.fd, &ev);
     }
-    double t0 = now_s(), c0 = cpu_s();
+    double t0 = now_s(), c0 = cpu_s(), s0 = server_cpu_s();
     double stop_sending = t0 + seconds;
     double last_progress = t0, t_last = t0;
     int sending = 1, capped = 0;
@@ -407,7 +433,7 @@ static int run_pipeline(const char *path, int nconns, long window, long count, d
             }
         }
     }
-    double wall = t_last - t0, cpu = cpu_s() - c0;
+    double wall = t_last - t0, cpu = cpu_s() - c0, scpu = server_cpu_s() - s0;
     long bad = 0;
     const char *first_bad = "";
     for (int i = 0; i < nconns; i++) {
@@ -418,8 +444,8 @@ static int run_pipeline(const char *path, int nconns, long window, long count, d
     if (bad)
         fail("bad answer: %s", first_bad);
     printf("{\"mode\":\"pipeline\",\"conns\":%d,\"window\":%ld,\"answered\":%ld,\"seconds\":%.6f,"
-           "\"rate\":%.1f,\"client_cpu_s\":%.3f,\"capped\":%s}\n",
-           nconns, window, answered, wall, wall > 0 ? answered / wall : 0.0, cpu, capped ? "true" : "false");
+           "\"rate\":%.1f,\"client_cpu_s\":%.3f,\"server_cpu_s\":%.3f,\"capped\":%s}\n",
+           nconns, window, answered, wall, wall > 0 ? answered / wall : 0.0, cpu, scpu, capped ? "true" : "false");
     for (int i = 0; i < nconns; i++)
         close(cs[i].rd.fd);
     return 0;
@@ -456,7 +482,7 @@ static int run_latency(const char *path, long count, double seconds, int gateway
     long handle = gateway ? make_handle(&rd) : 1;
     double *samples = malloc((size_t)count * sizeof *samples);
     long n = 0;
-    double t0 = now_s(), c0 = cpu_s();
+    double t0 = now_s(), c0 = cpu_s(), s0 = server_cpu_s();
     double stop = t0 + seconds;
     char line[256];
     for (; n < count && now_s() < stop; n++) {
@@ -474,7 +500,7 @@ static int run_latency(const char *path, long count, double seconds, int gateway
         if (ctx.bad)
             fail("bad answer to a latency call%s", "");
     }
-    double wall = now_s() - t0, cpu = cpu_s() - c0;
+    double wall = now_s() - t0, cpu = cpu_s() - c0, scpu = server_cpu_s() - s0;
     if (n == 0)
         fail("no samples%s", "");
     double mean = 0;
@@ -484,8 +510,8 @@ static int run_latency(const char *path, long count, double seconds, int gateway
     qsort(samples, (size_t)n, sizeof *samples, cmp_double);
     long i50 = (long)((double)(n - 1) * 0.50 + 0.5), i99 = (long)((double)(n - 1) * 0.99 + 0.5);
     printf("{\"mode\":\"latency\",\"n\":%ld,\"p50_us\":%.2f,\"p99_us\":%.2f,\"mean_us\":%.2f,\"min_us\":%.2f,"
-           "\"seconds\":%.6f,\"client_cpu_s\":%.3f,\"capped\":%s}\n",
-           n, samples[i50] * 1e6, samples[i99] * 1e6, mean * 1e6, samples[0] * 1e6, wall, cpu,
+           "\"seconds\":%.6f,\"client_cpu_s\":%.3f,\"server_cpu_s\":%.3f,\"capped\":%s}\n",
+           n, samples[i50] * 1e6, samples[i99] * 1e6, mean * 1e6, samples[0] * 1e6, wall, cpu, scpu,
            n < count ? "true" : "false");
     close(rd.fd);
     return 0;
@@ -606,7 +632,7 @@ static int run_burst(const char *path, int plain, long count, int backlog, doubl
     int *fds = malloc((size_t)count * sizeof *fds);
     long ov0, dr0, ov1, dr1;
     listen_counters(&ov0, &dr0);
-    double t0 = now_s(), c0 = cpu_s();
+    double t0 = now_s(), c0 = cpu_s(), s0 = server_cpu_s();
     double deadline = t0 + seconds;
     long opened = 0, connect_errors = 0;
     int first_errno = 0;
@@ -666,13 +692,14 @@ static int run_burst(const char *path, int plain, long count, int backlog, doubl
                 fail("gateway closed the control connection%s", "");
         }
         accepted = actx.accepted;
+        child_cpu = server_cpu_s() - s0; /* the gateway's, with --server-pid */
     }
     double cpu = cpu_s() - c0;
     listen_counters(&ov1, &dr1);
     double wall = t_last > t0 ? t_last - t0 : 0;
     printf("{\"mode\":\"burst\",\"target\":\"%s\",\"count\":%ld,\"backlog\":%d,\"opened\":%ld,\"connect_errors\":%ld,"
            "\"first_errno\":\"%s\",\"accepted\":%ld,\"seconds\":%.6f,\"connect_seconds\":%.6f,\"rate\":%.1f,"
-           "\"listen_overflows\":%ld,\"listen_drops\":%ld,\"client_cpu_s\":%.3f,\"acceptor_cpu_s\":%.3f,"
+           "\"listen_overflows\":%ld,\"listen_drops\":%ld,\"client_cpu_s\":%.3f,\"server_cpu_s\":%.3f,"
            "\"capped\":%s}\n",
            plain ? "plain" : "gateway", count, backlog, opened, connect_errors, first_errno ? strerror(first_errno) : "",
            accepted, wall, t_connects, wall > 0 ? accepted / wall : 0.0, ov1 - ov0, dr1 - dr0, cpu, child_cpu,
@@ -698,7 +725,7 @@ int main(int argc, char **argv) {
     if (argc < 2) {
     usage:
         fprintf(stderr, "usage: load_client pipeline|latency|burst [--socket PATH] [--gateway] [--plain] "
-                        "[--conns N] [--window W] [--count C] [--backlog K] [--seconds S]\n");
+                        "[--conns N] [--window W] [--count C] [--backlog K] [--seconds S] [--server-pid PID]\n");
         return 2;
     }
     signal(SIGPIPE, SIG_IGN);
@@ -725,6 +752,8 @@ int main(int argc, char **argv) {
             backlog = atoi(v), i++;
         else if (v && strcmp(a, "--seconds") == 0)
             seconds = atof(v), i++;
+        else if (v && strcmp(a, "--server-pid") == 0)
+            server_pid = atoi(v), i++;
         else
             goto usage;
     }
