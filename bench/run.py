@@ -1031,7 +1031,7 @@ def bench_accept_burst(exes: dict[str, str], gw: GatewayProcess, sz: Sizes) -> N
         progress(f"  {label}: gateway {g['rate']:,.0f}/s vs plain {p['rate']:,.0f}/s  {note}")
 
 
-def bench_rss_per_handle(binary: str, tmpdir: str, policy_file: str, memory: dict[str, int]) -> None:
+def bench_rss_per_handle(binary: str, tmpdir: str, policy_file: str, memory: dict[str, int]) -> float:
     """A fresh gateway: idle RSS, then RSS with one server + RSS_CLIENTS clients connected to it
     and their accepted ends (2 * RSS_CLIENTS + 1 handles on one connection)."""
     progress(f"bench 8: RSS per handle ({2 * RSS_CLIENTS + 1} handles)")
@@ -1084,6 +1084,75 @@ def bench_rss_per_handle(binary: str, tmpdir: str, policy_file: str, memory: dic
                     f"(-> {after / 1024:.1f} MiB, {left} handles, after closing); built in {build_s:.1f} s"
                     + ("" if made == RSS_CLIENTS else " capped")))
     progress(f"  {handles} handles: RSS {idle} -> {loaded} KiB = {per:.2f} KiB per handle; after close {after} KiB")
+    return per
+
+
+def _holder(listener: socket.socket, count: int, stop_evt: Any, out: mpc.Connection, cap: float) -> None:
+    """Accepts up to `count` connections and holds them until told to stop; reports how many."""
+    import resource
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    listener.settimeout(0.2)
+    held: list[socket.socket] = []
+    stop = time.perf_counter() + cap
+    while len(held) < count and time.perf_counter() < stop and not stop_evt.is_set():
+        try:
+            held.append(listener.accept()[0])
+        except OSError:
+            pass
+    out.send(len(held))
+    stop_evt.wait(cap)
+    for conn in held:
+        conn.close()
+
+
+def bench_rss_paused(binary: str, tmpdir: str, policy_file: str, mixed_per: Optional[float]) -> None:
+    """A fresh gateway: idle RSS, then RSS with 2 * RSS_CLIENTS sync (paused) clients whose
+    accepted ends a forked Python peer holds (so every gateway handle is a paused connection)."""
+    count = 2 * RSS_CLIENTS
+    progress(f"bench 8: RSS per handle ({count} paused handles; the peer holds the accepted ends)")
+    lst = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    lst.bind(("127.0.0.1", 0))
+    lst.listen(4096)
+    port = lst.getsockname()[1]
+    stop_evt = CTX.Event()
+    holder = peer(_holder, lst, count, stop_evt, cap=4 * IO_TIMEOUT)
+    lst.close()
+    gw = GatewayProcess(binary, tmpdir, name="gw-rss-paused", extra=("--policy", policy_file))
+    try:
+        rpc = Rpc(gw.path)
+        rpc.call("gateway.info")
+        time.sleep(0.2)
+        idle = gw.rss_kib()
+        template = ('{"jsonrpc":"2.0","id":%d,"method":"tcp.createClient","params":'
+                    '{"sockaddr":{"addr":"127.0.0.1","port":' + str(port) + '}}}\n')
+
+        def check(msg: dict[str, Any]) -> None:
+            if not isinstance(msg.get("result"), dict) or "handle" not in msg["result"]:
+                raise RPCFailure(f"tcp.createClient: {msg}")
+
+        t0 = time.perf_counter()
+        made = rpc.pipeline(lambda i: (template % (i + 1_000_000)).encode(), count, 64, check, t0 + 4 * IO_TIMEOUT)
+        handles = int(rpc.call("gateway.info")["handles"])
+        build_s = time.perf_counter() - t0
+        time.sleep(0.5)
+        loaded = gw.rss_kib()
+        rpc.close()
+    finally:
+        gw.stop()
+        stop_evt.set()
+        held = holder.result(IO_TIMEOUT)
+        holder.join()
+    if handles != made or held != made:
+        raise RPCFailure(f"gateway.info {handles} handles, {made} created, peer holds {held}")
+    per = (loaded - idle) / handles
+    flowing = (f"; so one flowing accepted handle costs about {2 * mixed_per - per:.1f} KiB"
+               if mixed_per is not None else "")
+    ROWS.append(Row(f"8 RSS per handle, {handles:,} paused handles", f"{per:.2f} KiB", "-", "-",
+                    f"target <= 2 KiB; {handles} sync clients, accepted ends held by a peer; VmRSS idle "
+                    f"{idle / 1024:.1f} MiB -> {loaded / 1024:.1f} MiB; built in {build_s:.1f} s" + flowing
+                    + ("" if made == count else " capped")))
+    progress(f"  {handles} paused handles: RSS {idle} -> {loaded} KiB = {per:.2f} KiB per handle")
 
 
 def run_native(args: argparse.Namespace, sz: Sizes, tmpdir: str, memory: dict[str, int]) -> Optional[dict[str, Any]]:
@@ -1113,7 +1182,10 @@ def run_native(args: argparse.Namespace, sz: Sizes, tmpdir: str, memory: dict[st
         if bare is not None:
             bare.stop()
         gw.stop()
-    attempt("8 RSS per handle", lambda: bench_rss_per_handle(args.bin, tmpdir, policy_file, memory))
+    mixed: list[float] = []
+    attempt("8 RSS per handle", lambda: mixed.append(bench_rss_per_handle(args.bin, tmpdir, policy_file, memory)))
+    attempt("8 RSS per handle, paused", lambda: bench_rss_paused(args.bin, tmpdir, policy_file,
+                                                                 mixed[0] if mixed else None))
     return gi
 
 
