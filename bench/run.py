@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """tcpgw benchmarks: figures, each beside a baseline measured in the same run.
 
-    python3 bench/run.py [--bin PATH] [--quick]
+    python3 bench/run.py [--bin PATH] [--quick] [--native-only | --no-native]
 
 Loopback only. Every loop is bounded in count and in time; nothing here asserts on a time.
 A bench that hits its time cap reports what it managed (marked "capped"). Correctness of the
@@ -49,10 +49,15 @@ class Sizes:
     latency_iters: int     # bench 4
     phase_cap: float       # seconds, per measured phase
     stall: float           # bench 5, seconds the client stops reading
+    native_calls: int      # bench 6, pipelined tcp.getState calls (all connections together)
+    native_latency: int    # bench 6, one-call latency samples
+    bursts: tuple[int, ...]  # bench 7, connections per accept burst
 
 
-FULL = Sizes(bulk_mib=128, recv_mib=64, calls=20000, latency_iters=2000, phase_cap=12.0, stall=2.0)
-QUICK = Sizes(bulk_mib=16, recv_mib=8, calls=2000, latency_iters=200, phase_cap=3.0, stall=2.0)
+FULL = Sizes(bulk_mib=128, recv_mib=64, calls=20000, latency_iters=2000, phase_cap=12.0, stall=2.0,
+             native_calls=200_000, native_latency=5000, bursts=(1000, 4000, 8000))
+QUICK = Sizes(bulk_mib=16, recv_mib=8, calls=2000, latency_iters=200, phase_cap=3.0, stall=2.0,
+              native_calls=20_000, native_latency=1000, bursts=(1000, 4000, 8000))
 
 
 # ----------------------------------------------------------------------------------------
@@ -113,11 +118,11 @@ def print_table(header: list[str]) -> None:
 class GatewayProcess:
     """`tcpgw serve` on a socket in a private temp dir; stopped with SIGTERM."""
 
-    def __init__(self, binary: str, tmpdir: str) -> None:
-        self.path = os.path.join(tmpdir, "gw.sock")
-        self.log = open(os.path.join(tmpdir, "gw.log"), "wb")
+    def __init__(self, binary: str, tmpdir: str, name: str = "gw", extra: tuple[str, ...] = ()) -> None:
+        self.path = os.path.join(tmpdir, name + ".sock")
+        self.log = open(os.path.join(tmpdir, name + ".log"), "wb")
         self.proc = subprocess.Popen(
-            [binary, "serve", "--socket", self.path, "--log-level", "warning"],
+            [binary, "serve", "--socket", self.path, "--log-level", "warning", *extra],
             stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log)
         deadline = time.monotonic() + 15.0
         while True:
@@ -881,6 +886,310 @@ def bench_slow_reader(gw: GatewayProcess, sz: Sizes, memory: dict[str, int], wat
 
 
 # ----------------------------------------------------------------------------------------
+# Benches 6-8: the native load client against the gateway, a bare jansson server and a plain
+# accept loop (bench/native/*.c, compiled here with cc and jansson into the run's temp dir)
+
+NATIVE_DIR = Path(__file__).resolve().parent / "native"
+NATIVE_WINDOW = 128        # bench 6: requests in flight per connection
+BURST_BACKLOG = 4096       # bench 7: listen backlog, gateway and plain loop alike
+RSS_CLIENTS = 5000         # bench 8: tcp.createClient count (each adds its accepted end too)
+POLICY = {"maxHandlesPerConnection": 20000}
+
+
+def build_native(tmpdir: str) -> dict[str, str]:
+    """Compiles bench/native/*.c with cc and jansson (pkg-config); name -> executable."""
+    flags = subprocess.run(["pkg-config", "--cflags", "--libs", "jansson"], capture_output=True, text=True,
+                           timeout=30, check=True).stdout.split()
+    out = os.path.join(tmpdir, "native")
+    os.makedirs(out, exist_ok=True)
+    exes = {}
+    for src in sorted(NATIVE_DIR.glob("*.c")):
+        exe = os.path.join(out, src.stem)
+        subprocess.run(["cc", "-O2", "-Wall", "-o", exe, str(src), *flags], capture_output=True, text=True,
+                       timeout=120, check=True)
+        exes[src.stem] = exe
+    return exes
+
+
+class BareServer:
+    """bench/native/bare_server on a Unix socket in the run's temp dir."""
+
+    def __init__(self, exe: str, tmpdir: str, lifetime: float) -> None:
+        self.path = os.path.join(tmpdir, "bare.sock")
+        self.proc = subprocess.Popen([exe, "--socket", self.path, "--seconds", str(int(lifetime))],
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        assert self.proc.stdout is not None
+        ready = self.proc.stdout.readline()  # "ready" once listening (EOF if it failed)
+        if ready.strip() != b"ready":
+            self.stop()
+            raise RPCFailure("bare_server did not start")
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+
+def load_client(exe: str, *args: str, server_pid: Optional[int] = None, seconds: float) -> dict[str, Any]:
+    """Runs the native load client; its JSON figures. With `server_pid` the client also reports
+    the CPU seconds that process used over the measured phase (`server_cpu_s`). A failed run
+    raises with the client's reason."""
+    extra = ("--server-pid", str(server_pid)) if server_pid else ()
+    done = subprocess.run([exe, *args, *extra, "--seconds", f"{seconds:g}"], capture_output=True, text=True,
+                          timeout=seconds + 4 * IO_TIMEOUT)
+    lines = done.stdout.strip().splitlines()
+    if not lines:
+        raise RPCFailure(f"load_client {args[0]} printed nothing (exit {done.returncode}): {done.stderr.strip()[:120]}")
+    res: dict[str, Any] = json.loads(lines[-1])
+    if "error" in res or done.returncode != 0:
+        raise RPCFailure(f"load_client {args[0]}: {res.get('error', done.stderr.strip()[:120])}")
+    return res
+
+
+def share(cpu_s: float, wall_s: float) -> str:
+    """A CPU share of one core, as text."""
+    return f"{100 * cpu_s / wall_s:.0f}%" if wall_s > 0 else "-"
+
+
+def per_op_us(cpu_s: float, n: int) -> str:
+    """CPU microseconds per operation, as text: steadier than a rate on a loaded machine."""
+    return f"{cpu_s / n * 1e6:.1f}" if n else "-"
+
+
+def bench_pipelined(exes: dict[str, str], gw: GatewayProcess, bare: BareServer, sz: Sizes) -> None:
+    lc = exes["load_client"]
+    for conns in (1, 4):
+        progress(f"bench 6: pipelined tcp.getState, {conns} conn(s), window {NATIVE_WINDOW}")
+        common = ("--conns", str(conns), "--window", str(NATIVE_WINDOW), "--count", str(sz.native_calls))
+        g = load_client(lc, "pipeline", "--socket", gw.path, "--gateway", *common, server_pid=gw.pid,
+                        seconds=sz.phase_cap)
+        b = load_client(lc, "pipeline", "--socket", bare.path, *common, server_pid=bare.pid, seconds=sz.phase_cap)
+        capped = " capped" if g["capped"] or b["capped"] else ""
+        note = (f"window {NATIVE_WINDOW}/conn, x{g['answered']}/{b['answered']}; "
+                f"server CPU/call {per_op_us(g['server_cpu_s'], g['answered'])}/"
+                f"{per_op_us(b['server_cpu_s'], b['answered'])} us; "
+                f"server CPU {share(g['server_cpu_s'], g['seconds'])}/{share(b['server_cpu_s'], b['seconds'])}, "
+                f"client CPU {share(g['client_cpu_s'], g['seconds'])}/{share(b['client_cpu_s'], b['seconds'])} "
+                "(gw/bare)" + capped)
+        label = f"6 pipelined tcp.getState {conns} conn{'s' if conns > 1 else ''}"
+        ROWS.append(Row(label, f"{g['rate']:,.0f} /s", f"{b['rate']:,.0f} /s", f"{g['rate'] / b['rate']:.3f}", note))
+        progress(f"  {label}: {g['rate']:,.0f}/s vs bare {b['rate']:,.0f}/s  {note}")
+
+
+def bench_native_latency(exes: dict[str, str], gw: GatewayProcess, bare: BareServer, sz: Sizes) -> None:
+    progress("bench 6: latency of one tcp.getState call (native client)")
+    lc = exes["load_client"]
+    count = ("--count", str(sz.native_latency))
+    g = load_client(lc, "latency", "--socket", gw.path, "--gateway", *count, server_pid=gw.pid, seconds=sz.phase_cap)
+    b = load_client(lc, "latency", "--socket", bare.path, *count, server_pid=bare.pid, seconds=sz.phase_cap)
+    label = f"6 latency one tcp.getState x{g['n']}"
+    ROWS.append(Row(label, f"{g['p50_us']:,.1f}/{g['p99_us']:,.1f} us", f"{b['p50_us']:,.1f}/{b['p99_us']:,.1f} us",
+                    f"{g['p50_us'] / b['p50_us']:.2f}",
+                    "median/p99; ratio of medians; baseline = bare jansson server; server CPU/call "
+                    f"{per_op_us(g['server_cpu_s'], g['n'])}/{per_op_us(b['server_cpu_s'], b['n'])} us (gw/bare)"
+                    + (" capped" if g["capped"] or b["capped"] else "")))
+    progress(f"  {label}: p50 {g['p50_us']:.1f} us p99 {g['p99_us']:.1f} us vs bare p50 {b['p50_us']:.1f} us "
+             f"p99 {b['p99_us']:.1f} us")
+
+
+def bench_accept_burst(exes: dict[str, str], gw: GatewayProcess, sz: Sizes) -> None:
+    lc = exes["load_client"]
+    try:
+        with open("/proc/sys/net/core/somaxconn") as f:
+            somaxconn = int(f.read())
+    except OSError:
+        somaxconn = -1
+    for count in sz.bursts:
+        progress(f"bench 7: accept burst of {count} (backlog {BURST_BACKLOG}, somaxconn {somaxconn})")
+        common = ("--count", str(count), "--backlog", str(BURST_BACKLOG))
+        p = load_client(lc, "burst", "--plain", *common, seconds=sz.phase_cap)
+        g = load_client(lc, "burst", "--socket", gw.path, *common, server_pid=gw.pid, seconds=sz.phase_cap)
+        # The control connection is closed: the gateway closes the accepted handles. One call
+        # answered means it is done before the next burst starts.
+        sync = Rpc(gw.path)
+        sync.call("gateway.info")
+        sync.close()
+        bad = [f"{r['target']}: {r['accepted']}/{count} accepted, {r['connect_errors']} connect errors "
+               f"{r['first_errno']}".rstrip() for r in (g, p) if r["accepted"] < count or r["connect_errors"]]
+        note = (f"SYN drops (ListenOverflows/ListenDrops) gw {g['listen_overflows']}/{g['listen_drops']}, "
+                f"plain {p['listen_overflows']}/{p['listen_drops']}; "
+                f"{g['seconds'] * 1000:.0f}/{p['seconds'] * 1000:.0f} ms; acceptor CPU/conn "
+                f"{per_op_us(g['server_cpu_s'], g['accepted'])}/{per_op_us(p['server_cpu_s'], p['accepted'])} us, "
+                f"acceptor CPU {share(g['server_cpu_s'], g['seconds'])}/{share(p['server_cpu_s'], p['seconds'])} "
+                f"(gw/plain); backlog {BURST_BACKLOG}" + ("; " + "; ".join(bad) if bad else ""))
+        label = f"7 accept burst {count}"
+        ROWS.append(Row(label, f"{g['rate']:,.0f} /s", f"{p['rate']:,.0f} /s",
+                        f"{g['rate'] / p['rate']:.3f}" if p["rate"] else "-", note))
+        progress(f"  {label}: gateway {g['rate']:,.0f}/s vs plain {p['rate']:,.0f}/s  {note}")
+
+
+def bench_rss_per_handle(binary: str, tmpdir: str, policy_file: str, memory: dict[str, int]) -> float:
+    """A fresh gateway: idle RSS, then RSS with one server + RSS_CLIENTS clients connected to it
+    and their accepted ends (2 * RSS_CLIENTS + 1 handles on one connection)."""
+    progress(f"bench 8: RSS per handle ({2 * RSS_CLIENTS + 1} handles)")
+    gw = GatewayProcess(binary, tmpdir, name="gw-rss", extra=("--policy", policy_file))
+    try:
+        rpc = Rpc(gw.path)
+        rpc.call("gateway.info")
+        time.sleep(0.2)
+        idle = gw.rss_kib()
+        server = rpc.call("tcp.createServer", {"sockaddr": {"addr": "127.0.0.1", "port": 0}, "backlog": 1024})
+        rpc.call("tcp.accept", {"handle": server["handle"], "async": True})
+        port = server["local"]["port"]
+        template = ('{"jsonrpc":"2.0","id":%d,"method":"tcp.createClient","params":'
+                    '{"sockaddr":{"addr":"127.0.0.1","port":' + str(port) + '}}}\n')
+        t0 = time.perf_counter()
+
+        def check(msg: dict[str, Any]) -> None:
+            if not isinstance(msg.get("result"), dict) or "handle" not in msg["result"]:
+                raise RPCFailure(f"tcp.createClient: {msg}")
+
+        made = rpc.pipeline(lambda i: (template % (i + 1_000_000)).encode(), RSS_CLIENTS, 64, check,
+                            t0 + 4 * IO_TIMEOUT)
+        accepted = sum(1 for e in rpc.events if e.get("method") == "tcp.onAccept")
+        deadline = time.monotonic() + IO_TIMEOUT
+        while accepted < made and time.monotonic() < deadline:
+            for raw in rpc.read_lines():
+                if json.loads(raw).get("method") == "tcp.onAccept":
+                    accepted += 1
+        rpc.events.clear()
+        listed = len(rpc.call("tcp.list"))
+        handles = int(rpc.call("gateway.info")["handles"])
+        build_s = time.perf_counter() - t0
+        time.sleep(0.5)  # let the loop settle (nothing in flight)
+        loaded = gw.rss_kib()
+        rpc.close()  # every handle goes with the connection
+        time.sleep(0.5)
+        check_rpc = Rpc(gw.path)
+        left = int(check_rpc.call("gateway.info")["handles"])
+        check_rpc.close()
+        after = gw.rss_kib()
+        memory["rss-bench idle"], memory["rss-bench loaded"], memory["rss-bench closed"] = idle, loaded, after
+    finally:
+        gw.stop()
+    if listed != handles or accepted != made:
+        raise RPCFailure(f"tcp.list {listed} vs gateway.info {handles} handles; {accepted} accepted of {made}")
+    per = (loaded - idle) / handles
+    ROWS.append(Row(f"8 RSS per handle, {handles:,} handles", f"{per:.2f} KiB", "-", "-",
+                    f"target <= 2 KiB; 1 server + {made} sync clients (paused) + {accepted} accepted ends "
+                    f"(flowing); VmRSS idle {idle / 1024:.1f} MiB -> {loaded / 1024:.1f} MiB "
+                    f"(-> {after / 1024:.1f} MiB, {left} handles, after closing); built in {build_s:.1f} s"
+                    + ("" if made == RSS_CLIENTS else " capped")))
+    progress(f"  {handles} handles: RSS {idle} -> {loaded} KiB = {per:.2f} KiB per handle; after close {after} KiB")
+    return per
+
+
+def _holder(listener: socket.socket, count: int, stop_evt: Any, out: mpc.Connection, cap: float) -> None:
+    """Accepts up to `count` connections and holds them until told to stop; reports how many."""
+    import resource
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    listener.settimeout(0.2)
+    held: list[socket.socket] = []
+    stop = time.perf_counter() + cap
+    while len(held) < count and time.perf_counter() < stop and not stop_evt.is_set():
+        try:
+            held.append(listener.accept()[0])
+        except OSError:
+            pass
+    out.send(len(held))
+    stop_evt.wait(cap)
+    for conn in held:
+        conn.close()
+
+
+def bench_rss_paused(binary: str, tmpdir: str, policy_file: str, mixed_per: Optional[float]) -> None:
+    """A fresh gateway: idle RSS, then RSS with 2 * RSS_CLIENTS sync (paused) clients whose
+    accepted ends a forked Python peer holds (so every gateway handle is a paused connection)."""
+    count = 2 * RSS_CLIENTS
+    progress(f"bench 8: RSS per handle ({count} paused handles; the peer holds the accepted ends)")
+    lst = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    lst.bind(("127.0.0.1", 0))
+    lst.listen(4096)
+    port = lst.getsockname()[1]
+    stop_evt = CTX.Event()
+    holder = peer(_holder, lst, count, stop_evt, cap=4 * IO_TIMEOUT)
+    lst.close()
+    gw = GatewayProcess(binary, tmpdir, name="gw-rss-paused", extra=("--policy", policy_file))
+    try:
+        rpc = Rpc(gw.path)
+        rpc.call("gateway.info")
+        time.sleep(0.2)
+        idle = gw.rss_kib()
+        template = ('{"jsonrpc":"2.0","id":%d,"method":"tcp.createClient","params":'
+                    '{"sockaddr":{"addr":"127.0.0.1","port":' + str(port) + '}}}\n')
+
+        def check(msg: dict[str, Any]) -> None:
+            if not isinstance(msg.get("result"), dict) or "handle" not in msg["result"]:
+                raise RPCFailure(f"tcp.createClient: {msg}")
+
+        t0 = time.perf_counter()
+        made = rpc.pipeline(lambda i: (template % (i + 1_000_000)).encode(), count, 64, check, t0 + 4 * IO_TIMEOUT)
+        handles = int(rpc.call("gateway.info")["handles"])
+        build_s = time.perf_counter() - t0
+        time.sleep(0.5)
+        loaded = gw.rss_kib()
+        rpc.close()
+    finally:
+        gw.stop()
+        stop_evt.set()
+        held = holder.result(IO_TIMEOUT)
+        holder.join()
+    if handles != made or held != made:
+        raise RPCFailure(f"gateway.info {handles} handles, {made} created, peer holds {held}")
+    per = (loaded - idle) / handles
+    flowing = (f"; so one flowing accepted handle costs about {2 * mixed_per - per:.1f} KiB"
+               if mixed_per is not None else "")
+    ROWS.append(Row(f"8 RSS per handle, {handles:,} paused handles", f"{per:.2f} KiB", "-", "-",
+                    f"target <= 2 KiB; {handles} sync clients, accepted ends held by a peer; VmRSS idle "
+                    f"{idle / 1024:.1f} MiB -> {loaded / 1024:.1f} MiB; built in {build_s:.1f} s" + flowing
+                    + ("" if made == count else " capped")))
+    progress(f"  {handles} paused handles: RSS {idle} -> {loaded} KiB = {per:.2f} KiB per handle")
+
+
+def run_native(args: argparse.Namespace, sz: Sizes, tmpdir: str, memory: dict[str, int]) -> Optional[dict[str, Any]]:
+    """Rows 6-8; the native gateway's gateway.info (None when the natives could not be built)."""
+    progress("native: building bench/native with cc + jansson")
+    try:
+        exes = build_native(tmpdir)
+    except (subprocess.SubprocessError, OSError) as exc:
+        detail = getattr(exc, "stderr", "") or ""
+        ROWS.append(Row("6-8 native benches", "FAILED", "-", "-", f"build: {exc} {detail}"[:160]))
+        progress(f"  native build FAILED: {exc} {detail}")
+        return None
+    policy_file = os.path.join(tmpdir, "bench-policy.json")
+    with open(policy_file, "w") as f:
+        json.dump(POLICY, f)
+    gw = GatewayProcess(args.bin, tmpdir, name="gw-native", extra=("--policy", policy_file))
+    bare: Optional[BareServer] = None
+    try:
+        info = Rpc(gw.path)
+        gi: dict[str, Any] = info.call("gateway.info")
+        info.close()
+        bare = BareServer(exes["bare_server"], tmpdir, lifetime=600)
+        attempt("6 pipelined tcp.getState", lambda: bench_pipelined(exes, gw, bare, sz))
+        attempt("6 latency one tcp.getState", lambda: bench_native_latency(exes, gw, bare, sz))
+        attempt("7 accept burst", lambda: bench_accept_burst(exes, gw, sz))
+    finally:
+        if bare is not None:
+            bare.stop()
+        gw.stop()
+    mixed: list[float] = []
+    attempt("8 RSS per handle", lambda: mixed.append(bench_rss_per_handle(args.bin, tmpdir, policy_file, memory)))
+    attempt("8 RSS per handle, paused", lambda: bench_rss_paused(args.bin, tmpdir, policy_file,
+                                                                 mixed[0] if mixed else None))
+    return gi
+
+
+# ----------------------------------------------------------------------------------------
 
 
 def default_binary() -> str:
@@ -895,6 +1204,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bin", default=default_binary(), help="tcpgw binary (default: .build/release, else debug)")
     ap.add_argument("--quick", action="store_true", help="smaller sizes: whole run under ~20 s")
+    ap.add_argument("--native-only", action="store_true",
+                    help="only the native-client rows (6 pipelined/latency, 7 accept bursts, 8 RSS per handle)")
+    ap.add_argument("--no-native", action="store_true", help="skip the native-client rows (6-8)")
     args = ap.parse_args()
     if not os.access(args.bin, os.X_OK):
         progress(f"no executable gateway at {args.bin}; build it or pass --bin")
@@ -903,35 +1215,50 @@ def main() -> int:
     global IO_TIMEOUT
     IO_TIMEOUT = 3.0 if args.quick else 5.0
     started = time.perf_counter()
+    load0 = os.getloadavg()
     tmpdir = tempfile.mkdtemp(prefix="tcpgw-bench-")
-    gw = GatewayProcess(args.bin, tmpdir)
     memory: dict[str, int] = {}
+    gi: Optional[dict[str, Any]] = None
+    hwm = -1
     try:
-        memory["start"] = gw.rss_kib()
-        info = Rpc(gw.path)
-        gi = info.call("gateway.info")
-        info.close()
-        watermark = int(gi["limits"]["outboundHighWatermark"])
-        attempt("1 send gw->peer", lambda: bench_send(gw, sz))
-        attempt("2a recv peer->gw flowing", lambda: bench_receive(gw, sz, memory))
-        attempt("3 calls/s", lambda: bench_calls(gw, sz, tmpdir))
-        attempt("4 latency", lambda: bench_latency(gw, sz, tmpdir))
-        attempt("5 slow reader", lambda: bench_slow_reader(gw, sz, memory, watermark))
-        memory["end"] = gw.rss_kib()
-        hwm = gw.hwm_kib()
+        if not args.native_only:
+            gw = GatewayProcess(args.bin, tmpdir)
+            try:
+                memory["start"] = gw.rss_kib()
+                info = Rpc(gw.path)
+                gi = info.call("gateway.info")
+                info.close()
+                watermark = int(gi["limits"]["outboundHighWatermark"])
+                attempt("1 send gw->peer", lambda: bench_send(gw, sz))
+                attempt("2a recv peer->gw flowing", lambda: bench_receive(gw, sz, memory))
+                attempt("3 calls/s", lambda: bench_calls(gw, sz, tmpdir))
+                attempt("4 latency", lambda: bench_latency(gw, sz, tmpdir))
+                attempt("5 slow reader", lambda: bench_slow_reader(gw, sz, memory, watermark))
+                memory["end"] = gw.rss_kib()
+                hwm = gw.hwm_kib()
+            finally:
+                gw.stop()
+        if not args.no_native:
+            native_gi = run_native(args, sz, tmpdir, memory)
+            gi = gi or native_gi
     finally:
-        gw.stop()
         shutil.rmtree(tmpdir, ignore_errors=True)
     elapsed = time.perf_counter() - started
-    header = [
-        f"tcpgw bench ({'quick' if args.quick else 'full'}) — {args.bin}",
-        f"gateway {gi['version']} pid {gi['pid']}; limits {json.dumps(gi['limits'], separators=(',', ':'))}",
-        f"host: {os.cpu_count()} CPUs, Python {sys.version.split()[0]}; loopback; elapsed {elapsed:.1f} s",
-        "gateway RSS (MiB): " + ", ".join(f"{k} {v / 1024:.1f}" for k, v in memory.items()) + f"; VmHWM {hwm / 1024:.1f}",
+    load1 = os.getloadavg()
+    kind = ("quick" if args.quick else "full") + (", native rows only" if args.native_only else "")
+    header = [f"tcpgw bench ({kind}) — {args.bin}"]
+    if gi:
+        header.append(f"gateway {gi['version']} pid {gi['pid']}; limits {json.dumps(gi['limits'], separators=(',', ':'))}")
+    header += [
+        f"host: {os.cpu_count()} CPUs, Python {sys.version.split()[0]}; loopback; elapsed {elapsed:.1f} s; "
+        f"load average {load0[0]:.2f} at start, {load1[0]:.2f} at end (1 min)",
+        "gateway RSS (MiB): " + ", ".join(f"{k} {v / 1024:.1f}" for k, v in memory.items())
+        + (f"; VmHWM {hwm / 1024:.1f}" if hwm >= 0 else ""),
         "",
     ]
     print_table(header)
-    codec_bench(args)
+    if not args.native_only:
+        codec_bench(args)
     return 0
 
 
