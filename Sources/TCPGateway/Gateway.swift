@@ -51,6 +51,7 @@ public final class Gateway: @unchecked Sendable {
     private var nextSessionID = 1
     private var handleCounter: Int64 = 0
     private var listenFD: Int32 = -1
+    private var socketFile: SocketPathOwner?  // hardening: removed at exit only while still ours
     let startTime = Date()
     private var stopped = false
     var policy: Policy { config.policy }
@@ -71,25 +72,10 @@ public final class Gateway: @unchecked Sendable {
     }
 
     private func startOnLoop() throws {
-        let path = config.socketPath
-        var info = stat()
-        if lstat(path, &info) == 0 {
-            guard (info.st_mode & S_IFMT) == S_IFSOCK else {
-                throw GatewayStartError(description: "\(path) exists and is not a socket; refusing to replace it")
-            }
-            let probe = tcpgw_unix_connect(path)
-            if probe >= 0 {
-                _ = tcpgw_close(probe)
-                throw GatewayStartError(description: "another gateway is already listening on \(path)")
-            }
-            // Nobody answers: a stale socket from a gateway that did not clean up.
-            unlink(path)
-        }
-        let fd = tcpgw_unix_listen(path, 128, 0o600)
-        guard fd >= 0 else {
-            throw GatewayStartError(description: "cannot listen on \(path): \(Errno.message(-fd)) (\(Errno.name(-fd)))")
-        }
-        listenFD = fd
+        // hardening (SocketPathOwner.swift): probes without blocking, records device and inode.
+        let claimed = try SocketPathOwner.listen(at: config.socketPath, backlog: 128, mode: 0o600)
+        listenFD = claimed.fd
+        socketFile = claimed.owner
         armAccept()
     }
 
@@ -147,7 +133,7 @@ public final class Gateway: @unchecked Sendable {
             if self.listenFD >= 0 {
                 self.monitor.remove(self.listenFD)
                 _ = tcpgw_close(self.listenFD)
-                unlink(self.config.socketPath)
+                self.socketFile?.removeIfStillOurs()  // hardening: not a successor's file
             }
             for session in Array(self.sessions.values) { session.closeAll() }
             self.monitor.shutdown()
