@@ -62,6 +62,11 @@ enum DescriptorOperations {
             _ = tcpgw_close(fd)
             throw RPCError.descriptor("the attached descriptor is not a TCP socket (\(Errno.name(-family)))")
         }
+        // hardening (SocketPolicyChecks.swift): the listen or connect rules apply to adopted sockets
+        do { try session.gateway.policy.check(adopting: fd, listening: listening != 0) } catch {
+            _ = tcpgw_close(fd)
+            throw error
+        }
         _ = tcpgw_set_nonblocking(fd, 1)
         if listening != 0 {
             let handleID: Int64

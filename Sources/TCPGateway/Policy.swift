@@ -68,16 +68,102 @@ public struct Policy: Sendable {
         }
     }
 
+    /// A destination of `tcp.createClient`, or the peer of a connected socket passed to
+    /// `tcp.createByFd`, judged as what it reaches (see `JudgedAddress`).
     func check(connect address: SockAddr) throws {
-        if let rules = connect, !rules.contains(where: { $0.matches(address) }) {
-            throw RPCError.policy("connecting to \(address.addr) port \(address.port) is not in the policy's 'connect' list")
+        guard let rules = connect else { return }
+        let judged = JudgedAddress(address, connecting: true)
+        if !rules.contains(where: { $0.matches(judged) }) {
+            throw RPCError.policy(
+                "connecting to \(address.addr) port \(address.port)\(judged.note(for: address)) is not in the policy's 'connect' list")
         }
     }
 
-    func check(listen address: SockAddr) throws {
-        if let rules = listen, !rules.contains(where: { $0.matches(address) }) {
-            throw RPCError.policy("listening on \(address.addr) port \(address.port) is not in the policy's 'listen' list")
+    /// A local address a server listens on. An IPv6 listener on `::` that is not IPv6-only
+    /// (`ipv6Only` false, or absent with the system's dual-stack default) also listens on IPv4
+    /// `0.0.0.0`, and is checked as both.
+    func check(listen address: SockAddr, ipv6Only: Bool?) throws {
+        try check(listen: address, alsoIPv4: DualStack.coversIPv4(address, ipv6Only: ipv6Only))
+    }
+
+    /// A local address a server listens on; `alsoIPv4` when the socket is dual-stack.
+    func check(listen address: SockAddr, alsoIPv4: Bool) throws {
+        guard let rules = listen else { return }
+        let judged = JudgedAddress(address, connecting: false)
+        if !rules.contains(where: { $0.matches(judged) }) {
+            throw RPCError.policy(
+                "listening on \(address.addr) port \(address.port)\(judged.note(for: address)) is not in the policy's 'listen' list")
         }
+        if alsoIPv4 {
+            let any = JudgedAddress(family: SockAddr.inet, bytes: [0, 0, 0, 0], port: address.port)
+            if !rules.contains(where: { $0.matches(any) }) {
+                throw RPCError.policy(
+                    "listening on \(address.addr) port \(address.port) without ipv6Only also listens on IPv4 0.0.0.0 port \(address.port), which is not in the policy's 'listen' list")
+            }
+        }
+    }
+}
+
+/// An address as the policy judges it (contract §8): an IPv4-mapped IPv6 address
+/// (`::ffff:a.b.c.d`) is the IPv4 address it maps, and a connect to the unspecified address
+/// (`0.0.0.0`, `::`) is judged as the loopback address Linux sends it to (`127.0.0.1`, `::1`).
+/// A scope suffix (`fe80::1%eth0`) is not part of the address. Text that is no address literal
+/// has no family: only rules for any address (`*`) match it.
+struct JudgedAddress: Equatable {
+    let family: Int32  // 0 = not an address literal
+    let bytes: [UInt8]
+    let port: Int
+
+    init(family: Int32, bytes: [UInt8], port: Int) {
+        self.family = family
+        self.bytes = bytes
+        self.port = port
+    }
+
+    init(_ address: SockAddr, connecting: Bool) {
+        port = address.port
+        let text = address.addr.split(separator: "%", maxSplits: 1, omittingEmptySubsequences: false).first.map(String.init) ?? ""
+        guard let (parsedFamily, parsedBytes) = AddressRule.parse(text) else {
+            family = 0
+            bytes = []
+            return
+        }
+        var fam = parsedFamily
+        var raw = parsedBytes
+        if let v4 = JudgedAddress.unmapped(family: fam, bytes: raw) {
+            fam = SockAddr.inet
+            raw = v4
+        }
+        if connecting && raw.allSatisfy({ $0 == 0 }) {
+            raw = fam == SockAddr.inet ? [127, 0, 0, 1] : [UInt8](repeating: 0, count: 15) + [1]
+        }
+        family = fam
+        bytes = raw
+    }
+
+    /// The IPv4 address an IPv4-mapped IPv6 address maps, or nil for any other address.
+    static func unmapped(family: Int32, bytes: [UInt8]) -> [UInt8]? {
+        guard family == SockAddr.inet6, bytes.count == 16, bytes[0..<10].allSatisfy({ $0 == 0 }),
+            bytes[10] == 0xFF, bytes[11] == 0xFF
+        else { return nil }
+        return Array(bytes[12...])
+    }
+
+    /// " (judged as 127.0.0.1)" when the policy judged `address` as another address.
+    func note(for address: SockAddr) -> String {
+        guard family != 0, let (givenFamily, givenBytes) = AddressRule.parse(address.addr),
+            givenFamily != family || givenBytes != bytes
+        else { return "" }
+        return " (judged as \(text))"
+    }
+
+    var text: String {
+        var buffer = [CChar](repeating: 0, count: 64)
+        let ok = bytes.withUnsafeBytes { raw in
+            inet_ntop(family, raw.baseAddress, &buffer, socklen_t(buffer.count)) != nil
+        }
+        guard ok else { return "?" }
+        return String(decoding: buffer.prefix(while: { $0 != 0 }).map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 }
 
@@ -138,6 +224,14 @@ public struct AddressRule: Sendable {
         }
         let bits = bytes.count * 8
         if let length, !(0...bits).contains(length) { throw PolicyError("rule '\(text)': prefix length out of range") }
+        // A rule in IPv4-mapped form (`::ffff:127.0.0.1`, `::ffff:0:0/96`) is the IPv4 rule:
+        // mapped addresses are judged as the IPv4 addresses they map.
+        if let v4 = JudgedAddress.unmapped(family: fam, bytes: bytes), (length ?? bits) >= 96 {
+            family = SockAddr.inet
+            prefix = v4
+            prefixLength = (length ?? bits) - 96
+            return
+        }
         family = fam
         prefix = bytes
         prefixLength = length ?? bits
@@ -155,25 +249,23 @@ public struct AddressRule: Sendable {
         return nil
     }
 
+    /// Whether the rule matches `address` as a listen address is judged (mapped addresses are
+    /// IPv4; the unspecified address is itself).
     func matches(_ address: SockAddr) -> Bool {
+        matches(JudgedAddress(address, connecting: false))
+    }
+
+    func matches(_ address: JudgedAddress) -> Bool {
         if !ports.isEmpty && !ports.contains(where: { $0.contains(address.port) }) { return false }
         if family == 0 { return true }
-        guard var (fam, bytes) = AddressRule.parse(address.addr) else { return false }
-        // An IPv4-mapped IPv6 address is the IPv4 address it maps.
-        if fam == SockAddr.inet6 && family == SockAddr.inet && bytes[0..<10].allSatisfy({ $0 == 0 })
-            && bytes[10] == 0xFF && bytes[11] == 0xFF
-        {
-            fam = SockAddr.inet
-            bytes = Array(bytes[12...])
-        }
-        guard fam == family else { return false }
+        guard address.family == family else { return false }
         var remaining = prefixLength
         var index = 0
         while remaining > 0 {
             // The shift is done in UInt8 so its high bits fall off: `UInt8(0xFF << n)` shifted an
             // Int and trapped converting 0xFF0 for any prefix not a multiple of 8 ("10.16.0.0/12").
             let mask: UInt8 = remaining >= 8 ? 0xFF : UInt8(0xFF) << UInt8(8 - remaining)
-            if bytes[index] & mask != prefix[index] & mask { return false }
+            if address.bytes[index] & mask != prefix[index] & mask { return false }
             remaining -= 8
             index += 1
         }

@@ -13,7 +13,7 @@ enum ServerOperations {
     static func createServer(_ call: Call) throws -> JSONValue? {
         let session = call.session
         let address = try SockAddr(params: call.params["sockaddr"]!)
-        try session.gateway.policy.check(listen: address)
+        try session.gateway.policy.check(listen: address, ipv6Only: call.params.bool("ipv6Only"))
         let device = call.params.string("dev")
         if device != nil && !session.gateway.policy.allowBindToDevice {
             throw RPCError.policy("binding to a device ('dev') is not allowed")
@@ -52,13 +52,7 @@ enum ServerOperations {
     static func mports(_ call: Call) throws -> JSONValue? {
         let server = try call.session.server(call.params.handle)
         let count = call.params.int("mports") ?? 0
-        if count > 0 {
-            for offset in 1...count {
-                var address = server.local
-                address.port += offset
-                try call.session.gateway.policy.check(listen: address)
-            }
-        }
+        try call.session.gateway.policy.check(mports: count, of: server)  // each port, dual-stack too
         try server.setExtraPorts(count)
         return true
     }

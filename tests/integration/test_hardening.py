@@ -146,3 +146,163 @@ def test_socket_path_of_107_bytes_works(start_gateway: GatewayFactory) -> None:
     assert gw.connect().call("gateway.info")["socket"] == path
 
 
+# ------------------------------------------------------------------ mapped and unspecified (§8)
+def test_v4_mapped_connect_is_judged_as_ipv4(start_gateway: GatewayFactory) -> None:
+    lst = py_listener("127.0.0.1")
+    lst6 = py_listener("::1")
+    try:
+        gw = with_policy(start_gateway, {"connect": ["[::/0]"]})
+        w = gw.connect()
+        for mapped in ("::ffff:127.0.0.1", "::FFFF:7f00:1"):
+            e = rpc_error(w, "tcp.createClient", {"sockaddr": {"addr": mapped, "port": port_of(lst)}})
+            assert e.code == DENIED and "127.0.0.1" in e.message, e
+        lst.settimeout(0.3)
+        with pytest.raises((socket.timeout, TimeoutError)):
+            lst.accept()  # nothing reached the IPv4 listener
+        # The IPv6 rule still allows real IPv6 destinations.
+        c = w.call("tcp.createClient", {"sockaddr": {"addr": "::1", "port": port_of(lst6)}})
+        assert c["remote"]["port"] == port_of(lst6)
+    finally:
+        lst.close()
+        lst6.close()
+
+
+def test_v4_mapped_rule_is_the_ipv4_rule(start_gateway: GatewayFactory) -> None:
+    lst = py_listener("127.0.0.1")
+    try:
+        gw = with_policy(start_gateway, {"connect": ["::ffff:127.0.0.1"], "listen": ["[::ffff:0:0/96]"]})
+        w = gw.connect()
+        c = w.call("tcp.createClient", {"sockaddr": {"addr": "127.0.0.1", "port": port_of(lst)}})
+        assert c["remote"]["addr"] == "127.0.0.1"
+        assert w.call("tcp.createServer", {"sockaddr": {"addr": "127.0.0.1", "port": 0}})["handle"] >= 1
+        assert rpc_error(w, "tcp.createServer", {"sockaddr": {"addr": "::1", "port": 0}}).code == DENIED
+    finally:
+        lst.close()
+
+
+def test_v4_mapped_listen_is_judged_as_ipv4(start_gateway: GatewayFactory) -> None:
+    gw = with_policy(start_gateway, {"listen": ["[::/0]"]})
+    w = gw.connect()
+    e = rpc_error(w, "tcp.createServer", {"sockaddr": {"addr": "::ffff:127.0.0.1", "port": 0}})
+    assert e.code == DENIED and "listen" in e.message, e
+    assert w.call("tcp.list") == []
+    assert w.call("tcp.createServer", {"sockaddr": {"addr": "::1", "port": 0}})["handle"] >= 1
+
+
+def test_connect_to_unspecified_is_judged_as_loopback(start_gateway: GatewayFactory) -> None:
+    lst = py_listener("127.0.0.1")
+    lst6 = py_listener("::1")
+    try:
+        # Rules naming only the unspecified addresses allow no real destination.
+        gw = with_policy(start_gateway, {"connect": ["0.0.0.0", "::", "::ffff:0.0.0.0"]})
+        w = gw.connect()
+        for addr, port in (("0.0.0.0", port_of(lst)), ("::", port_of(lst6)), ("::ffff:0.0.0.0", port_of(lst))):
+            e = rpc_error(w, "tcp.createClient", {"sockaddr": {"addr": addr, "port": port}})
+            assert e.code == DENIED, (addr, e)
+        for s in (lst, lst6):
+            s.settimeout(0.3)
+            with pytest.raises((socket.timeout, TimeoutError)):
+                s.accept()
+        # Rules naming the loopback addresses allow what the unspecified address reaches.
+        gw2 = with_policy(start_gateway, {"connect": ["127.0.0.1", "::1"]})
+        w2 = gw2.connect()
+        c = w2.call("tcp.createClient", {"sockaddr": {"addr": "0.0.0.0", "port": port_of(lst)}})
+        assert c["remote"]["port"] == port_of(lst)
+        c6 = w2.call("tcp.createClient", {"sockaddr": {"addr": "::", "port": port_of(lst6)}})
+        assert c6["remote"]["port"] == port_of(lst6)
+    finally:
+        lst.close()
+        lst6.close()
+
+
+# ------------------------------------------------------------------ dual stack (§8)
+def test_dual_stack_server_needs_the_ipv4_any_address(start_gateway: GatewayFactory) -> None:
+    gw = with_policy(start_gateway, {"listen": ["[::]"]})
+    w = gw.connect()
+    e = rpc_error(w, "tcp.createServer", {"sockaddr": {"addr": "::", "port": 0}})
+    assert e.code == DENIED and "0.0.0.0" in e.message, e
+    e = rpc_error(w, "tcp.createServer", {"sockaddr": {"addr": "::", "port": 0}, "ipv6Only": False})
+    assert e.code == DENIED, e
+    assert w.call("tcp.list") == []
+    srv = w.call("tcp.createServer", {"sockaddr": {"addr": "::", "port": 0}, "ipv6Only": True})
+    with pytest.raises(OSError):
+        py_connect("127.0.0.1", srv["local"]["port"], timeout=2).close()  # really IPv6 only
+    # Both any addresses allowed: the dual-stack server is allowed.
+    both = with_policy(start_gateway, {"listen": ["[::]", "0.0.0.0"]})
+    w2 = both.connect()
+    dual = w2.call("tcp.createServer", {"sockaddr": {"addr": "::", "port": 0}})
+    py_connect("127.0.0.1", dual["local"]["port"]).close()
+
+
+def test_set_ipv6_only_false_needs_the_ipv4_any_address(start_gateway: GatewayFactory) -> None:
+    gw = with_policy(start_gateway, {"listen": ["[::]"]})
+    w = gw.connect()
+    srv = w.call("tcp.createServer", {"sockaddr": {"addr": "::", "port": 0}, "ipv6Only": True})
+    port = srv["local"]["port"]
+    e = rpc_error(w, "tcp.setIPv6Only", {"handle": srv["handle"], "enable": False})
+    assert e.code == DENIED and "0.0.0.0" in e.message, e
+    # Nothing changed: still listening, still IPv6 only.
+    with pytest.raises(OSError):
+        py_connect("127.0.0.1", port, timeout=2).close()
+    py_connect("::1", port).close()
+    assert w.call("tcp.getState", {"handle": srv["handle"]})["name"] == "LISTEN"
+    assert w.call("tcp.setIPv6Only", {"handle": srv["handle"], "enable": True}) is True
+
+
+def test_mports_checks_each_extra_port_as_dual_stack(start_gateway: GatewayFactory) -> None:
+    base = free_port_run("::", 3)
+    gw = with_policy(start_gateway, {"listen": ["[::]", f"0.0.0.0:{base}"]})
+    w = gw.connect()
+    srv = w.call("tcp.createServer", {"sockaddr": {"addr": "::", "port": base}})
+    e = rpc_error(w, "tcp.mports", {"handle": srv["handle"], "mports": 2})
+    assert e.code == DENIED and "0.0.0.0" in e.message and str(base + 1) in e.message, e
+    with pytest.raises(OSError):
+        py_connect("::1", base + 1, timeout=2).close()
+
+
+# ------------------------------------------------------------------ tcp.createByFd (§8)
+def test_create_by_fd_checks_a_connected_sockets_peer(start_gateway: GatewayFactory) -> None:
+    lst = py_listener("127.0.0.1")
+    try:
+        gw = with_policy(start_gateway, {"connect": ["::1"]})
+        w = gw.connect()
+        s = socket.create_connection(("127.0.0.1", port_of(lst)), timeout=5)
+        peer, _ = lst.accept()
+        e = rpc_error(w, "tcp.createByFd", {}, fds=[s.fileno()])
+        assert e.code == DENIED and "connect" in e.message, e
+        s.close()  # our copy; the gateway closed its own
+        peer.settimeout(5)
+        assert peer.recv(10) == b"", "the refused socket was kept open"
+        peer.close()
+        assert w.call("tcp.list") == []
+    finally:
+        lst.close()
+
+
+def test_create_by_fd_checks_a_listening_sockets_address(start_gateway: GatewayFactory) -> None:
+    gw = with_policy(start_gateway, {"listen": ["[::]", "::1"]})
+    w = gw.connect()
+    v4 = py_listener("127.0.0.1")
+    e = rpc_error(w, "tcp.createByFd", {}, fds=[v4.fileno()])
+    assert e.code == DENIED and "listen" in e.message, e
+    v4.close()
+    dual = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    dual.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    dual.bind(("::", 0))
+    dual.listen(4)
+    e = rpc_error(w, "tcp.createByFd", {}, fds=[dual.fileno()])
+    assert e.code == DENIED and "0.0.0.0" in e.message, e
+    dual.close()
+    assert w.call("tcp.list") == []
+    only6 = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    only6.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    only6.bind(("::", 0))
+    only6.listen(4)
+    r = w.call("tcp.createByFd", {}, fds=[only6.fileno()])
+    assert r["kind"] == "server"
+    only6.close()
+    loop6 = py_listener("::1")
+    assert w.call("tcp.createByFd", {}, fds=[loop6.fileno()])["kind"] == "server"
+    loop6.close()
+
+
