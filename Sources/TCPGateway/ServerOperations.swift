@@ -53,6 +53,7 @@ enum ServerOperations {
         let server = try call.session.server(call.params.handle)
         let count = call.params.int("mports") ?? 0
         try call.session.gateway.policy.check(mports: count, of: server)  // each port, dual-stack too
+        try call.session.checkHandleBudget(extraPorts: count, of: server)  // each port counts
         try server.setExtraPorts(count)
         return true
     }

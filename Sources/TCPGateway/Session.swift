@@ -225,13 +225,11 @@ final class Session {
     // MARK: handles
 
     func allocateHandleID() throws -> Int64 {
-        if handles.count >= gateway.policy.maxHandlesPerConnection {
-            throw RPCError.limit("this connection already has \(handles.count) handles (maximum \(gateway.policy.maxHandlesPerConnection))")
-        }
+        if let error = handleLimitError { throw error }  // hardening (HandleBudget.swift): mports ports count
         return gateway.nextHandleID()
     }
 
-    var canAcceptAsync: Bool { handles.count < gateway.policy.maxHandlesPerConnection }
+    var canAcceptAsync: Bool { handleLimitError == nil }  // hardening (HandleBudget.swift)
 
     func register(_ handle: Handle) {
         switch handle {

@@ -306,3 +306,25 @@ def test_create_by_fd_checks_a_listening_sockets_address(start_gateway: GatewayF
     loop6.close()
 
 
+# ------------------------------------------------------------------ limits (§13)
+def test_mports_extra_ports_count_against_the_handle_cap(start_gateway: GatewayFactory) -> None:
+    gw = with_policy(start_gateway, {"maxHandlesPerConnection": 4})
+    w = gw.connect()
+    base = free_port_run("127.0.0.1", 12)
+    srv = w.call("tcp.createServer", {"sockaddr": {"addr": "127.0.0.1", "port": base}})
+    before = gw.fd_count()
+    e = rpc_error(w, "tcp.mports", {"handle": srv["handle"], "mports": 10})
+    assert e.code == LIMIT, e
+    assert gw.fd_count() == before, "descriptors were created for a refused tcp.mports"
+    with pytest.raises(OSError):
+        py_connect("127.0.0.1", base + 1, timeout=2).close()
+    # 1 server + 3 extra ports = 4: allowed, and then no further handle fits.
+    assert w.call("tcp.mports", {"handle": srv["handle"], "mports": 3}) is True
+    py_connect("127.0.0.1", base + 3).close()
+    e = rpc_error(w, "tcp.createServer", {"sockaddr": {"addr": "127.0.0.1", "port": 0}})
+    assert e.code == LIMIT, e
+    assert rpc_error(w, "tcp.mports", {"handle": srv["handle"], "mports": 4}).code == LIMIT
+    py_connect("127.0.0.1", base + 3).close()  # the refused change kept the old extra ports
+    # Dropping the extra ports frees their places again.
+    assert w.call("tcp.mports", {"handle": srv["handle"], "mports": 0}) is True
+    assert w.call("tcp.createServer", {"sockaddr": {"addr": "127.0.0.1", "port": 0}})["handle"] >= 1
