@@ -180,6 +180,10 @@ public struct AddressRule: Sendable {
     let ports: [ClosedRange<Int>]  // empty = any port
 
     public init(_ text: String) throws {
+        // Rule text reaches inet_pton as a C string, which would end at a NUL.
+        if text.utf8.contains(0) {
+            throw PolicyError("rule '\(text.replacingOccurrences(of: "\u{0}", with: "\\u0000"))': contains a NUL byte")
+        }
         var addressPart = text
         var portPart: String? = nil
         if text.hasPrefix("[") {

@@ -336,6 +336,16 @@ final class PolicyTests: XCTestCase {
         XCTAssertNoThrow(try Policy(json: ["maxHandlesPerConnection": 1_000_000]))
     }
 
+    func testRuleWithNULIsRejected() {
+        for text in ["127.0.0.1\u{0}x", "\u{0}", "[::1]:80\u{0}"] {
+            let message = S.policyError { _ = try AddressRule(text) }
+            XCTAssertTrue(message?.hasSuffix("contains a NUL byte") == true, "\(text.debugDescription): \(message ?? "nil")")
+            XCTAssertFalse(message?.utf8.contains(0) ?? true, "the message shows the NUL escaped")
+        }
+        let message = S.policyError { _ = try Policy(json: ["connect": ["127.0.0.1\u{0}x"]], source: "p.json") }
+        XCTAssertEqual(message, "p.json: 'connect': rule '127.0.0.1\\u0000x': contains a NUL byte")
+    }
+
     func testBadRuleInsidePolicyIsRejected() {
         let message = S.policyError { _ = try Policy(json: ["listen": ["127.0.0.1", "300.1.1.1"]]) }
         XCTAssertTrue(message?.contains("'300.1.1.1'") == true, message ?? "nil")

@@ -306,6 +306,30 @@ def test_create_by_fd_checks_a_listening_sockets_address(start_gateway: GatewayF
     loop6.close()
 
 
+# ------------------------------------------------------------------ addresses with stray bytes (§13)
+@pytest.mark.parametrize("addr", ["127.0.0.1\u0000x", "127.0.0.1\u0000", "::1\u0000", "::1%lo\u0000x"],
+                         ids=["v4-nul-tail", "v4-nul", "v6-nul", "scope-nul"])
+def test_address_with_nul_is_invalid_params(wire: Wire, addr: str) -> None:
+    lst = py_listener("127.0.0.1")
+    try:
+        for method, params in (("tcp.createClient", {"sockaddr": {"addr": addr, "port": port_of(lst)}}),
+                               ("tcp.createServer", {"sockaddr": {"addr": addr, "port": 0}})):
+            e = rpc_error(wire, method, params)
+            assert e.code == INVALID_PARAMS and "sockaddr.addr" in e.message, (method, e)
+        lst.settimeout(0.3)
+        with pytest.raises((socket.timeout, TimeoutError)):
+            lst.accept()
+        assert wire.call("tcp.list") == []
+    finally:
+        lst.close()
+
+
+def test_policy_rule_with_nul_is_a_start_error(start_gateway: GatewayFactory) -> None:
+    path = write_policy(start_gateway, {"connect": ["127.0.0.1\u0000x"]})
+    r = serve_expecting_failure(["--socket", os.path.join(start_gateway.tmpdir(), "s"), "--policy", path])
+    assert "connect" in r.stderr and "rule" in r.stderr, r.stderr
+
+
 # ------------------------------------------------------------------ limits (§13)
 def test_mports_extra_ports_count_against_the_handle_cap(start_gateway: GatewayFactory) -> None:
     gw = with_policy(start_gateway, {"maxHandlesPerConnection": 4})
