@@ -23,16 +23,44 @@ public struct Policy: Sendable {
     public static let allowAll = Policy()
 
     public init(file path: String) throws {
-        guard let data = FileManager.default.contents(atPath: path) else {
-            throw PolicyError("cannot read policy file \(path)")
-        }
+        let bytes = try Policy.readAll(path)
         let value: JSONValue
         do {
-            value = try data.withUnsafeBytes { try JanssonCodec.parse($0) }
+            value = try JanssonCodec.parse(bytes)
         } catch {
             throw PolicyError("policy file \(path) is not JSON: \(error)")
         }
+        // The parser keeps the last of duplicated keys; in a policy that silently drops a rule.
+        if let duplicate = JSONDuplicateKeys.firstDuplicate(in: bytes) {
+            throw PolicyError("\(path): \(duplicate)")
+        }
         try self.init(json: value, source: path)
+    }
+
+    /// The largest policy file read: enough for any real policy, and a bound on what a path
+    /// such as /dev/zero can make the gateway hold.
+    static let maxFileBytes = 4 * 1024 * 1024
+
+    /// Everything in the file at `path`, read until end of file: pipes and process
+    /// substitution (`--policy <(...)`) work too, where the size from stat means nothing.
+    static func readAll(_ path: String) throws -> [UInt8] {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else {
+            throw PolicyError("cannot read policy file \(path): \(String(cString: strerror(errno)))")
+        }
+        defer { close(fd) }
+        var bytes: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if n < 0 && errno == EINTR { continue }
+            if n < 0 { throw PolicyError("cannot read policy file \(path): \(String(cString: strerror(errno)))") }
+            if n == 0 { return bytes }
+            bytes.append(contentsOf: chunk[0..<n])
+            if bytes.count > maxFileBytes {
+                throw PolicyError("policy file \(path) is larger than \(maxFileBytes) bytes")
+            }
+        }
     }
 
     public init(json value: JSONValue, source: String = "policy") throws {

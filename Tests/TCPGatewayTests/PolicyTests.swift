@@ -1,3 +1,4 @@
+import Foundation
 import JSONRPC
 import XCTest
 
@@ -344,6 +345,45 @@ final class PolicyTests: XCTestCase {
         }
         let message = S.policyError { _ = try Policy(json: ["connect": ["127.0.0.1\u{0}x"]], source: "p.json") }
         XCTAssertEqual(message, "p.json: 'connect': rule '127.0.0.1\\u0000x': contains a NUL byte")
+    }
+
+    func testDuplicateKeysAreFound() {
+        let cases: [(String, String?)] = [
+            (#"{"connect": [], "listen": [], "connect": ["*"]}"#, "duplicate key 'connect'"),
+            (#"{"listen": [], "li\u0073ten": ["*"]}"#, "duplicate key 'listen'"),
+            (#"{"a": {"b": 1, "c": {"b": 2}, "b": 3}}"#, "duplicate key 'b' in a"),
+            (#"{"p": [{"uid": 1}, {"uid": 2, "gid": 3, "uid": 4}]}"#, "duplicate key 'uid' in p[1]"),
+            (#"{"x": "\"y\":", "y": 1, "z": ["y", "y"]}"#, nil),
+            (#"{"a": {"k": 1}, "b": {"k": 2}, "k": [{"k": 1}, {"k": 1}]}"#, nil),
+            (#"["k", "k", {"k": 1}]"#, nil),
+            (#"{"\u0000": 1, "": 2}"#, nil),
+            (#"{"": 1, "": 2}"#, "duplicate key ''"),
+        ]
+        for (text, expected) in cases {
+            XCTAssertEqual(JSONDuplicateKeys.firstDuplicate(in: Array(text.utf8)), expected, text)
+        }
+    }
+
+    func testPolicyFileWithDuplicateKeyIsRefused() throws {
+        let path = NSTemporaryDirectory() + "/tcpgw-policy-\(getpid())-dup.json"
+        defer { unlink(path) }
+        try Data(#"{"connect": ["10.0.0.0/8"], "connect": ["*"]}"#.utf8).write(to: URL(fileURLWithPath: path))
+        XCTAssertEqual(S.policyError { _ = try Policy(file: path) }, "\(path): duplicate key 'connect'")
+        try Data(#"{"connect": ["10.0.0.0/8"]}"#.utf8).write(to: URL(fileURLWithPath: path))
+        XCTAssertEqual(try Policy(file: path).connect?.count, 1)
+    }
+
+    func testPolicyFileIsReadUntilEndOfFile() throws {
+        // A pipe has no size; the text is whatever arrives before end of file.
+        var fds: [Int32] = [0, 0]
+        XCTAssertEqual(pipe(&fds), 0)
+        let text = Array(#"{"maxHandlesPerConnection": 9}"#.utf8)
+        XCTAssertEqual(text.withUnsafeBytes { write(fds[1], $0.baseAddress, $0.count) }, text.count)
+        close(fds[1])
+        defer { close(fds[0]) }
+        XCTAssertEqual(try Policy(file: "/dev/fd/\(fds[0])").maxHandlesPerConnection, 9)
+        let missing = S.policyError { _ = try Policy(file: "/nonexistent/policy.json") }
+        XCTAssertEqual(missing, "cannot read policy file /nonexistent/policy.json: No such file or directory")
     }
 
     func testBadRuleInsidePolicyIsRejected() {

@@ -330,6 +330,49 @@ def test_policy_rule_with_nul_is_a_start_error(start_gateway: GatewayFactory) ->
     assert "connect" in r.stderr and "rule" in r.stderr, r.stderr
 
 
+# ------------------------------------------------------------------ the policy file (§8)
+def test_policy_with_a_duplicated_key_is_refused(start_gateway: GatewayFactory) -> None:
+    text = '{"connect": ["10.0.0.0/8"], "listen": [], "connect": ["*"]}'
+    path = write_policy(start_gateway, text)
+    r = serve_expecting_failure(["--socket", os.path.join(start_gateway.tmpdir(), "s"), "--policy", path])
+    assert "duplicate" in r.stderr and "'connect'" in r.stderr and path in r.stderr, r.stderr
+    # A key spelt with an escape is the same key.
+    path2 = write_policy(start_gateway, '{"listen": [], "li\\u0073ten": ["*"]}')
+    r = serve_expecting_failure(["--socket", os.path.join(start_gateway.tmpdir(), "s"), "--policy", path2])
+    assert "duplicate" in r.stderr and "'listen'" in r.stderr, r.stderr
+
+
+def test_policy_read_from_a_pipe_is_applied(start_gateway: GatewayFactory) -> None:
+    rfd, wfd = os.pipe()
+    os.write(wfd, json.dumps({"connect": ["::1"], "maxHandlesPerConnection": 7}).encode())
+    os.close(wfd)
+    d = start_gateway.tmpdir()
+    path = os.path.join(d, "gw.sock")
+    log = open(os.path.join(d, "gw.log"), "wb")
+    proc = subprocess.Popen([require_binary(), "serve", "--socket", path, "--policy", f"/dev/fd/{rfd}"],
+                            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, pass_fds=(rfd,))
+    os.close(rfd)
+    try:
+        deadline = time.monotonic() + 10
+        while not can_connect_unix(path):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                log.close()
+                with open(os.path.join(d, "gw.log")) as f:
+                    pytest.fail(f"tcpgw did not start with a policy from a pipe: {f.read()}")
+            time.sleep(0.02)
+        w = Wire(path)
+        try:
+            assert w.call("gateway.info")["limits"]["maxHandlesPerConnection"] == 7
+            e = rpc_error(w, "tcp.createClient", {"sockaddr": {"addr": "127.0.0.1", "port": closed_port("127.0.0.1")}})
+            assert e.code == DENIED, e
+        finally:
+            w.close()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
+        log.close()
+
+
 # ------------------------------------------------------------------ limits (§13)
 def test_mports_extra_ports_count_against_the_handle_cap(start_gateway: GatewayFactory) -> None:
     gw = with_policy(start_gateway, {"maxHandlesPerConnection": 4})
