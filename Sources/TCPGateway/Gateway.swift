@@ -103,6 +103,14 @@ public final class Gateway: @unchecked Sendable {
                 _ = tcpgw_close(fd)
                 continue
             }
+            // hardening (ConnectionAdmission.swift): one uid cannot take every connection.
+            if let refusal = ConnectionAdmission.refusal(
+                fd: fd, sessions: sessions.values, policy: policy, maxConnections: config.maxConnections)
+            {
+                logger.warning("refusing a client: \(refusal)")
+                ConnectionAdmission.refuse(fd, refusal)
+                continue
+            }
             let session = Session(id: nextSessionID, gateway: self, fd: fd)
             nextSessionID += 1
             sessions[session.id] = session

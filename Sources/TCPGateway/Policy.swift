@@ -8,7 +8,7 @@ import JSONRPC
 /// ```json
 /// {"connect": ["127.0.0.0/8", "[::1]:6379", "*:8000-8100"], "listen": ["127.0.0.1", "::1"],
 ///  "allowBindToDevice": false, "allowCreateByFd": true, "allowFlyAway": true,
-///  "maxHandlesPerConnection": 256}
+///  "maxHandlesPerConnection": 256, "maxConnectionsPerUid": 16}
 /// ```
 public struct Policy: Sendable {
     public var connect: [AddressRule]? = nil
@@ -17,6 +17,8 @@ public struct Policy: Sendable {
     public var allowCreateByFd = true
     public var allowFlyAway = true
     public var maxHandlesPerConnection = 1024
+    /// Connections one uid may hold at once; nil = half of `--max-connections` (at least 1).
+    public var maxConnectionsPerUid: Int? = nil
 
     public init() {}
 
@@ -90,6 +92,11 @@ public struct Policy: Sendable {
                     throw PolicyError("\(source): 'maxHandlesPerConnection' must be an integer in 1..1000000")
                 }
                 maxHandlesPerConnection = Int(n)
+            case "maxConnectionsPerUid":
+                guard case .int(let n) = member, n >= 1, n <= 1_000_000 else {
+                    throw PolicyError("\(source): 'maxConnectionsPerUid' must be an integer in 1..1000000")
+                }
+                maxConnectionsPerUid = Int(n)
             default:
                 throw PolicyError("\(source): unknown key '\(key)'")
             }

@@ -337,6 +337,19 @@ final class PolicyTests: XCTestCase {
         XCTAssertNoThrow(try Policy(json: ["maxHandlesPerConnection": 1_000_000]))
     }
 
+    func testMaxConnectionsPerUid() throws {
+        XCTAssertNil(try Policy(json: [:]).maxConnectionsPerUid)
+        XCTAssertEqual(ConnectionAdmission.perUidLimit(policy: try Policy(json: [:]), maxConnections: 128), 64)
+        XCTAssertEqual(ConnectionAdmission.perUidLimit(policy: try Policy(json: [:]), maxConnections: 1), 1)
+        let set = try Policy(json: ["maxConnectionsPerUid": 3])
+        XCTAssertEqual(ConnectionAdmission.perUidLimit(policy: set, maxConnections: 128), 3)
+        for bad: JSONValue in [0, -1, "3", 2.5, 1_000_001, .null] {
+            XCTAssertEqual(
+                S.policyError { _ = try Policy(json: ["maxConnectionsPerUid": bad], source: "p.json") },
+                "p.json: 'maxConnectionsPerUid' must be an integer in 1..1000000", "\(bad)")
+        }
+    }
+
     func testRuleWithNULIsRejected() {
         for text in ["127.0.0.1\u{0}x", "\u{0}", "[::1]:80\u{0}"] {
             let message = S.policyError { _ = try AddressRule(text) }

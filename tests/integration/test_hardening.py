@@ -395,3 +395,100 @@ def test_mports_extra_ports_count_against_the_handle_cap(start_gateway: GatewayF
     # Dropping the extra ports frees their places again.
     assert w.call("tcp.mports", {"handle": srv["handle"], "mports": 0}) is True
     assert w.call("tcp.createServer", {"sockaddr": {"addr": "127.0.0.1", "port": 0}})["handle"] >= 1
+
+
+def _admitted(gw: Gateway, expect: int) -> Wire:
+    """A new admitted wire once the gateway counts `expect` connections including it."""
+    w = gw.connect()
+    deadline = time.monotonic() + 5
+    while (n := w.call("gateway.info")["connections"]) != expect and time.monotonic() < deadline:
+        time.sleep(0.02)  # the harness's readiness probe holds a place until it is seen gone
+    assert n == expect, n
+    return w
+
+
+def _refusal(path: str) -> dict:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(5)
+    try:
+        s.connect(path)
+        data = b""
+        while not data.endswith(b"\n"):
+            chunk = s.recv(4096)
+            assert chunk, f"closed without a word: {data!r}"
+            data += chunk
+        assert s.recv(4096) == b"", "the refused connection is closed"
+        return json.loads(data)
+    finally:
+        s.close()
+
+
+def _call_as_uid(path: str, uid: int) -> dict:
+    """gateway.info from a child process running as `uid`; its answer line, parsed."""
+    rfd, wfd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: no pytest machinery, just the exchange
+        code = 1
+        try:
+            os.close(rfd)
+            os.setgid(uid)
+            os.setuid(uid)
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.settimeout(5)
+            s.connect(path)
+            s.sendall(b'{"jsonrpc":"2.0","id":1,"method":"gateway.info"}\n')
+            data = b""
+            while not data.endswith(b"\n"):
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+            os.write(wfd, data)
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(wfd)
+    out = b""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        chunk = os.read(rfd, 65536)
+        if not chunk:
+            break
+        out += chunk
+    os.close(rfd)
+    _, status = os.waitpid(pid, 0)
+    assert status == 0, f"child as uid {uid} failed ({status}): {out!r}"
+    return json.loads(out)
+
+
+def test_one_uid_cannot_take_every_connection(start_gateway: GatewayFactory) -> None:
+    gw = start_gateway("--max-connections", "4")  # default: half of it per uid
+    first = _admitted(gw, 1)
+    assert first.call("gateway.info")["limits"]["maxConnectionsPerUid"] == 2
+    second = _admitted(gw, 2)
+    answer = _refusal(gw.path)
+    assert answer["id"] is None and answer["error"]["code"] == LIMIT, answer
+    assert "uid" in answer["error"]["message"], answer
+    assert first.call("gateway.info")["connections"] == 2
+    if os.getuid() == 0:  # another uid still gets in
+        os.chmod(os.path.dirname(gw.path), 0o711)
+        os.chmod(gw.path, 0o666)
+        other = _call_as_uid(gw.path, 65534)
+        assert other.get("result", {}).get("name") == "tcpgw", other
+    # A freed place can be taken again by the same uid.
+    second.close()
+    deadline = time.monotonic() + 5
+    while first.call("gateway.info")["connections"] != 1 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert _admitted(gw, 2).call("gateway.info")["name"] == "tcpgw"
+
+
+def test_max_connections_per_uid_policy_key(start_gateway: GatewayFactory) -> None:
+    gw = with_policy(start_gateway, {"maxConnectionsPerUid": 3}, "--max-connections", "20")
+    wires = [_admitted(gw, n) for n in (1, 2, 3)]
+    assert wires[0].call("gateway.info")["limits"]["maxConnectionsPerUid"] == 3
+    assert _refusal(gw.path)["error"]["code"] == LIMIT
+    for bad in (0, -1, "3", 2.5):
+        path = write_policy(start_gateway, {"maxConnectionsPerUid": bad})
+        r = serve_expecting_failure(["--socket", os.path.join(start_gateway.tmpdir(), "s"), "--policy", path])
+        assert "maxConnectionsPerUid" in r.stderr, r.stderr
