@@ -16,7 +16,7 @@ import pytest
 
 from conftest import (Gateway, GatewayFactory, can_connect_unix, closed_port, port_of, py_connect, py_listener,
                       require_binary, short_tmpdir)
-from wire import DENIED, INVALID_PARAMS, LIMIT, RPCError, Wire, close_fds
+from wire import DENIED, INVALID_PARAMS, LIMIT, RPCError, Wire
 
 
 def rpc_error(w: Wire, method: str, params: object, fds: Optional[list[int]] = None) -> RPCError:
