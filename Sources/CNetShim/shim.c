@@ -64,6 +64,40 @@ int tcpgw_unix_connect(const char *path) {
     return fd;
 }
 
+int tcpgw_unix_probe(const char *path, int timeout_ms) {
+    struct sockaddr_un sun;
+    socklen_t len;
+    int rc = fill_unix_addr(path, &sun, &len);
+    if (rc < 0) return rc;
+    /* Non-blocking: a blocking connect to a listener whose backlog is full waits until that
+       listener accepts, which may be never. */
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0) return NEG_ERRNO;
+    int result;
+    if (connect(fd, (struct sockaddr *)&sun, len) == 0) {
+        result = 1;
+    } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
+        result = 1; /* a listener whose backlog is full is alive */
+    } else if (errno == ECONNREFUSED || errno == ENOENT) {
+        result = 0;
+    } else if (errno == EINPROGRESS) {
+        struct pollfd p = {.fd = fd, .events = POLLOUT};
+        int ready = poll(&p, 1, timeout_ms);
+        if (ready == 0) {
+            result = 1; /* someone holds the path and has not refused */
+        } else if (ready < 0) {
+            result = NEG_ERRNO;
+        } else {
+            int err = tcpgw_so_error(fd);
+            result = err == 0 ? 1 : (err == ECONNREFUSED || err == ENOENT) ? 0 : err > 0 ? -err : err;
+        }
+    } else {
+        result = NEG_ERRNO;
+    }
+    close(fd);
+    return result;
+}
+
 int tcpgw_peer_uid(int fd, int *uid, int *pid) {
     struct ucred cred;
     socklen_t len = sizeof(cred);

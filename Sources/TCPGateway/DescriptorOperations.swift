@@ -36,6 +36,8 @@ enum DescriptorOperations {
         guard family > 0 else {
             throw RPCError.descriptor("the attached descriptor is not a TCP socket (\(Errno.name(-family)))")
         }
+        // The listen or connect rules apply to adopted sockets too (refused: the socket closes).
+        try session.gateway.policy.check(adopting: socket.raw, listening: listening != 0)
         _ = tcpgw_set_nonblocking(socket.raw, 1)
         if listening != 0 {
             guard let local = SockAddr.local(of: socket.raw) else {

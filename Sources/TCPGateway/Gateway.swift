@@ -48,6 +48,8 @@ public final class Gateway: @unchecked Sendable {
     private var nextSessionID = 1
     private var handleCounter: Int64 = 0
     private var listener: ClientListener?
+    /// The socket file, removed at exit only while it is still the one this gateway made.
+    private var socketFile: SocketPathOwner?
     private var loopThread: Thread?
     private let loopDone = DispatchSemaphore(value: 0)
     let startTime = Date()
@@ -73,25 +75,10 @@ public final class Gateway: @unchecked Sendable {
     /// Prepares the socket path and starts accepting clients on the reactor's thread. Ready
     /// (clients can connect) when this returns.
     public func start() throws {
-        let path = config.socketPath
-        var info = stat()
-        if lstat(path, &info) == 0 {
-            guard (info.st_mode & S_IFMT) == S_IFSOCK else {
-                throw GatewayStartError(description: "\(path) exists and is not a socket; refusing to replace it")
-            }
-            let probe = tcpgw_unix_connect(path)
-            if probe >= 0 {
-                _ = tcpgw_close(probe)
-                throw GatewayStartError(description: "another gateway is already listening on \(path)")
-            }
-            // Nobody answers: a stale socket from a gateway that did not clean up.
-            unlink(path)
-        }
-        let fd = tcpgw_unix_listen(path, 128, 0o600)
-        guard fd >= 0 else {
-            throw GatewayStartError(description: "cannot listen on \(path): \(Errno.message(-fd)) (\(Errno.name(-fd)))")
-        }
-        let listener = ClientListener(socket: OwnedFD(adopting: fd), gateway: self)
+        // Probes a file already there without blocking, and records the new file's identity.
+        let claimed = try SocketPathOwner.listen(at: config.socketPath, backlog: 128, mode: 0o600)
+        socketFile = claimed.owner
+        let listener = ClientListener(socket: OwnedFD(adopting: claimed.fd), gateway: self)
         try listener.start()
         self.listener = listener
         let thread = Thread { [self] in
@@ -106,11 +93,16 @@ public final class Gateway: @unchecked Sendable {
     /// A client connected: a session for it, unless the gateway is full.
     func accepted(_ socket: consuming OwnedFD) {
         guard !stopped else { return }
-        if sessions.count >= config.maxConnections {
-            logger.warning("refusing a client: \(config.maxConnections) connections already")
-            let message = JanssonCodec.serialize(RPCResponse.failure(
-                id: .null, error: .limit("the gateway already serves \(config.maxConnections) connections")))
-            _ = (message + [0x0A]).withUnsafeBytes { tcpgw_send_with_fd(socket.raw, $0.baseAddress, $0.count, -1, 1) }
+        let refusal: String? =
+            sessions.count >= config.maxConnections
+            ? "the gateway already serves \(config.maxConnections) connections"
+            // One uid cannot take every connection slot.
+            : ConnectionAdmission.refusal(
+                fd: socket.raw, sessions: sessions.values, policy: policy, maxConnections: config.maxConnections)
+        if let refusal {
+            logger.warning("refusing a client: \(refusal)")
+            let line = JanssonCodec.serialize(RPCResponse.failure(id: .null, error: .limit(refusal))) + [0x0A]
+            _ = line.withUnsafeBytes { tcpgw_send_with_fd(socket.raw, $0.baseAddress, $0.count, -1, 1) }
             return  // dropping the socket closes it
         }
         let session = Session(id: nextSessionID, gateway: self, socket: socket)
@@ -146,7 +138,7 @@ public final class Gateway: @unchecked Sendable {
             stopped = true
             if let listener {
                 listener.close()
-                unlink(config.socketPath)
+                _ = socketFile?.removeIfStillOurs()  // never a successor's file
                 self.listener = nil
             }
             for session in Array(sessions.values) { session.closeAll() }

@@ -57,6 +57,8 @@ enum GatewayOperations {
                 "maxMessageBytes": .int(Int64(config.maxMessageBytes)),
                 "maxHandlesPerConnection": .int(Int64(gateway.policy.maxHandlesPerConnection)),
                 "maxConnections": .int(Int64(config.maxConnections)),
+                "maxConnectionsPerUid": .int(Int64(
+                    ConnectionAdmission.perUidLimit(policy: gateway.policy, maxConnections: config.maxConnections))),
                 "maxRecvLength": .int(Int64(config.maxRecvLength)),
                 "outboundHighWatermark": .int(Int64(config.outboundHighWatermark)),
             ],

@@ -109,6 +109,7 @@ enum OptionOperations {
             guard server.local.domain == SockAddr.inet6 else {
                 throw RPCError.handleState("handle \(server.id) is an IPv4 socket; IPv6-only applies to IPv6 sockets")
             }
+            try call.session.gateway.policy.check(relisten: server, ipv6Only: enable)
             try server.relisten(ipv6Only: enable)
             return true
         case .connection(let connection):

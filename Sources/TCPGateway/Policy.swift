@@ -8,7 +8,7 @@ import JSONRPC
 /// ```json
 /// {"connect": ["127.0.0.0/8", "[::1]:6379", "*:8000-8100"], "listen": ["127.0.0.1", "::1"],
 ///  "allowBindToDevice": false, "allowCreateByFd": true, "allowFlyAway": true,
-///  "maxHandlesPerConnection": 256}
+///  "maxHandlesPerConnection": 256, "maxConnectionsPerUid": 16}
 /// ```
 public struct Policy: Sendable {
     public var connect: [AddressRule]? = nil
@@ -17,22 +17,52 @@ public struct Policy: Sendable {
     public var allowCreateByFd = true
     public var allowFlyAway = true
     public var maxHandlesPerConnection = 1024
+    /// Connections one uid may hold at once; nil = half of `--max-connections` (at least 1).
+    public var maxConnectionsPerUid: Int? = nil
 
     public init() {}
 
     public static let allowAll = Policy()
 
     public init(file path: String) throws {
-        guard let data = FileManager.default.contents(atPath: path) else {
-            throw PolicyError("cannot read policy file \(path)")
-        }
+        let bytes = try Policy.readAll(path)
         let value: JSONValue
         do {
-            value = try data.withUnsafeBytes { try JanssonCodec.parse($0) }
+            value = try JanssonCodec.parse(bytes)
         } catch {
             throw PolicyError("policy file \(path) is not JSON: \(error)")
         }
+        // The parser keeps the last of duplicated keys; in a policy that silently drops a rule.
+        if let duplicate = JSONDuplicateKeys.firstDuplicate(in: bytes) {
+            throw PolicyError("\(path): \(duplicate)")
+        }
         try self.init(json: value, source: path)
+    }
+
+    /// The largest policy file read: enough for any real policy, and a bound on what a path
+    /// such as /dev/zero can make the gateway hold.
+    static let maxFileBytes = 4 * 1024 * 1024
+
+    /// Everything in the file at `path`, read until end of file: pipes and process
+    /// substitution (`--policy <(...)`) work too, where the size from stat means nothing.
+    static func readAll(_ path: String) throws -> [UInt8] {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else {
+            throw PolicyError("cannot read policy file \(path): \(String(cString: strerror(errno)))")
+        }
+        defer { close(fd) }
+        var bytes: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if n < 0 && errno == EINTR { continue }
+            if n < 0 { throw PolicyError("cannot read policy file \(path): \(String(cString: strerror(errno)))") }
+            if n == 0 { return bytes }
+            bytes.append(contentsOf: chunk[0..<n])
+            if bytes.count > maxFileBytes {
+                throw PolicyError("policy file \(path) is larger than \(maxFileBytes) bytes")
+            }
+        }
     }
 
     public init(json value: JSONValue, source: String = "policy") throws {
@@ -62,22 +92,113 @@ public struct Policy: Sendable {
                     throw PolicyError("\(source): 'maxHandlesPerConnection' must be an integer in 1..1000000")
                 }
                 maxHandlesPerConnection = Int(n)
+            case "maxConnectionsPerUid":
+                guard case .int(let n) = member, n >= 1, n <= 1_000_000 else {
+                    throw PolicyError("\(source): 'maxConnectionsPerUid' must be an integer in 1..1000000")
+                }
+                maxConnectionsPerUid = Int(n)
             default:
                 throw PolicyError("\(source): unknown key '\(key)'")
             }
         }
     }
 
+    /// A destination of `tcp.createClient`, or the peer of a connected socket passed to
+    /// `tcp.createByFd`, judged as what it reaches (see `JudgedAddress`).
     func check(connect address: SockAddr) throws {
-        if let rules = connect, !rules.contains(where: { $0.matches(address) }) {
-            throw RPCError.policy("connecting to \(address.addr) port \(address.port) is not in the policy's 'connect' list")
+        guard let rules = connect else { return }
+        let judged = JudgedAddress(address, connecting: true)
+        if !rules.contains(where: { $0.matches(judged) }) {
+            throw RPCError.policy(
+                "connecting to \(address.addr) port \(address.port)\(judged.note(for: address)) is not in the policy's 'connect' list")
         }
     }
 
-    func check(listen address: SockAddr) throws {
-        if let rules = listen, !rules.contains(where: { $0.matches(address) }) {
-            throw RPCError.policy("listening on \(address.addr) port \(address.port) is not in the policy's 'listen' list")
+    /// A local address a server listens on. An IPv6 listener on `::` that is not IPv6-only
+    /// (`ipv6Only` false, or absent with the system's dual-stack default) also listens on IPv4
+    /// `0.0.0.0`, and is checked as both.
+    func check(listen address: SockAddr, ipv6Only: Bool?) throws {
+        try check(listen: address, alsoIPv4: DualStack.coversIPv4(address, ipv6Only: ipv6Only))
+    }
+
+    /// A local address a server listens on; `alsoIPv4` when the socket is dual-stack.
+    func check(listen address: SockAddr, alsoIPv4: Bool) throws {
+        guard let rules = listen else { return }
+        let judged = JudgedAddress(address, connecting: false)
+        if !rules.contains(where: { $0.matches(judged) }) {
+            throw RPCError.policy(
+                "listening on \(address.addr) port \(address.port)\(judged.note(for: address)) is not in the policy's 'listen' list")
         }
+        if alsoIPv4 {
+            let any = JudgedAddress(family: SockAddr.inet, bytes: [0, 0, 0, 0], port: address.port)
+            if !rules.contains(where: { $0.matches(any) }) {
+                throw RPCError.policy(
+                    "listening on \(address.addr) port \(address.port) without ipv6Only also listens on IPv4 0.0.0.0 port \(address.port), which is not in the policy's 'listen' list")
+            }
+        }
+    }
+}
+
+/// An address as the policy judges it (contract §8): an IPv4-mapped IPv6 address
+/// (`::ffff:a.b.c.d`) is the IPv4 address it maps, and a connect to the unspecified address
+/// (`0.0.0.0`, `::`) is judged as the loopback address Linux sends it to (`127.0.0.1`, `::1`).
+/// A scope suffix (`fe80::1%eth0`) is not part of the address. Text that is no address literal
+/// has no family: only rules for any address (`*`) match it.
+struct JudgedAddress: Equatable {
+    let family: Int32  // 0 = not an address literal
+    let bytes: [UInt8]
+    let port: Int
+
+    init(family: Int32, bytes: [UInt8], port: Int) {
+        self.family = family
+        self.bytes = bytes
+        self.port = port
+    }
+
+    init(_ address: SockAddr, connecting: Bool) {
+        port = address.port
+        let text = address.addr.split(separator: "%", maxSplits: 1, omittingEmptySubsequences: false).first.map(String.init) ?? ""
+        guard let (parsedFamily, parsedBytes) = AddressRule.parse(text) else {
+            family = 0
+            bytes = []
+            return
+        }
+        var fam = parsedFamily
+        var raw = parsedBytes
+        if let v4 = JudgedAddress.unmapped(family: fam, bytes: raw) {
+            fam = SockAddr.inet
+            raw = v4
+        }
+        if connecting && raw.allSatisfy({ $0 == 0 }) {
+            raw = fam == SockAddr.inet ? [127, 0, 0, 1] : [UInt8](repeating: 0, count: 15) + [1]
+        }
+        family = fam
+        bytes = raw
+    }
+
+    /// The IPv4 address an IPv4-mapped IPv6 address maps, or nil for any other address.
+    static func unmapped(family: Int32, bytes: [UInt8]) -> [UInt8]? {
+        guard family == SockAddr.inet6, bytes.count == 16, bytes[0..<10].allSatisfy({ $0 == 0 }),
+            bytes[10] == 0xFF, bytes[11] == 0xFF
+        else { return nil }
+        return Array(bytes[12...])
+    }
+
+    /// " (judged as 127.0.0.1)" when the policy judged `address` as another address.
+    func note(for address: SockAddr) -> String {
+        guard family != 0, let (givenFamily, givenBytes) = AddressRule.parse(address.addr),
+            givenFamily != family || givenBytes != bytes
+        else { return "" }
+        return " (judged as \(text))"
+    }
+
+    var text: String {
+        var buffer = [CChar](repeating: 0, count: 64)
+        let ok = bytes.withUnsafeBytes { raw in
+            inet_ntop(family, raw.baseAddress, &buffer, socklen_t(buffer.count)) != nil
+        }
+        guard ok else { return "?" }
+        return String(decoding: buffer.prefix(while: { $0 != 0 }).map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 }
 
@@ -94,6 +215,10 @@ public struct AddressRule: Sendable {
     let ports: [ClosedRange<Int>]  // empty = any port
 
     public init(_ text: String) throws {
+        // Rule text reaches inet_pton as a C string, which would end at a NUL.
+        if text.utf8.contains(0) {
+            throw PolicyError("rule '\(text.replacingOccurrences(of: "\u{0}", with: "\\u0000"))': contains a NUL byte")
+        }
         var addressPart = text
         var portPart: String? = nil
         if text.hasPrefix("[") {
@@ -138,6 +263,14 @@ public struct AddressRule: Sendable {
         }
         let bits = bytes.count * 8
         if let length, !(0...bits).contains(length) { throw PolicyError("rule '\(text)': prefix length out of range") }
+        // A rule in IPv4-mapped form (`::ffff:127.0.0.1`, `::ffff:0:0/96`) is the IPv4 rule:
+        // mapped addresses are judged as the IPv4 addresses they map.
+        if let v4 = JudgedAddress.unmapped(family: fam, bytes: bytes), (length ?? bits) >= 96 {
+            family = SockAddr.inet
+            prefix = v4
+            prefixLength = (length ?? bits) - 96
+            return
+        }
         family = fam
         prefix = bytes
         prefixLength = length ?? bits
@@ -155,25 +288,23 @@ public struct AddressRule: Sendable {
         return nil
     }
 
+    /// Whether the rule matches `address` as a listen address is judged (mapped addresses are
+    /// IPv4; the unspecified address is itself).
     func matches(_ address: SockAddr) -> Bool {
+        matches(JudgedAddress(address, connecting: false))
+    }
+
+    func matches(_ address: JudgedAddress) -> Bool {
         if !ports.isEmpty && !ports.contains(where: { $0.contains(address.port) }) { return false }
         if family == 0 { return true }
-        guard var (fam, bytes) = AddressRule.parse(address.addr) else { return false }
-        // An IPv4-mapped IPv6 address is the IPv4 address it maps.
-        if fam == SockAddr.inet6 && family == SockAddr.inet && bytes[0..<10].allSatisfy({ $0 == 0 })
-            && bytes[10] == 0xFF && bytes[11] == 0xFF
-        {
-            fam = SockAddr.inet
-            bytes = Array(bytes[12...])
-        }
-        guard fam == family else { return false }
+        guard address.family == family else { return false }
         var remaining = prefixLength
         var index = 0
         while remaining > 0 {
             // The shift is done in UInt8 so its high bits fall off: `UInt8(0xFF << n)` shifted an
             // Int and trapped converting 0xFF0 for any prefix not a multiple of 8 ("10.16.0.0/12").
             let mask: UInt8 = remaining >= 8 ? 0xFF : UInt8(0xFF) << UInt8(8 - remaining)
-            if bytes[index] & mask != prefix[index] & mask { return false }
+            if address.bytes[index] & mask != prefix[index] & mask { return false }
             remaining -= 8
             index += 1
         }

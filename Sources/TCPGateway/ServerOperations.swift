@@ -13,7 +13,7 @@ enum ServerOperations {
     static func createServer(_ call: Call, _ p: TCPCreateServerParams) throws -> JSONValue? {
         let session = call.session
         let address = try SockAddr(params: p.sockaddr)
-        try session.gateway.policy.check(listen: address)
+        try session.gateway.policy.check(listen: address, ipv6Only: p.ipv6Only)
         let device = p.dev
         if device != nil && !session.gateway.policy.allowBindToDevice {
             throw RPCError.policy("binding to a device ('dev') is not allowed")
@@ -53,13 +53,7 @@ enum ServerOperations {
     static func mports(_ call: Call, _ p: TCPMportsParams) throws -> JSONValue? {
         let server = try call.session.handles.server(p.handle)
         let count = p.mports
-        if count > 0 {
-            for offset in 1...count {
-                var address = server.local
-                address.port += offset
-                try call.session.gateway.policy.check(listen: address)
-            }
-        }
+        try call.session.gateway.policy.check(mports: count, of: server)  // each port, dual-stack too
         try call.session.handles.reserveExtraListeners(count, replacing: server.extraPorts)
         do {
             try server.setExtraPorts(count)

@@ -29,10 +29,18 @@ struct SockAddr: Equatable {
         let addr = value.addr
         let port = value.port
         let domain = Int32(value.domain ?? 0)
+        // The text goes to C as a NUL-terminated string, where "127.0.0.1\u{0}x" would read as
+        // 127.0.0.1: a NUL, or any byte no address literal holds, is refused before that.
+        if addr.utf8.contains(0) {
+            throw RPCError.invalidParams("'sockaddr.addr' must be an IPv4 or IPv6 address literal; it contains a NUL byte")
+        }
         // Check the address text now, so a typo is an invalid param rather than an OS error.
         var storage = [UInt8](repeating: 0, count: 128)  // room for a sockaddr_storage
         var len: UInt32 = 0
-        let family = storage.withUnsafeMutableBytes { tcpgw_resolve(domain, addr, Int32(port), $0.baseAddress, &len) }
+        var family: Int32 = -1
+        if SockAddr.holdsOnlyLiteralBytes(addr) {
+            family = storage.withUnsafeMutableBytes { tcpgw_resolve(domain, addr, Int32(port), $0.baseAddress, &len) }
+        }
         guard family > 0 else {
             if domain != 0 {
                 throw RPCError.invalidParams("'sockaddr.addr' must be an \(domain == SockAddr.inet6 ? "IPv6" : "IPv4") address literal, got \"\(addr)\"")
@@ -40,6 +48,22 @@ struct SockAddr: Equatable {
             throw RPCError.invalidParams("'sockaddr.addr' must be an IPv4 or IPv6 address literal, got \"\(addr)\"")
         }
         self.init(domain: family, addr: addr, port: port)
+    }
+
+    /// Whether each byte of `text` may appear in an address literal (`127.0.0.1`, `::1`,
+    /// `fe80::1%eth0`): hex digits, '.' and ':', then after one '%' an interface name (printable
+    /// ASCII without '/' or '%'). inet_pton and if_nametoindex judge the rest.
+    static func holdsOnlyLiteralBytes(_ text: String) -> Bool {
+        let bytes = Array(text.utf8)
+        let scopeStart = bytes.firstIndex(of: UInt8(ascii: "%")) ?? bytes.endIndex
+        let addressOK = bytes[..<scopeStart].allSatisfy { byte in
+            (0x30...0x39).contains(byte) || (0x41...0x46).contains(byte) || (0x61...0x66).contains(byte)
+                || byte == UInt8(ascii: ".") || byte == UInt8(ascii: ":")
+        }
+        let scopeOK = bytes[scopeStart...].dropFirst().allSatisfy { byte in
+            (0x21...0x7E).contains(byte) && byte != UInt8(ascii: "/") && byte != UInt8(ascii: "%")
+        }
+        return addressOK && scopeOK
     }
 
     var json: JSONValue {

@@ -30,6 +30,16 @@ struct SocketOption: ParsableArguments {
     var socket: String?
 
     var path: String { socket ?? GatewayConfig.defaultSocketPath() }
+
+    /// The path to connect to; a path no Unix socket address can hold is a clear error.
+    func pathToConnect() throws -> String {
+        let path = self.path
+        if let problem = SocketPathOwner.problem(with: path) {
+            FileHandle.standardError.write(Data("tcpgw: \(problem)\n".utf8))
+            throw ExitCode(2)
+        }
+        return path
+    }
 }
 
 struct Serve: ParsableCommand {
@@ -145,9 +155,10 @@ struct Call: ParsableCommand {
                 throw ExitCode(2)
             }
         }
-        let fd = tcpgw_unix_connect(socketOption.path)
+        let path = try socketOption.pathToConnect()
+        let fd = tcpgw_unix_connect(path)
         guard fd >= 0 else {
-            FileHandle.standardError.write(Data("tcpgw: cannot connect to \(socketOption.path): \(String(cString: strerror(-fd)))\n".utf8))
+            FileHandle.standardError.write(Data("tcpgw: cannot connect to \(path): \(String(cString: strerror(-fd)))\n".utf8))
             throw ExitCode(2)
         }
         defer { close(fd) }
@@ -202,9 +213,10 @@ struct Bridge: ParsableCommand {
     @OptionGroup var socketOption: SocketOption
 
     func run() throws {
-        let fd = tcpgw_unix_connect(socketOption.path)
+        let path = try socketOption.pathToConnect()
+        let fd = tcpgw_unix_connect(path)
         guard fd >= 0 else {
-            FileHandle.standardError.write(Data("tcpgw: cannot connect to \(socketOption.path): \(String(cString: strerror(-fd)))\n".utf8))
+            FileHandle.standardError.write(Data("tcpgw: cannot connect to \(path): \(String(cString: strerror(-fd)))\n".utf8))
             throw ExitCode(2)
         }
         signal(SIGPIPE, SIG_IGN)

@@ -1,3 +1,4 @@
+import Foundation
 import JSONRPC
 import XCTest
 
@@ -186,12 +187,87 @@ final class PolicyTests: XCTestCase {
         XCTAssertFalse(v6Loopback.matches(v4("0.0.0.1", 80)), "same trailing bytes, other family")
         let v4Loopback = try XCTUnwrap(rule("127.0.0.1"))
         XCTAssertFalse(v4Loopback.matches(v6("::1", 80)))
-        // A v6 rule written in mapped form does not match the plain IPv4 address.
+        // A rule written in mapped form is the IPv4 rule (mapped addresses are judged as IPv4).
         let mappedRule = try XCTUnwrap(rule("::ffff:127.0.0.1"))
-        XCTAssertFalse(mappedRule.matches(v4("127.0.0.1", 80)))
+        XCTAssertTrue(mappedRule.matches(v4("127.0.0.1", 80)))
         XCTAssertTrue(mappedRule.matches(v6("::ffff:127.0.0.1", 80)))
+        XCTAssertFalse(mappedRule.matches(v4("127.0.0.2", 80)))
         // An address that is not a literal never matches an address rule.
         XCTAssertFalse(v4Loopback.matches(v4("localhost", 80)))
+    }
+
+    func testIPv6RulesDoNotMatchMappedAddresses() throws {
+        // Mapped addresses reach IPv4: an IPv6-only rule must not let them through.
+        let allV6 = try XCTUnwrap(rule("[::/0]:80"))
+        XCTAssertTrue(allV6.matches(v6("::1", 80)))
+        XCTAssertFalse(allV6.matches(v6("::ffff:127.0.0.1", 80)))
+        XCTAssertFalse(allV6.matches(v6("::ffff:0.0.0.0", 80)))
+        let wide = try XCTUnwrap(rule("::/80"))
+        XCTAssertFalse(wide.matches(v6("::ffff:10.0.0.1", 80)), "a v6 prefix covering the mapped range is still IPv6")
+    }
+
+    func testMappedRulesBecomeIPv4Rules() throws {
+        let mappedNet = try XCTUnwrap(rule("[::ffff:0:0/96]"))
+        XCTAssertEqual(mappedNet.family, SockAddr.inet)
+        XCTAssertEqual(mappedNet.prefixLength, 0)
+        XCTAssertTrue(mappedNet.matches(v4("8.8.8.8", 1)))
+        XCTAssertFalse(mappedNet.matches(v6("::1", 1)))
+        let mapped8 = try XCTUnwrap(rule("::ffff:10.0.0.0/104"))
+        XCTAssertEqual(mapped8.family, SockAddr.inet)
+        XCTAssertEqual(mapped8.prefix, [10, 0, 0, 0])
+        XCTAssertEqual(mapped8.prefixLength, 8)
+        XCTAssertTrue(mapped8.matches(v4("10.9.9.9", 1)))
+        XCTAssertFalse(mapped8.matches(v4("11.0.0.1", 1)))
+        let short = try XCTUnwrap(rule("::ffff:0:0/95"))
+        XCTAssertEqual(short.family, SockAddr.inet6, "a prefix shorter than the mapped range stays IPv6")
+    }
+
+    func testJudgedAddresses() {
+        let mapped = JudgedAddress(v6("::ffff:127.0.0.1", 80), connecting: false)
+        XCTAssertEqual(mapped, JudgedAddress(family: SockAddr.inet, bytes: [127, 0, 0, 1], port: 80))
+        XCTAssertEqual(JudgedAddress(v4("0.0.0.0", 1), connecting: true).bytes, [127, 0, 0, 1])
+        XCTAssertEqual(JudgedAddress(v4("0.0.0.0", 1), connecting: false).bytes, [0, 0, 0, 0], "listening on any stays any")
+        XCTAssertEqual(JudgedAddress(v6("::", 1), connecting: true).bytes, [UInt8](repeating: 0, count: 15) + [1])
+        XCTAssertEqual(JudgedAddress(v6("::ffff:0.0.0.0", 1), connecting: true).bytes, [127, 0, 0, 1])
+        XCTAssertEqual(JudgedAddress(v6("::ffff:0.0.0.0", 1), connecting: true).family, SockAddr.inet)
+        XCTAssertEqual(JudgedAddress(v6("fe80::1%lo", 1), connecting: true).family, SockAddr.inet6, "the scope is not the address")
+        XCTAssertEqual(JudgedAddress(v4("localhost", 1), connecting: true).family, 0)
+    }
+
+    func testConnectToUnspecifiedIsJudgedAsLoopback() throws {
+        let onlyAny = try Policy(json: ["connect": ["0.0.0.0", "::"]])
+        let v4Denied = S.rpcError { try onlyAny.check(connect: v4("0.0.0.0", 80)) }
+        XCTAssertEqual(v4Denied?.code, -32003)
+        XCTAssertEqual(
+            v4Denied?.message,
+            "denied by policy: connecting to 0.0.0.0 port 80 (judged as 127.0.0.1) is not in the policy's 'connect' list")
+        XCTAssertEqual(S.rpcError { try onlyAny.check(connect: v6("::", 80)) }?.code, -32003)
+        let loopback = try Policy(json: ["connect": ["127.0.0.1", "::1"]])
+        XCTAssertNoThrow(try loopback.check(connect: v4("0.0.0.0", 80)))
+        XCTAssertNoThrow(try loopback.check(connect: v6("::", 80)))
+        XCTAssertNoThrow(try loopback.check(connect: v6("::ffff:0.0.0.0", 80)))
+        XCTAssertNoThrow(try loopback.check(connect: v6("::ffff:127.0.0.1", 80)))
+    }
+
+    func testDualStackListenIsCheckedAsBothAnyAddresses() throws {
+        let v6Any = try Policy(json: ["listen": ["[::]"]])
+        XCTAssertNoThrow(try v6Any.check(listen: v6("::", 80), ipv6Only: true))
+        let dual = S.rpcError { try v6Any.check(listen: v6("::", 80), ipv6Only: false) }
+        XCTAssertEqual(dual?.code, -32003)
+        XCTAssertTrue(dual?.message.contains("0.0.0.0 port 80") == true, dual?.message ?? "nil")
+        XCTAssertEqual(S.rpcError { try v6Any.check(listen: v6("0:0::0", 80), alsoIPv4: true) }?.code, -32003)
+        XCTAssertNoThrow(try v6Any.check(listen: v6("::", 80), alsoIPv4: false))
+        let both = try Policy(json: ["listen": ["[::]", "0.0.0.0:80"]])
+        XCTAssertNoThrow(try both.check(listen: v6("::", 80), ipv6Only: false))
+        XCTAssertEqual(S.rpcError { try both.check(listen: v6("::", 81), ipv6Only: false) }?.code, -32003)
+        // Only `::` takes IPv4 connections to any address; a specific IPv6 address does not.
+        let loop = try Policy(json: ["listen": ["::1"]])
+        XCTAssertNoThrow(try loop.check(listen: v6("::1", 80), ipv6Only: false))
+        XCTAssertFalse(DualStack.coversIPv4(v6("::1", 80), ipv6Only: false))
+        XCTAssertTrue(DualStack.coversIPv4(v6("::", 80), ipv6Only: false))
+        XCTAssertFalse(DualStack.coversIPv4(v6("::", 80), ipv6Only: true))
+        XCTAssertFalse(DualStack.coversIPv4(v4("0.0.0.0", 80), ipv6Only: false))
+        XCTAssertEqual(DualStack.coversIPv4(v6("::", 80), ipv6Only: nil), DualStack.systemDefaultIsDualStack())
     }
 
     // MARK: - Policy(json:)
@@ -218,8 +294,8 @@ final class PolicyTests: XCTestCase {
         let denied = S.rpcError { try policy.check(connect: v6("::1", 6380)) }
         XCTAssertEqual(denied?.code, -32003)
         XCTAssertEqual(denied?.message, "denied by policy: connecting to ::1 port 6380 is not in the policy's 'connect' list")
-        XCTAssertNoThrow(try policy.check(listen: v6("::1", 0)))
-        let listenDenied = S.rpcError { try policy.check(listen: v4("0.0.0.0", 80)) }
+        XCTAssertNoThrow(try policy.check(listen: v6("::1", 0), ipv6Only: nil))
+        let listenDenied = S.rpcError { try policy.check(listen: v4("0.0.0.0", 80), ipv6Only: nil) }
         XCTAssertEqual(listenDenied?.code, -32003)
         XCTAssertTrue(listenDenied?.message.contains("'listen' list") == true)
     }
@@ -234,7 +310,7 @@ final class PolicyTests: XCTestCase {
         // An empty list allows nothing.
         let closed = try Policy(json: ["connect": []])
         XCTAssertEqual(S.rpcError { try closed.check(connect: v4("127.0.0.1", 80)) }?.code, -32003)
-        XCTAssertNoThrow(try closed.check(listen: v4("127.0.0.1", 80)), "listen stays unrestricted")
+        XCTAssertNoThrow(try closed.check(listen: v4("127.0.0.1", 80), ipv6Only: nil), "listen stays unrestricted")
     }
 
     func testRejectsUnknownKeysAndWrongTypes() {
@@ -259,6 +335,68 @@ final class PolicyTests: XCTestCase {
         XCTAssertEqual(S.policyError { _ = try Policy(json: ["connect"]) }, "policy: the policy must be a JSON object")
         XCTAssertNoThrow(try Policy(json: ["maxHandlesPerConnection": 1]))
         XCTAssertNoThrow(try Policy(json: ["maxHandlesPerConnection": 1_000_000]))
+    }
+
+    func testMaxConnectionsPerUid() throws {
+        XCTAssertNil(try Policy(json: [:]).maxConnectionsPerUid)
+        XCTAssertEqual(ConnectionAdmission.perUidLimit(policy: try Policy(json: [:]), maxConnections: 128), 64)
+        XCTAssertEqual(ConnectionAdmission.perUidLimit(policy: try Policy(json: [:]), maxConnections: 1), 1)
+        let set = try Policy(json: ["maxConnectionsPerUid": 3])
+        XCTAssertEqual(ConnectionAdmission.perUidLimit(policy: set, maxConnections: 128), 3)
+        for bad: JSONValue in [0, -1, "3", 2.5, 1_000_001, .null] {
+            XCTAssertEqual(
+                S.policyError { _ = try Policy(json: ["maxConnectionsPerUid": bad], source: "p.json") },
+                "p.json: 'maxConnectionsPerUid' must be an integer in 1..1000000", "\(bad)")
+        }
+    }
+
+    func testRuleWithNULIsRejected() {
+        for text in ["127.0.0.1\u{0}x", "\u{0}", "[::1]:80\u{0}"] {
+            let message = S.policyError { _ = try AddressRule(text) }
+            XCTAssertTrue(message?.hasSuffix("contains a NUL byte") == true, "\(text.debugDescription): \(message ?? "nil")")
+            XCTAssertFalse(message?.utf8.contains(0) ?? true, "the message shows the NUL escaped")
+        }
+        let message = S.policyError { _ = try Policy(json: ["connect": ["127.0.0.1\u{0}x"]], source: "p.json") }
+        XCTAssertEqual(message, "p.json: 'connect': rule '127.0.0.1\\u0000x': contains a NUL byte")
+    }
+
+    func testDuplicateKeysAreFound() {
+        let cases: [(String, String?)] = [
+            (#"{"connect": [], "listen": [], "connect": ["*"]}"#, "duplicate key 'connect'"),
+            (#"{"listen": [], "li\u0073ten": ["*"]}"#, "duplicate key 'listen'"),
+            (#"{"a": {"b": 1, "c": {"b": 2}, "b": 3}}"#, "duplicate key 'b' in a"),
+            (#"{"p": [{"uid": 1}, {"uid": 2, "gid": 3, "uid": 4}]}"#, "duplicate key 'uid' in p[1]"),
+            (#"{"x": "\"y\":", "y": 1, "z": ["y", "y"]}"#, nil),
+            (#"{"a": {"k": 1}, "b": {"k": 2}, "k": [{"k": 1}, {"k": 1}]}"#, nil),
+            (#"["k", "k", {"k": 1}]"#, nil),
+            (#"{"\u0000": 1, "": 2}"#, nil),
+            (#"{"": 1, "": 2}"#, "duplicate key ''"),
+        ]
+        for (text, expected) in cases {
+            XCTAssertEqual(JSONDuplicateKeys.firstDuplicate(in: Array(text.utf8)), expected, text)
+        }
+    }
+
+    func testPolicyFileWithDuplicateKeyIsRefused() throws {
+        let path = NSTemporaryDirectory() + "/tcpgw-policy-\(getpid())-dup.json"
+        defer { unlink(path) }
+        try Data(#"{"connect": ["10.0.0.0/8"], "connect": ["*"]}"#.utf8).write(to: URL(fileURLWithPath: path))
+        XCTAssertEqual(S.policyError { _ = try Policy(file: path) }, "\(path): duplicate key 'connect'")
+        try Data(#"{"connect": ["10.0.0.0/8"]}"#.utf8).write(to: URL(fileURLWithPath: path))
+        XCTAssertEqual(try Policy(file: path).connect?.count, 1)
+    }
+
+    func testPolicyFileIsReadUntilEndOfFile() throws {
+        // A pipe has no size; the text is whatever arrives before end of file.
+        var fds: [Int32] = [0, 0]
+        XCTAssertEqual(pipe(&fds), 0)
+        let text = Array(#"{"maxHandlesPerConnection": 9}"#.utf8)
+        XCTAssertEqual(text.withUnsafeBytes { write(fds[1], $0.baseAddress, $0.count) }, text.count)
+        close(fds[1])
+        defer { close(fds[0]) }
+        XCTAssertEqual(try Policy(file: "/dev/fd/\(fds[0])").maxHandlesPerConnection, 9)
+        let missing = S.policyError { _ = try Policy(file: "/nonexistent/policy.json") }
+        XCTAssertEqual(missing, "cannot read policy file /nonexistent/policy.json: No such file or directory")
     }
 
     func testBadRuleInsidePolicyIsRejected() {

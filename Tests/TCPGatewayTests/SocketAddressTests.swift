@@ -64,6 +64,25 @@ final class SocketAddressTests: XCTestCase {
         XCTAssertEqual(S.rpcError { _ = try sockAddr(["addr": .string(long), "port": 80]) }?.code, -32602)
     }
 
+    func testNULAndStrayBytesAreRefused() {
+        // A C string ends at NUL: these once passed as the address before it.
+        for bad in ["127.0.0.1\u{0}x", "127.0.0.1\u{0}", "::1\u{0}", "\u{0}127.0.0.1", "fe80::1%lo\u{0}x"] {
+            let error = S.rpcError { _ = try sockAddr(["addr": .string(bad), "port": 80]) }
+            XCTAssertEqual(error?.code, -32602, bad.debugDescription)
+            XCTAssertEqual(
+                error?.message,
+                "invalid params: 'sockaddr.addr' must be an IPv4 or IPv6 address literal; it contains a NUL byte",
+                bad.debugDescription)
+        }
+        for bad in ["127.0.0.1\n", "::1\t", "127.0.0.\u{FF11}", "fe80::1%l/o", "fe80::1%lo%lo", "fe80::1%l o"] {
+            XCTAssertFalse(SockAddr.holdsOnlyLiteralBytes(bad), bad.debugDescription)
+            XCTAssertEqual(S.rpcError { _ = try sockAddr(["addr": .string(bad), "port": 80]) }?.code, -32602)
+        }
+        for good in ["127.0.0.1", "::FFFF:7f00:1", "fe80::1%lo", "fe80::1%eth0.100"] {
+            XCTAssertTrue(SockAddr.holdsOnlyLiteralBytes(good), good)
+        }
+    }
+
     func testMissingMembers() {
         // Binding refuses these with -32602 first; reaching the typed params they are internal errors.
         XCTAssertEqual(

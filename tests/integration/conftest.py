@@ -1,7 +1,7 @@
 """Fixtures for the tcpgw integration suite: start the real binary, connect raw wires,
 and make loopback peers.
 
-The binary is $TCPGW_BIN (default /work/main/.build/debug/tcpgw). A missing binary makes
+The binary is $TCPGW_BIN (default <repository>/.build/debug/tcpgw). A missing binary makes
 every test FAIL, never skip: a suite that silently skips proves nothing.
 """
 from __future__ import annotations
@@ -21,7 +21,8 @@ import pytest
 sys.path.insert(0, os.path.dirname(__file__))
 from wire import Wire  # noqa: E402
 
-TCPGW_BIN = os.environ.get("TCPGW_BIN", "/work/main/.build/debug/tcpgw")
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TCPGW_BIN = os.environ.get("TCPGW_BIN", os.path.join(REPO_ROOT, ".build", "debug", "tcpgw"))
 READY_TIMEOUT = 10.0
 LOOPBACKS = ["127.0.0.1", "::1"]
 

@@ -421,7 +421,12 @@ def test_bad_policy_file_is_refused(start_gateway: GatewayFactory) -> None:
 
 
 def test_connection_limit_refuses_with_an_answer_and_frees_up(start_gateway: GatewayFactory) -> None:
-    gw = start_gateway("--max-connections", "2")
+    # Every client here has the same uid: let it have all the places (by default it gets half).
+    d = start_gateway.tmpdir()
+    policy = os.path.join(d, "policy.json")
+    with open(policy, "w") as f:
+        json.dump({"maxConnectionsPerUid": 2}, f)
+    gw = start_gateway("--max-connections", "2", "--policy", policy)
     first = gw.connect()
     # The harness's readiness probe holds a place until the gateway has seen it hang up.
     deadline = time.monotonic() + 5

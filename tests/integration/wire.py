@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterable, Optional, Sequence
 
 Json = Any
 
-# Error codes from /work/notes/methods.md.
+# Error codes, as listed in schema/tcpgw.openrpc.json.
 PARSE_ERROR = -32700
 INVALID_REQUEST = -32600
 METHOD_NOT_FOUND = -32601

@@ -22,7 +22,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 SCHEMA_PATH = REPO / "schema" / "tcpgw.openrpc.json"
-META_PATH_CANDIDATES = [REPO / "schema" / "openrpc-meta-schema.json", Path("/work/shared/openrpc-meta-schema.json")]
+# The shared folder beside the repository holds the OpenRPC meta-schema.
+META_PATH_CANDIDATES = [REPO / "schema" / "openrpc-meta-schema.json", REPO.parent / "shared" / "openrpc-meta-schema.json"]
 SWIFT_DOC = REPO / "Sources" / "TCPGateway" / "Generated" / "OpenRPCDocument.swift"
 
 # The method table of methods.md, in its order (by-position order of the methods array).

@@ -17,6 +17,10 @@ typedef struct {
 /* Unix domain sockets */
 int tcpgw_unix_listen(const char *path, int backlog, unsigned mode);
 int tcpgw_unix_connect(const char *path);
+/* Whether something listens on the Unix socket at path, never blocking for more than
+   timeout_ms: 1 live (it accepted, or its backlog is full), 0 nobody (ECONNREFUSED: a stale
+   file, or ENOENT: no file), a negative errno when it cannot tell. */
+int tcpgw_unix_probe(const char *path, int timeout_ms);
 int tcpgw_peer_uid(int fd, int *uid, int *pid);
 
 /* Send `len` bytes, with `passfd` attached by SCM_RIGHTS when >= 0. Non-blocking. */

@@ -248,15 +248,17 @@ final class ServerHandle {
         if count > 0 && local.port + count > 65535 {
             throw RPCError.invalidParams("'mports' would go past port 65535 (base port \(local.port))")
         }
+        // Ports already listened on stay as they are (binding them again would collide with
+        // ourselves); only the missing ones are created, and those beyond `count` released.
         var created: [Listener] = []
-        for offset in stride(from: 1, through: count, by: 1) {
+        for offset in stride(from: extraPorts + 1, through: count, by: 1) {
             var address = local
             address.port = local.port + offset
             // A failure drops (and so closes) what was created so far.
             created.append(Listener(socket: try ServerHandle.listen(on: address, options: options), server: self))
         }
-        for listener in listeners.dropFirst() { listener.watch.cancel(reactor: reactor) }
-        listeners = Array(listeners.prefix(1)) + created
+        for listener in listeners.dropFirst(1 + count) { listener.watch.cancel(reactor: reactor) }
+        listeners = Array(listeners.prefix(1 + count)) + created
         extraPorts = count
         apply(accepting.drained())
     }

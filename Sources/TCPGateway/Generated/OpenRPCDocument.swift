@@ -289,7 +289,7 @@ enum OpenRPCDocument {
     {
       "name": "tcp.createByFd",
       "summary": "Adopt a TCP socket passed to the gateway with SCM_RIGHTS.",
-      "description": "Wraps an existing TCP socket in a handle. The descriptor itself travels as SCM_RIGHTS ancillary data attached to the bytes of this request's line; exactly one descriptor must be attached and it must be a TCP socket (listening or connected), otherwise -32006. `sockFd` is the number in the caller's process, accepted by name for parity with the seed and ignored. Needs the policy's `allowCreateByFd`. Synchronous; the handle starts paused.",
+      "description": "Wraps an existing TCP socket in a handle. The descriptor itself travels as SCM_RIGHTS ancillary data attached to the bytes of this request's line; exactly one descriptor must be attached and it must be a TCP socket (listening or connected), otherwise -32006. `sockFd` is the number in the caller's process, accepted by name for parity with the seed and ignored. Needs the policy's `allowCreateByFd`; a connected socket's peer must pass the `connect` rules and a listening socket's local address the `listen` rules (a `::` socket without IPV6_V6ONLY also as `0.0.0.0`), else -32003 and the descriptor is closed. Synchronous; the handle starts paused.",
       "tags": [
         {
           "name": "server"
@@ -1122,7 +1122,7 @@ enum OpenRPCDocument {
     {
       "name": "tcp.mports",
       "summary": "Listen on extra consecutive ports.",
-      "description": "On a server handle, also listens on `mports` consecutive ports after its bound port (port+1 .. port+mports); connections to any of them are accepted through this handle. 0 removes the extra ports. Each port must be allowed by the `listen` policy. -32001 on a connection handle; -32602 when port + mports would exceed 65535. Synchronous.",
+      "description": "On a server handle, also listens on `mports` consecutive ports after its bound port (port+1 .. port+mports); connections to any of them are accepted through this handle. 0 removes the extra ports. Each port must be allowed by the `listen` policy (on a dual-stack `::` server, also as `0.0.0.0`), and each counts against `maxHandlesPerConnection` (-32004 when over, nothing created). -32001 on a connection handle; -32602 when port + mports would exceed 65535. Synchronous.",
       "tags": [
         {
           "name": "server"
@@ -2620,6 +2620,7 @@ enum OpenRPCDocument {
                 "maxMessageBytes": 16777216,
                 "maxHandlesPerConnection": 1024,
                 "maxConnections": 256,
+                "maxConnectionsPerUid": 128,
                 "maxRecvLength": 16777216,
                 "outboundHighWatermark": 4194304
               },
@@ -3645,6 +3646,7 @@ enum OpenRPCDocument {
           "maxMessageBytes",
           "maxHandlesPerConnection",
           "maxConnections",
+          "maxConnectionsPerUid",
           "maxRecvLength",
           "outboundHighWatermark"
         ],
@@ -3660,6 +3662,11 @@ enum OpenRPCDocument {
           "maxConnections": {
             "type": "integer",
             "minimum": 0
+          },
+          "maxConnectionsPerUid": {
+            "type": "integer",
+            "minimum": 1,
+            "description": "Connections one uid may hold at once: the policy's `maxConnectionsPerUid`, else half of `maxConnections` (at least 1). A client over it gets one -32004 error line (id null) and is closed."
           },
           "maxRecvLength": {
             "type": "integer",

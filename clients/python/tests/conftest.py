@@ -1,6 +1,6 @@
 """Fixtures: a real tcpgw gateway process per test, and loopback helpers.
 
-The gateway binary is ``$TCPGW_BIN`` (default /work/main/.build/debug/tcpgw). When it is
+The gateway binary is ``$TCPGW_BIN`` (default ``<repository>/.build/debug/tcpgw``). When it is
 missing, every test that needs it FAILS (it does not skip): the client is only tested
 against the real thing.
 """
@@ -18,7 +18,8 @@ import pytest
 
 import tcpgw
 
-DEFAULT_BIN = "/work/main/.build/debug/tcpgw"
+REPO_ROOT = Path(__file__).resolve().parents[3]
+DEFAULT_BIN = str(REPO_ROOT / ".build" / "debug" / "tcpgw")
 START_TIMEOUT = 15.0  # seconds for the gateway to accept connections
 
 

@@ -2,14 +2,14 @@
 # Shared setup for the bats tests of the bash client: a real gateway per test on a
 # temporary socket, real loopback peers, everything bounded and cleaned up.
 #
-# Environment: TCPGW_BIN (default /work/main/.build/debug/tcpgw).
+# Environment: TCPGW_BIN (default <repository>/.build/debug/tcpgw).
 # shellcheck disable=SC2034  # REPO_ROOT, PEER_PORT and the *_PEER scripts are used by the .bats files
 
 bats_require_minimum_version 1.5.0
 
 SHELL_CLIENT_DIR=$(cd "${BATS_TEST_DIRNAME}/.." && pwd)
 REPO_ROOT=$(cd "${SHELL_CLIENT_DIR}/../.." && pwd)
-export TCPGW_BIN=${TCPGW_BIN:-/work/main/.build/debug/tcpgw}
+export TCPGW_BIN=${TCPGW_BIN:-${REPO_ROOT}/.build/debug/tcpgw}
 # A client-side bound on every answer, so a hung gateway fails a test instead of
 # hanging it.
 export TCPGW_REPLY_TIMEOUT_MS=${TCPGW_REPLY_TIMEOUT_MS:-15000}
