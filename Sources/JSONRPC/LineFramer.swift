@@ -29,6 +29,8 @@ public struct LineFramer {
 
     /// Bytes buffered while waiting for the end of a line.
     public var bufferedBytes: Int { buffer.count }
+    /// Memory the buffer holds (its capacity), which is what a memory budget must count.
+    public var heldBytes: Int { buffer.capacity }
 
     public mutating func append(_ bytes: UnsafeRawBufferPointer, into frames: inout [Frame]) {
         var input = bytes[...]
@@ -91,6 +93,8 @@ public struct LineFramer {
         if lineStart > 0 {
             buffer.removeFirst(lineStart)
             bufferOffset += UInt64(lineStart)
+            // After a long line, give the memory back rather than keep it for the client's life.
+            if buffer.capacity > 256 * 1024 && buffer.count < buffer.capacity / 4 { buffer = Array(buffer) }
         }
         scanned = buffer.count
     }

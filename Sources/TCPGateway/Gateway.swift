@@ -14,6 +14,8 @@ public struct GatewayConfig: Sendable {
     /// Bytes accepted by `tcp.send` but not yet written to the kernel, per handle.
     public var maxPendingWriteBytes = 64 * 1024 * 1024
     public var maxRecvLength = 16 * 1024 * 1024
+    /// Everything held in memory for all clients together (contract §13).
+    public var maxBufferBytes = 512 * 1024 * 1024
     public var policy = Policy.allowAll
 
     public init(socketPath: String) {
@@ -43,6 +45,7 @@ public final class Gateway: @unchecked Sendable {
     let logger: Logger
     let reactor: Reactor
     let catalog: MethodCatalog
+    let budget: MemoryBudget
     private(set) var dispatcher: Dispatcher!
     private var sessions: [Int: Session] = [:]
     private var nextSessionID = 1
@@ -64,8 +67,13 @@ public final class Gateway: @unchecked Sendable {
         self.logger = logger
         self.catalog = try MethodCatalog(json: OpenRPCDocument.json)
         self.reactor = try Reactor()
+        self.budget = MemoryBudget(limit: config.maxBufferBytes)
         self.readScratch = .allocate(byteCount: ConnectionHandle.readChunk, alignment: 16)
         self.dispatcher = try Dispatcher(gateway: self)
+        budget.onChange = { [unowned self] spent in
+            if spent { logger.warning("the buffer budget (\(config.maxBufferBytes) bytes) is spent; the largest clients wait") }
+            for session in Array(sessions.values) { session.budgetChanged() }
+        }
     }
 
     deinit {

@@ -61,6 +61,7 @@ enum GatewayOperations {
                     ConnectionAdmission.perUidLimit(policy: gateway.policy, maxConnections: config.maxConnections))),
                 "maxRecvLength": .int(Int64(config.maxRecvLength)),
                 "outboundHighWatermark": .int(Int64(config.outboundHighWatermark)),
+                "maxBufferBytes": .int(Int64(config.maxBufferBytes)),
             ],
             "connections": .int(Int64(gateway.sessionCount)), "handles": .int(Int64(gateway.handleCount)),
         ]

@@ -69,12 +69,18 @@ struct Serve: ParsableCommand {
     @Option(help: "Bytes queued for a slow client above which its flowing handles stop reading.")
     var outboundHighWatermark: Int = 1024 * 1024
 
+    @Option(help: "Bytes held in memory for all clients together (lines, queued sends, answers and events).")
+    var maxBufferBytes: Int = 512 * 1024 * 1024
+
     func validate() throws {
         guard Logger.Level(rawValue: logLevel) != nil else {
             throw ValidationError("--log-level must be one of trace, debug, info, notice, warning, error, critical")
         }
         guard maxMessageBytes >= 1024 else { throw ValidationError("--max-message-bytes must be at least 1024") }
         guard maxConnections >= 1 else { throw ValidationError("--max-connections must be at least 1") }
+        guard maxBufferBytes >= 2 * maxMessageBytes else {
+            throw ValidationError("--max-buffer-bytes must be at least twice --max-message-bytes (a whole line must fit)")
+        }
         guard outboundHighWatermark >= 64 * 1024 else {
             throw ValidationError("--outbound-high-watermark must be at least 65536")
         }
@@ -92,6 +98,7 @@ struct Serve: ParsableCommand {
         config.maxMessageBytes = maxMessageBytes
         config.maxConnections = maxConnections
         config.outboundHighWatermark = outboundHighWatermark
+        config.maxBufferBytes = maxBufferBytes
         if let policy {
             do {
                 config.policy = try Policy(file: policy)

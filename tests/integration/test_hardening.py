@@ -492,3 +492,117 @@ def test_max_connections_per_uid_policy_key(start_gateway: GatewayFactory) -> No
         path = write_policy(start_gateway, {"maxConnectionsPerUid": bad})
         r = serve_expecting_failure(["--socket", os.path.join(start_gateway.tmpdir(), "s"), "--policy", path])
         assert "maxConnectionsPerUid" in r.stderr, r.stderr
+
+
+# ------------------------------------------------------------- a client's end, however busy
+def test_client_leaving_with_thousands_of_calls_in_flight_is_cleaned_up(gw: Gateway) -> None:
+    """§13: a client that hangs up is noticed at once even when the gateway had stopped
+    reading its requests (more than 4,096 in flight): its calls are cancelled, its handles
+    closed (its listener stops accepting) and its connection slot is freed."""
+    busy = gw.connect()
+    srv = busy.call("tcp.createServer", {"sockaddr": {"addr": "127.0.0.1", "port": 0}})
+    port = srv["local"]["port"]
+    # 4,200 accepts that wait forever: past the in-flight limit, so the gateway stops reading.
+    lines = "".join(json.dumps({"jsonrpc": "2.0", "id": i, "method": "tcp.accept",
+                                "params": {"handle": srv["handle"]}}) + "\n" for i in range(4200))
+    busy.send_raw(lines)
+    watcher = gw.connect()
+    deadline = time.monotonic() + 10
+    while watcher.call("gateway.info")["handles"] != 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)  # the gateway reads the lines and parks the accepts
+    assert watcher.call("gateway.info")["connections"] == 2
+    busy.sock.close()
+    deadline = time.monotonic() + 5
+    while (info := watcher.call("gateway.info"))["connections"] != 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert info["connections"] == 1 and info["handles"] == 0, info
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+
+
+# ------------------------------------------------------------- one memory budget for all
+MIB = 1024 * 1024
+
+
+def _push_without_blocking(s: socket.socket, data: bytes, seconds: float) -> int:
+    """Writes as much of `data` as the gateway takes within `seconds`; returns the count."""
+    s.setblocking(False)
+    sent = 0
+    deadline = time.monotonic() + seconds
+    while sent < len(data) and time.monotonic() < deadline:
+        try:
+            sent += s.send(data[sent:sent + 256 * 1024])
+        except BlockingIOError:
+            time.sleep(0.01)
+    s.setblocking(True)
+    return sent
+
+
+def test_buffer_budget_bounds_unfinished_lines_and_disconnects_nobody(start_gateway: GatewayFactory) -> None:
+    """§13: 12 clients each pushing 6 MiB of one unfinished line (72 MiB in all) into a gateway
+    whose budget is 32 MiB: its RSS stays near the budget, every client stays connected, and a
+    client holding nothing is still served."""
+    g = start_gateway("--max-buffer-bytes", str(32 * MIB))
+    bystander = g.connect()
+    assert bystander.call("gateway.info")["limits"]["maxBufferBytes"] == 32 * MIB
+    rss0 = g.rss_kb()
+    hogs = [socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) for _ in range(12)]
+    for s in hogs:
+        s.connect(g.path)
+    line = b'{"jsonrpc":"2.0","id":1,"method":"gateway.info","params":{"x":"' + b"A" * (6 * MIB)
+    pushed = [_push_without_blocking(s, line, 1.0) for s in hogs]
+    growth_mib = (g.rss_kb() - rss0) / 1024
+    assert sum(pushed) > 32 * MIB, pushed  # the kernel buffers a little beyond the budget
+    assert growth_mib < 32 + 24, f"RSS grew by {growth_mib:.1f} MiB with a 32 MiB budget"
+    info = bystander.call("gateway.info")
+    assert info["connections"] == 13, info  # nobody was disconnected
+    for s in hogs:
+        s.close()
+    deadline = time.monotonic() + 5
+    while bystander.call("gateway.info")["connections"] != 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert bystander.call("gateway.info")["connections"] == 1
+
+
+def test_buffer_budget_refuses_queued_sends_and_recovers(start_gateway: GatewayFactory) -> None:
+    """§13: tcp.send that would queue beyond the budget is -32004 (not a disconnect); once the
+    peers read, the queued bytes drain, arrive intact, and sending works again."""
+    from conftest import client_pair
+    g = start_gateway("--max-buffer-bytes", str(32 * MIB))
+    w = g.connect()
+    pairs = [client_pair(w, "127.0.0.1") for _ in range(4)]
+    for _, peer in pairs:
+        peer.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+    chunk = os.urandom(4 * MIB)
+    import base64
+    text = base64.b64encode(chunk).decode()
+    accepted = [0] * len(pairs)
+    refusal: Optional[RPCError] = None
+    for _ in range(12):  # 48 MiB offered per round robin at most
+        for i, (r, _) in enumerate(pairs):
+            try:
+                assert w.call("tcp.send", {"handle": r["handle"], "data": text, "encoding": "base64",
+                                           "timeout": 100}) == len(chunk)
+                accepted[i] += len(chunk)
+            except RPCError as e:
+                if e.code == LIMIT:
+                    refusal = e
+                else:
+                    assert e.code == -32002, e  # timed out: queued, still goes out
+                    accepted[i] += len(chunk)
+        if refusal:
+            break
+    assert refusal is not None and "buffer budget" in refusal.message, refusal
+    assert g.rss_kb() < 400 * 1024
+    # The peers read now: everything accepted arrives, in order.
+    for i, (r, peer) in enumerate(pairs):
+        got = 0
+        peer.settimeout(10)
+        while got < accepted[i]:
+            data = peer.recv(1 << 20)
+            assert data, "peer saw EOF early"
+            assert data == (chunk * (accepted[i] // len(chunk)))[got:got + len(data)]
+            got += len(data)
+    assert w.call("tcp.send", {"handle": pairs[0][0]["handle"], "data": "ok"}) == 2
+    assert pairs[0][1].recv(2) == b"ok"

@@ -41,6 +41,8 @@ final class ClientTransport: ReactorSource {
     var onClose: (() -> Void)?
     /// Called when the queue crosses the watermarks (true = congested).
     var onCongestion: ((Bool) -> Void)?
+    /// Called with every change of the queued byte count (for the memory budget).
+    var onQueued: ((Int) -> Void)?
 
     let highWatermark: Int
     let lowWatermark: Int
@@ -129,6 +131,7 @@ final class ClientTransport: ReactorSource {
             return
         }
         queuedBytes += bytes.readableBytes
+        onQueued?(bytes.readableBytes)
         if passing == nil, var last = segments.last, last.bytes.readableBytes < 64 * 1024 {
             // Coalesce small lines into one send; a descriptor stays on its segment's first byte.
             var copy = bytes
@@ -170,6 +173,7 @@ final class ClientTransport: ReactorSource {
                 segment.fd = nil
             }
             queuedBytes -= sent
+            onQueued?(-sent)
             segment.bytes.moveReaderIndex(forwardBy: sent)
             if segment.bytes.readableBytes == 0 {
                 segments.removeFirst()
@@ -198,6 +202,7 @@ final class ClientTransport: ReactorSource {
         watch.cancel(reactor: reactor)
         for segment in segments { if let passed = segment.fd { _ = tcpgw_close(passed) } }
         segments.removeAll()
+        onQueued?(-queuedBytes)
         queuedBytes = 0
         socket = nil  // closes it
         let callback = onClose

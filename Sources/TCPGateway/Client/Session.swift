@@ -18,6 +18,9 @@ final class Session {
     private(set) var isClosed = false
     /// Requests whose answers are still owed; reading pauses when too many are in flight.
     private var inFlight = 0
+    /// What this client has in the gateway's memory budget, and the unfinished line's share.
+    private(set) var heldBytes = 0
+    private var framedBytes = 0
     let peerUID: Int
     let peerPID: Int
 
@@ -41,11 +44,30 @@ final class Session {
         transport.onRead = { [unowned self] bytes, fds in self.received(bytes, fds) }
         transport.onClose = { [unowned self] in self.closeAll() }
         transport.onCongestion = { [unowned self] congested in self.congestionChanged(congested) }
+        transport.onQueued = { [unowned self] delta in self.account(delta) }
         try transport.start()
         transport.resumeReading()
     }
 
-    var isCongested: Bool { transport.congested }
+    /// Flowing handles stop reading while this is true: the client does not keep up with its
+    /// events, or holds more than its share of a spent buffer budget.
+    var isCongested: Bool { transport.congested || isRestrained }
+
+    private var isRestrained: Bool {
+        gateway.budget.restrains(held: heldBytes, clients: gateway.sessionCount)
+    }
+
+    /// Bytes this client holds in memory changed by `delta`.
+    func account(_ delta: Int) {
+        heldBytes += delta
+        gateway.budget.adjust(delta)
+    }
+
+    /// The budget became spent or free again.
+    func budgetChanged() {
+        handles.congestionChanged()
+        updateReading()
+    }
 
     // MARK: inbound
 
@@ -76,6 +98,9 @@ final class Session {
                     error: .invalidRequest("message longer than the limit of \(gateway.config.maxMessageBytes) bytes; it was discarded")))
             }
         }
+        let framed = framer.heldBytes
+        account(framed - framedBytes)
+        framedBytes = framed
         // Descriptors that came before any complete line stay queued with their offsets.
         if !isClosed { updateReading() }
     }
@@ -94,7 +119,7 @@ final class Session {
 
     /// Reads requests while the client keeps up with its answers and has room for more calls.
     private func updateReading() {
-        if !transport.congested && inFlight < gateway.config.maxInFlightRequests {
+        if !transport.congested && !isRestrained && inFlight < gateway.config.maxInFlightRequests {
             transport.resumeReading()
         } else {
             transport.pauseReading()
@@ -236,6 +261,8 @@ final class Session {
         guard !isClosed else { return }
         isClosed = true
         handles.closeAll()
+        account(-framedBytes)
+        framedBytes = 0
         for d in receivedFDs where d.fd >= 0 { _ = tcpgw_close(d.fd) }
         receivedFDs.removeAll()
         transport.close()

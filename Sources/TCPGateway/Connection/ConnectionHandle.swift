@@ -42,7 +42,10 @@ final class ConnectionHandle: ReactorSource {
     var remote: SockAddr?
     private var inbox: ByteBuffer
     private var outbox: CircularBuffer<PendingWrite> = []
-    private(set) var pendingWriteBytes = 0
+    /// Accepted by tcp.send and not yet written: counted in the gateway's memory budget.
+    private(set) var pendingWriteBytes = 0 {
+        didSet { session.account(pendingWriteBytes - oldValue) }
+    }
     private var receivers: CircularBuffer<Receiver> = []
     private var nextReceiverID: UInt64 = 1
     private var shutdownWaiters: [(Result<Void, RPCError>) -> Void] = []
@@ -128,7 +131,10 @@ final class ConnectionHandle: ReactorSource {
             return
         }
         if events.writable && !outbox.isEmpty { flushWrites() }
-        if events.readable && wantsRead { readAvailable() }
+        if events.readable {
+            // Level-triggered: a read interest no longer wanted (congestion, say) is dropped here.
+            if wantsRead { readAvailable() } else { updateInterest() }
+        }
     }
 
     /// Whether the socket should be read now: flowing and the client keeping up, or a
@@ -278,6 +284,12 @@ final class ConnectionHandle: ReactorSource {
         let limit = session.gateway.config.maxPendingWriteBytes
         if pendingWriteBytes + count > limit {
             complete(.failure(.limit("more than \(limit) bytes waiting to be sent on handle \(id)")))
+            return
+        }
+        let budget = session.gateway.budget
+        if !outbox.isEmpty && !budget.hasRoom(for: count) {
+            complete(.failure(.limit(
+                "the gateway's buffer budget (--max-buffer-bytes \(budget.limit)) is spent; the \(count) bytes were not queued")))
             return
         }
         var data = data

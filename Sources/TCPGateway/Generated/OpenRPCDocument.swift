@@ -2622,7 +2622,8 @@ enum OpenRPCDocument {
                 "maxConnections": 256,
                 "maxConnectionsPerUid": 128,
                 "maxRecvLength": 16777216,
-                "outboundHighWatermark": 4194304
+                "outboundHighWatermark": 4194304,
+                "maxBufferBytes": 536870912
               },
               "connections": 1,
               "handles": 2
@@ -3648,7 +3649,8 @@ enum OpenRPCDocument {
           "maxConnections",
           "maxConnectionsPerUid",
           "maxRecvLength",
-          "outboundHighWatermark"
+          "outboundHighWatermark",
+          "maxBufferBytes"
         ],
         "properties": {
           "maxMessageBytes": {
@@ -3675,6 +3677,11 @@ enum OpenRPCDocument {
           "outboundHighWatermark": {
             "type": "integer",
             "minimum": 0
+          },
+          "maxBufferBytes": {
+            "type": "integer",
+            "minimum": 0,
+            "description": "`--max-buffer-bytes`: what the gateway holds in memory for all its clients together (unfinished request lines, bytes accepted by `tcp.send` and not yet written, answers and events not yet written). While it is spent, the clients holding more than their share are not read from (nor their flowing handles), and `tcp.send` that would queue beyond it is -32004; nobody is disconnected."
           }
         }
       },
