@@ -61,6 +61,8 @@ public final class Gateway: @unchecked Sendable {
     /// Where flowing handles read into before the bytes are encoded as tcp.onData (the loop
     /// serves one read at a time, so one buffer serves every handle).
     let readScratch: UnsafeMutableRawBufferPointer
+    /// Where clients' requests are read into, likewise shared.
+    let clientReadScratch: UnsafeMutableRawBufferPointer
 
     public init(config: GatewayConfig, logger: Logger) throws {
         self.config = config
@@ -69,6 +71,7 @@ public final class Gateway: @unchecked Sendable {
         self.reactor = try Reactor()
         self.budget = MemoryBudget(limit: config.maxBufferBytes)
         self.readScratch = .allocate(byteCount: ConnectionHandle.readChunk, alignment: 16)
+        self.clientReadScratch = .allocate(byteCount: 256 * 1024, alignment: 16)
         self.dispatcher = try Dispatcher(gateway: self)
         budget.onChange = { [unowned self] spent in
             if spent { logger.warning("the buffer budget (\(config.maxBufferBytes) bytes) is spent; the largest clients wait") }
@@ -78,6 +81,7 @@ public final class Gateway: @unchecked Sendable {
 
     deinit {
         readScratch.deallocate()
+        clientReadScratch.deallocate()
     }
 
     /// Prepares the socket path and starts accepting clients on the reactor's thread. Ready

@@ -33,7 +33,9 @@ final class ClientTransport: ReactorSource {
     private var reading = false
     private(set) var isClosed = false
     private var receivedOffset: UInt64 = 0
-    private var readBuffer = [UInt8](repeating: 0, count: 256 * 1024)
+    /// Shared by every client (the loop reads one socket at a time and the framer copies what
+    /// it keeps), so an idle client costs no read buffer.
+    private let readBuffer: UnsafeMutableRawBufferPointer
 
     /// Called with each chunk read and the descriptors that came with it.
     var onRead: ((UnsafeRawBufferPointer, [ReceivedDescriptor]) -> Void)?
@@ -48,8 +50,9 @@ final class ClientTransport: ReactorSource {
     let lowWatermark: Int
     private(set) var congested = false
 
-    init(socket: consuming OwnedFD, reactor: Reactor, highWatermark: Int) {
+    init(socket: consuming OwnedFD, reactor: Reactor, readBuffer: UnsafeMutableRawBufferPointer, highWatermark: Int) {
         self.reactor = reactor
+        self.readBuffer = readBuffer
         self.highWatermark = highWatermark
         self.lowWatermark = highWatermark / 4
         self.socket = consume socket
@@ -101,9 +104,7 @@ final class ClientTransport: ReactorSource {
     private func readAvailable() {
         var fds = [Int32](repeating: -1, count: 8)
         var nfds: Int32 = 0
-        let n = readBuffer.withUnsafeMutableBytes { buffer in
-            tcpgw_recv_with_fds(fd, buffer.baseAddress, buffer.count, &fds, 8, &nfds, 1)
-        }
+        let n = tcpgw_recv_with_fds(fd, readBuffer.baseAddress, readBuffer.count, &fds, 8, &nfds, 1)
         if n == -Int(EAGAIN) || n == -Int(EINTR) { return }
         // Linux ends a read right after the message that carried descriptors (bytes before it
         // may be glued on), so they belong with the read's last byte.
@@ -116,9 +117,7 @@ final class ClientTransport: ReactorSource {
             return
         }
         receivedOffset += UInt64(n)
-        readBuffer.withUnsafeBytes { buffer in
-            onRead?(UnsafeRawBufferPointer(rebasing: buffer[0..<n]), received)
-        }
+        onRead?(UnsafeRawBufferPointer(rebasing: readBuffer[0..<n]), received)
     }
 
     // MARK: writing

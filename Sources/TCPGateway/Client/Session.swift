@@ -34,7 +34,8 @@ final class Session {
         peerUID = Int(uid)
         peerPID = Int(pid)
         self.transport = ClientTransport(
-            socket: socket, reactor: gateway.reactor, highWatermark: gateway.config.outboundHighWatermark)
+            socket: socket, reactor: gateway.reactor, readBuffer: gateway.clientReadScratch,
+            highWatermark: gateway.config.outboundHighWatermark)
         self.framer = LineFramer(maxLineBytes: gateway.config.maxMessageBytes)
         self.handles = HandleTable(gateway: gateway)
         handles.session = self
