@@ -125,14 +125,12 @@ final class AcceptStateMachineTests: XCTestCase {
         expect(&m, { $0.outOfDescriptors() }, [])
     }
 
-    /// Current behaviour: `waiterAdded` and `startAsync` have no `closed` guard and still ask
-    /// to watch (and drain) after `close()`. Harmless in ServerHandle, whose listeners are
-    /// released on close (and the handle leaves the table), but not "nothing after close".
-    func testWaiterOrAsyncAfterCloseStillAsksToWatch() {
+    /// Nothing is watched or drained after close.
+    func testWaiterOrAsyncAfterCloseAsksForNothing() {
         var m = A()
         _ = m.close()
-        expect(&m, { $0.waiterAdded() }, [.watch(true)])
-        expect(&m, { $0.startAsync() }, [.drain, .watch(true)])
+        expect(&m, { $0.waiterAdded() }, [])
+        expect(&m, { $0.startAsync() }, [])
         expect(&m, { $0.readable() }, [.watch(false)], "but readiness is never served")
         expect(&m, { $0.drained() }, [.watch(false)])
     }

@@ -194,7 +194,7 @@ final class ConnectionStateMachineTests: XCTestCase {
 
     func testShutdownReadThenWrite() {
         var m = M(connecting: false, flowing: true)
-        expect(&m, .clientShutdown(read: true, write: false), [.shutdownSocket(read: true, write: false), .serveReceivers, .updateInterest, .completeShutdowns])
+        expect(&m, .clientShutdown(read: true, write: false), [.shutdownSocket(read: true, write: false), .serveReceivers, .updateInterest])
         expectState(m, Snapshot(.open, .shutByClient(afterPeerFIN: false), canRead: false, inputEnded: true, canWrite: true))
         expect(&m, .peerFinished, [], "reading is shut: a FIN can no longer be read")
         expect(&m, .clientShutdown(read: false, write: true), [.drainWrites])
@@ -214,7 +214,7 @@ final class ConnectionStateMachineTests: XCTestCase {
         expect(&m, .writesDrained, [.shutdownSocket(read: false, write: true), .completeShutdowns, .updateInterest])
         expect(
             &m, .clientShutdown(read: true, write: false),
-            [.shutdownSocket(read: true, write: false), .serveReceivers, .updateInterest, .completeShutdowns, .failReceivers(.unknownHandle), .closeSocket])
+            [.shutdownSocket(read: true, write: false), .serveReceivers, .updateInterest, .failReceivers(.unknownHandle), .closeSocket])
         expectState(m, Snapshot(.closed, .shutByClient(afterPeerFIN: false), .shut, canRead: false, inputEnded: true, canWrite: false))
     }
 
@@ -239,7 +239,7 @@ final class ConnectionStateMachineTests: XCTestCase {
     /// FIN" as an onClose case without mentioning a shutdown "r" in between: reported.)
     func testShutdownReadAfterPeerFINThenWrite() {
         var m = openAfterPeerFIN(flowing: true)
-        expect(&m, .clientShutdown(read: true, write: false), [.shutdownSocket(read: true, write: false), .serveReceivers, .updateInterest, .completeShutdowns])
+        expect(&m, .clientShutdown(read: true, write: false), [.shutdownSocket(read: true, write: false), .serveReceivers, .updateInterest])
         expectState(m, Snapshot(.open, .shutByClient(afterPeerFIN: true), peerFinished: true, canRead: false, inputEnded: true, canWrite: true))
         expect(&m, .clientShutdown(read: false, write: true), [.drainWrites])
         expect(&m, .writesDrained, [.shutdownSocket(read: false, write: true), .completeShutdowns, .failReceivers(.unknownHandle), .closeSocket])
@@ -264,9 +264,8 @@ final class ConnectionStateMachineTests: XCTestCase {
     func testSecondShutdownWriteWhileDraining() {
         var m = M(connecting: false, flowing: true)
         expect(&m, .clientShutdown(read: false, write: true), [.drainWrites])
-        // No second drain; the call is answered at once. (ConnectionHandle keeps one list of
-        // shutdown waiters, so this also answers the first call before its drain: reported.)
-        expect(&m, .clientShutdown(read: false, write: true), [.completeShutdowns])
+        // No second drain, and no early answer: both calls are answered when the drain is done.
+        expect(&m, .clientShutdown(read: false, write: true), [])
         expectState(m, Snapshot(.open, .open, .draining(thenRead: false), canRead: true, inputEnded: false, canWrite: false))
         expect(&m, .writesDrained, [.shutdownSocket(read: false, write: true), .completeShutdowns, .updateInterest])
         expect(&m, .writesDrained, [], "one drain, one shutdown of the socket")
@@ -276,7 +275,7 @@ final class ConnectionStateMachineTests: XCTestCase {
     func testShutdownReadWhileDrainingWrite() {
         var m = M(connecting: false, flowing: true)
         expect(&m, .clientShutdown(read: false, write: true), [.drainWrites])
-        expect(&m, .clientShutdown(read: true, write: false), [.shutdownSocket(read: true, write: false), .serveReceivers, .updateInterest, .completeShutdowns])
+        expect(&m, .clientShutdown(read: true, write: false), [.shutdownSocket(read: true, write: false), .serveReceivers, .updateInterest])
         expectState(m, Snapshot(.open, .shutByClient(afterPeerFIN: false), .draining(thenRead: false), canRead: false, inputEnded: true, canWrite: false))
         expect(&m, .writesDrained, [.shutdownSocket(read: false, write: true), .completeShutdowns, .failReceivers(.unknownHandle), .closeSocket])
         XCTAssertEqual(m.phase, .closed)
@@ -284,13 +283,13 @@ final class ConnectionStateMachineTests: XCTestCase {
 
     func testRepeatedShutdownsAfterTheyTookEffect() {
         var m = M(connecting: false, flowing: true)
-        expect(&m, .clientShutdown(read: true, write: false), [.shutdownSocket(read: true, write: false), .serveReceivers, .updateInterest, .completeShutdowns])
-        expect(&m, .clientShutdown(read: true, write: false), [.completeShutdowns], "reading is shut once")
+        expect(&m, .clientShutdown(read: true, write: false), [.shutdownSocket(read: true, write: false), .serveReceivers, .updateInterest])
+        expect(&m, .clientShutdown(read: true, write: false), [], "reading is shut once (the handle answers at once)")
 
         var w = M(connecting: false, flowing: true)
         expect(&w, .clientShutdown(read: false, write: true), [.drainWrites])
         expect(&w, .writesDrained, [.shutdownSocket(read: false, write: true), .completeShutdowns, .updateInterest])
-        expect(&w, .clientShutdown(read: false, write: true), [.completeShutdowns], "writing is shut once")
+        expect(&w, .clientShutdown(read: false, write: true), [], "writing is shut once (the handle answers at once)")
         expectState(w, Snapshot(.open, .open, .shut, canRead: true, inputEnded: false, canWrite: false))
     }
 
@@ -405,24 +404,22 @@ final class ConnectionStateMachineTests: XCTestCase {
         XCTAssertTrue(m.flowing)
     }
 
-    /// Current behaviour: the machine does not remember that tcp.onEnd went out, so pausing
-    /// and resuming a flowing handle after the peer's FIN emits tcp.onEnd a second time.
-    /// (Reported as questionable: one FIN, two onEnd events.)
-    func testPauseResumeAfterFINOnAFlowingHandleEmitsEndAgain() {
+    /// One FIN, one tcp.onEnd: pausing and resuming after it does not announce it again.
+    func testPauseResumeAfterFINOnAFlowingHandleDoesNotEmitEndAgain() {
         var m = openAfterPeerFIN(flowing: true)
         expect(&m, .setFlowing(false), [.updateInterest])
-        expect(&m, .setFlowing(true), [.emitBuffered, .emitEnd, .failReceivers(.resumed), .updateInterest])
+        expect(&m, .setFlowing(true), [.emitBuffered, .failReceivers(.resumed), .updateInterest])
+        expect(&m, .setFlowing(false), [.updateInterest])
+        expect(&m, .setFlowing(true), [.emitBuffered, .failReceivers(.resumed), .updateInterest])
     }
 
-    /// Current behaviour: `.setFlowing` has no phase guard. After `.gone` the handle has left
-    /// the table, so nothing sends it; a kept CLOSED handle is still reachable by tcp.resume,
-    /// and after the peer's FIN that emits tcp.onEnd on a closed handle. (Reported.)
-    func testSetFlowingIsNotGuardedByPhase() {
+    /// A kept CLOSED handle is still reachable by tcp.resume: only the flag changes, no event.
+    func testSetFlowingOnAClosedHandleEmitsNothing() {
         var closed = openAfterPeerFIN(flowing: false)
         _ = closed.handle(.clientShutdown(read: true, write: true))
         _ = closed.handle(.writesDrained)
         XCTAssertEqual(closed.phase, .closed)
-        expect(&closed, .setFlowing(true), [.emitBuffered, .emitEnd, .failReceivers(.resumed), .updateInterest])
+        expect(&closed, .setFlowing(true), [.updateInterest])
         XCTAssertEqual(closed.phase, .closed, "only the flag changes")
 
         var gone = M(connecting: false, flowing: true)

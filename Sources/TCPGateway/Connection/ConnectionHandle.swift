@@ -152,9 +152,14 @@ final class ConnectionHandle: ReactorSource {
         do {
             try watch.set(interest, fd: raw, source: self, reactor: reactor)
         } catch {
-            // epoll refused the descriptor: surface it as the socket's failure.
-            let code = (error as? SystemError)?.errno ?? EBADF
-            apply(machine.handle(.failed(errno: code)))
+            // epoll refused the descriptor: surface it as the socket's failure (a connect in
+            // progress reports it as the connect's).
+            let failure = (error as? SystemError) ?? SystemError(errno: EBADF, syscall: "epoll_ctl")
+            if connectCompletion != nil {
+                reactor.execute { [weak self] in self?.connectFinished(.failure(.system(failure))) }
+            } else {
+                apply(machine.handle(.failed(errno: failure.errno)))
+            }
         }
     }
 
@@ -386,8 +391,11 @@ final class ConnectionHandle: ReactorSource {
             complete(.failure(.handleState("handle \(id) is not connected")))
             return
         }
-        shutdownWaiters.append(complete)
+        // A shutdown of writing is answered once queued writes have reached the kernel.
+        let waitsForDrain = write && machine.outbound != .shut
+        if waitsForDrain { shutdownWaiters.append(complete) }
         apply(machine.handle(.clientShutdown(read: read, write: write)))
+        if !waitsForDrain { complete(.success(())) }
     }
 
     /// Closes at the client's request: no event follows.

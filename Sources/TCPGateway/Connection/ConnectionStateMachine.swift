@@ -68,7 +68,8 @@ struct ConnectionStateMachine: Equatable {
         /// Waiting `tcp.recv` calls take what is buffered, or EOF.
         case serveReceivers
         case failReceivers(Failure)
-        /// Answer the `tcp.shutdown` calls waiting for their drain.
+        /// Answer the `tcp.shutdown` calls waiting for their drain (a shutdown of reading
+        /// alone is answered at once by the handle).
         case completeShutdowns
         /// Leave the handle table (the client is told through `tcp.onClose`, if at all).
         case forget
@@ -80,6 +81,8 @@ struct ConnectionStateMachine: Equatable {
     private(set) var inbound: Inbound = .open
     private(set) var outbound: Outbound = .open
     private(set) var flowing: Bool
+    /// `tcp.onEnd` went out: one FIN, one event, however often the handle is paused and resumed.
+    private(set) var endAnnounced = false
 
     init(connecting: Bool, flowing: Bool) {
         self.phase = connecting ? .connecting : .open
@@ -117,6 +120,7 @@ struct ConnectionStateMachine: Equatable {
         case .peerFinished:
             guard phase == .open, inbound == .open else { return [] }
             inbound = .peerFinished
+            endAnnounced = flowing
             var actions: [Action] = flowing ? [.emitEnd] : []
             actions.append(.serveReceivers)
             if outbound == .shut {
@@ -144,9 +148,14 @@ struct ConnectionStateMachine: Equatable {
                 outbound = .draining(thenRead: read)
                 return [.drainWrites]
             }
+            if write, case .draining(let thenRead) = outbound {
+                // Answered with the drain already under way, as the first shutdown is.
+                if read && !thenRead { outbound = .draining(thenRead: true) }
+                return []
+            }
+            // Reading only (or writing was shut already): takes effect, and is answered, at once.
             var actions: [Action] = []
             if read { actions += shutReading() }
-            actions.append(.completeShutdowns)
             if outbound == .shut, case .shutByClient = inbound {
                 actions += keepClosed()
             }
@@ -182,9 +191,13 @@ struct ConnectionStateMachine: Equatable {
         case .setFlowing(let on):
             guard flowing != on else { return [] }
             flowing = on
-            guard on else { return [.updateInterest] }
+            // Only an open (or connecting) handle has anything to hand over.
+            guard on, phase == .open || phase == .connecting else { return [.updateInterest] }
             var actions: [Action] = [.emitBuffered]
-            if peerFinished { actions.append(.emitEnd) }
+            if peerFinished && !endAnnounced {
+                endAnnounced = true
+                actions.append(.emitEnd)
+            }
             actions += [.failReceivers(.resumed), .updateInterest]
             return actions
         }

@@ -25,7 +25,7 @@ struct AcceptStateMachine: Equatable {
 
     mutating func waiterAdded() -> [Action] {
         waiters += 1
-        return backingOff ? [] : [.watch(true)]
+        return backingOff || closed ? [] : [.watch(true)]
     }
 
     mutating func waiterLeft() -> [Action] {
@@ -35,7 +35,7 @@ struct AcceptStateMachine: Equatable {
 
     mutating func startAsync() -> [Action] {
         asyncAccepting = true
-        return backingOff ? [] : [.drain, .watch(true)]
+        return backingOff || closed ? [] : [.drain, .watch(true)]
     }
 
     mutating func readable() -> [Action] { wanted && !backingOff ? [.drain] : [.watch(false)] }
