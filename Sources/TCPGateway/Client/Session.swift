@@ -197,10 +197,12 @@ final class Session {
     // MARK: outbound
 
     func send(_ message: JSONValue, passing fd: Int32? = nil) {
-        var bytes = JanssonCodec.serialize(message)
-        bytes.append(0x0A)
-        var buffer = ByteBufferAllocator().buffer(capacity: bytes.count)
-        buffer.writeBytes(bytes)
+        guard let fd else {
+            transport.writeLine { LineEncoder.write(message, into: &$0) }
+            return
+        }
+        var buffer = ByteBufferAllocator().buffer(capacity: 256)
+        LineEncoder.write(message, into: &buffer)
         transport.write(buffer, passing: fd)
     }
 
