@@ -25,6 +25,28 @@ enum LineEncoder {
         buffer.writeBytes(bytes)
     }
 
+    private static let successHead: StaticString = #"{"jsonrpc":"2.0","result":"#
+    private static let successIDKey: StaticString = #","id":"#
+
+    /// `RPCResponse.success(id:result:)`, written without building the envelope object.
+    static func writeSuccess(id: JSONValue, result: JSONValue, into buffer: inout ByteBuffer) {
+        guard let resultLength = simpleLength(result), let idLength = simpleLength(id) else {
+            write(RPCResponse.success(id: id, result: result), into: &buffer)
+            return
+        }
+        let length = successHead.utf8CodeUnitCount + resultLength + successIDKey.utf8CodeUnitCount + idLength + 2
+        _ = buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: length) { raw in
+            var out = raw.baseAddress!.assumingMemoryBound(to: UInt8.self)
+            put(successHead, &out)
+            writeSimple(result, to: &out)
+            put(successIDKey, &out)
+            writeSimple(id, to: &out)
+            put(UInt8(ascii: "}"), &out)
+            put(UInt8(ascii: "\n"), &out)
+            return length
+        }
+    }
+
     /// How many bytes `value` prints as, when every part of it is simple; nil otherwise.
     static func simpleLength(_ value: JSONValue) -> Int? {
         switch value {
