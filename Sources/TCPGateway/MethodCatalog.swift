@@ -129,13 +129,16 @@ final class MethodCatalog {
             positional = items
         case .object(let object)?:
             reusable = true
+            var lastIndex = -1
             for (key, value) in object.members {
-                guard let param = method.params.first(where: { $0.name == key }) else {
+                guard let index = method.params.firstIndex(where: { $0.name == key }) else {
                     let known = method.params.map { "'\($0.name)'" }.joined(separator: ", ")
                     throw RPCError.invalidParams(
                         "unknown param '\(key)' for \(method.name)" + (known.isEmpty ? " (it takes none)" : " (known: \(known))"))
                 }
-                if param.byNameOnly || value == .null { reusable = false }
+                // Bound params list in schema order, with no nulls and no by-name-only placeholders.
+                if index < lastIndex || method.params[index].byNameOnly || value == .null { reusable = false }
+                lastIndex = index
             }
             named = object
         default:
@@ -151,7 +154,8 @@ final class MethodCatalog {
             } else if param.byNameOnly {
                 value = nil
             } else {
-                value = position < positional.count ? positional[position] : nil
+                // (Not a ternary: there `nil` would read as JSONValue.null.)
+                if position < positional.count { value = positional[position] } else { value = Optional.none }
                 position += 1
             }
             guard let value else {

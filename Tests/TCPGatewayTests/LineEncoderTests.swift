@@ -30,7 +30,7 @@ final class LineEncoderTests: XCTestCase {
     }
 
     func testOnlySimpleValuesSkipJansson() {
-        XCTAssertEqual(LineEncoder.simpleLength(["state": 4, "name": "ESTABLISHED"]), 33)
+        XCTAssertEqual(LineEncoder.simpleLength(["state": 4, "name": "ESTABLISHED"]), 32)
         XCTAssertNil(LineEncoder.simpleLength(["uptime": 0.5]))
         XCTAssertNil(LineEncoder.simpleLength(["quote": "\""]))
         XCTAssertNil(LineEncoder.simpleLength([["caf\u{e9}": 1]]))
