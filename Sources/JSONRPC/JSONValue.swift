@@ -37,8 +37,12 @@ public struct JSONObject: Equatable, Sendable, ExpressibleByDictionaryLiteral {
     public init() {}
 
     public init(dictionaryLiteral elements: (String, JSONValue)...) {
+        members.reserveCapacity(elements.count)
         for (key, value) in elements { self[key] = value }
     }
+
+    /// Room for `count` members without regrowing.
+    public mutating func reserveCapacity(_ count: Int) { members.reserveCapacity(count) }
 
     public subscript(key: String) -> JSONValue? {
         get { members.first(where: { $0.key == key })?.value }
@@ -46,6 +50,8 @@ public struct JSONObject: Equatable, Sendable, ExpressibleByDictionaryLiteral {
             if let index = members.firstIndex(where: { $0.key == key }) {
                 if let newValue { members[index].value = newValue } else { members.remove(at: index) }
             } else if let newValue {
+                // Requests have four members: growing 1, 2, 4 would reallocate twice.
+                if members.capacity == 0 { members.reserveCapacity(4) }
                 members.append((key, newValue))
             }
         }
@@ -72,6 +78,7 @@ extension JSONValue: ExpressibleByStringLiteral, ExpressibleByIntegerLiteral, Ex
     public init(nilLiteral: ()) { self = .null }
     public init(dictionaryLiteral elements: (String, JSONValue)...) {
         var object = JSONObject()
+        object.reserveCapacity(elements.count)
         for (key, value) in elements { object[key] = value }
         self = .object(object)
     }

@@ -7,11 +7,18 @@ final class Dispatcher {
     /// Answers at once with a value, or returns nil and answers later through the call.
     typealias Operation = (Call) throws -> JSONValue?
 
-    private var table: [String: Operation] = [:]
+    /// A request method with what runs it: found once per call, by the method's name.
+    struct Route {
+        let method: MethodCatalog.Method
+        let operation: Operation
+    }
+
+    private var routes: [String: Route] = [:]
     unowned let gateway: Gateway
 
     init(gateway: Gateway) throws {
         self.gateway = gateway
+        var table: [String: Operation] = [:]
         ServerOperations.register(into: &table)
         ClientOperations.register(into: &table)
         DataOperations.register(into: &table)
@@ -25,23 +32,31 @@ final class Dispatcher {
                 "method table and schema differ: only in schema \(schemaMethods.subtracting(implemented).sorted()), "
                     + "only implemented \(implemented.subtracting(schemaMethods).sorted())")
         }
+        for (name, operation) in table {
+            if let method = gateway.catalog.methods[name] { routes[name] = Route(method: method, operation: operation) }
+        }
     }
 
-    func dispatch(_ call: Call) {
+    /// The route of a request method; nil for an unknown name or an event.
+    func route(_ name: String) -> Route? { routes[name] }
+
+    /// Runs `call` by its route (from `route`; nil answers "method not found").
+    func dispatch(_ call: Call, _ route: Route?) {
         defer {
             // Descriptors that no operation took are closed: never leaked.
-            for fd in call.passedDescriptors where fd >= 0 { _ = tcpgw_close(fd) }
-            call.passedDescriptors = []
+            if !call.passedDescriptors.isEmpty {
+                for fd in call.passedDescriptors where fd >= 0 { _ = tcpgw_close(fd) }
+                call.passedDescriptors = []
+            }
         }
-        guard let method = gateway.catalog.methods[call.request.method], !method.isEvent,
-            let operation = table[method.name]
-        else {
+        guard let route else {
             call.fail(RPCError.methodNotFound(call.request.method))
             return
         }
+        let method = route.method
         do {
             call.params = try gateway.catalog.bind(method, call.request.params)
-            if let result = try operation(call) { call.succeed(result) }
+            if let result = try route.operation(call) { call.succeed(result) }
         } catch {
             let answer = error.asRPCError
             if answer.code == -32603 {

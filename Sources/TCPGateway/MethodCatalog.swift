@@ -10,6 +10,8 @@ final class MethodCatalog {
         let name: String
         let required: Bool
         let schema: JSONValue
+        /// `schema`, compiled: what every call is checked with.
+        let check: SchemaCheck
         /// Accepted by name and ignored; not a position (the seed's unused placeholders).
         let byNameOnly: Bool
     }
@@ -47,11 +49,13 @@ final class MethodCatalog {
                 for raw in rawParams {
                     let descriptor = MethodCatalog.resolve(raw, in: document)
                     guard case .string(let paramName)? = descriptor["name"] else { continue }
+                    let schema = MethodCatalog.inline(descriptor["schema"] ?? [:], in: document)
                     params.append(
                         Param(
                             name: paramName,
                             required: descriptor["required"] == .bool(true),
-                            schema: MethodCatalog.inline(descriptor["schema"] ?? [:], in: document),
+                            schema: schema,
+                            check: SchemaCheck(schema, in: document),
                             byNameOnly: descriptor["x-by-name-only"] == .bool(true)))
                 }
             }
@@ -110,7 +114,10 @@ final class MethodCatalog {
     /// Maps by-position params to names, rejects unknown or missing ones, and validates each
     /// against its schema. A null for an optional param means "absent".
     func bind(_ method: Method, _ raw: JSONValue?) throws -> Params {
-        var named = JSONObject()
+        var positional: [JSONValue] = []
+        var named: JSONObject?
+        // The request's own object serves as the bound params when it holds nothing to drop.
+        var reusable = false
         switch raw {
         case nil:
             break
@@ -119,29 +126,50 @@ final class MethodCatalog {
                 throw RPCError.invalidParams(
                     "\(method.name) takes at most \(method.positional.count) positional params, got \(items.count)")
             }
-            for (param, value) in zip(method.positional, items) { named[param.name] = value }
+            positional = items
         case .object(let object)?:
+            reusable = true
+            var lastIndex = -1
             for (key, value) in object.members {
-                guard method.params.contains(where: { $0.name == key }) else {
+                guard let index = method.params.firstIndex(where: { $0.name == key }) else {
                     let known = method.params.map { "'\($0.name)'" }.joined(separator: ", ")
                     throw RPCError.invalidParams(
                         "unknown param '\(key)' for \(method.name)" + (known.isEmpty ? " (it takes none)" : " (known: \(known))"))
                 }
-                named[key] = value
+                // Bound params list in schema order, with no nulls and no by-name-only placeholders.
+                if index < lastIndex || method.params[index].byNameOnly || value == .null { reusable = false }
+                lastIndex = index
             }
+            named = object
         default:
             throw RPCError.invalidParams("params must be an array or an object")
         }
         var result = JSONObject()
+        if !reusable { result.reserveCapacity(method.params.count) }
+        var position = 0
         for param in method.params {
-            guard let value = named[param.name] else {
+            let value: JSONValue?
+            if let named {
+                value = named[param.name]
+            } else if param.byNameOnly {
+                value = nil
+            } else {
+                // (Not a ternary: there `nil` would read as JSONValue.null.)
+                if position < positional.count { value = positional[position] } else { value = Optional.none }
+                position += 1
+            }
+            guard let value else {
                 if param.required { throw RPCError.invalidParams("'\(param.name)' is required") }
                 continue
             }
-            try SchemaValidator(document: document).validate(value, param.schema, path: param.name)
+            if !param.check.accepts(value) {
+                // The interpreting validator words the message (and stays the reference).
+                try SchemaValidator(document: document).validate(value, param.schema, path: param.name)
+            }
             // A null the schema allows means "absent", so defaults apply.
-            if !param.byNameOnly && value != .null { result[param.name] = value }
+            if !reusable && !param.byNameOnly && value != .null { result[param.name] = value }
         }
+        if reusable, let named { return Params(values: named) }
         return Params(values: result)
     }
 }
@@ -354,4 +382,159 @@ struct Params {
     var values: JSONObject
 
     subscript(name: String) -> JSONValue? { values[name] }
+}
+
+/// A param's schema compiled once, at start: `accepts` answers exactly what
+/// `SchemaValidator.accepts` answers for the same schema, without looking keywords up in the
+/// schema's JSON on every call. Failures are then worded by `SchemaValidator`.
+final class SchemaCheck {
+    private struct Types: OptionSet {
+        let rawValue: UInt8
+        static let null = Types(rawValue: 1), boolean = Types(rawValue: 2), string = Types(rawValue: 4)
+        static let array = Types(rawValue: 8), object = Types(rawValue: 16), integer = Types(rawValue: 32)
+        static let number = Types(rawValue: 64)
+
+        init(rawValue: UInt8) { self.rawValue = rawValue }
+
+        init(name: String) {
+            switch name {
+            case "null": self = .null
+            case "boolean": self = .boolean
+            case "string": self = .string
+            case "array": self = .array
+            case "object": self = .object
+            case "integer": self = .integer
+            case "number": self = .number
+            default: self = []  // matches nothing, as in SchemaValidator
+            }
+        }
+    }
+
+    private var acceptsAnything = false
+    /// Past the depth compiled, the rest is interpreted (a recursive schema; ours has none).
+    private var interpreted: (validator: SchemaValidator, schema: JSONValue)?
+    private var options: [SchemaCheck]?
+    private var exactlyOne = false
+    private var types: Types?
+    private var choices: [JSONValue]?
+    private var constant: JSONValue?
+    private var minimum: Double?
+    private var maximum: Double?
+    private var minLength: Int64?
+    private var maxLength: Int64?
+    private var minItems: Int64?
+    private var maxItems: Int64?
+    private var items: SchemaCheck?
+    private var required: [String] = []
+    private var properties: [(name: String, check: SchemaCheck)] = []
+    private var closed = false
+
+    init(_ rawSchema: JSONValue, in document: JSONValue, depth: Int = 0) {
+        guard depth < 64 else {
+            interpreted = (SchemaValidator(document: document), rawSchema)
+            return
+        }
+        let schema = MethodCatalog.resolve(rawSchema, in: document)
+        guard case .object(let object) = schema else {
+            acceptsAnything = true
+            return
+        }
+        let compile = { (value: JSONValue) in SchemaCheck(value, in: document, depth: depth + 1) }
+        if case .array(let list)? = object["oneOf"] ?? object["anyOf"] {
+            options = list.map(compile)
+            exactlyOne = object["oneOf"] != nil
+        }
+        switch object["type"] {
+        case .string(let one)?:
+            types = Types(name: one)
+        case .array(let many)?:
+            let names = many.compactMap { if case .string(let s) = $0 { return s } else { return nil } }
+            if !names.isEmpty { types = names.reduce(into: Types()) { $0.formUnion(Types(name: $1)) } }
+        default:
+            break
+        }
+        if case .array(let list)? = object["enum"] { choices = list }
+        constant = object["const"]
+        minimum = object["minimum"].flatMap(SchemaCheck.numeric)
+        maximum = object["maximum"].flatMap(SchemaCheck.numeric)
+        if case .int(let n)? = object["minLength"] { minLength = n }
+        if case .int(let n)? = object["maxLength"] { maxLength = n }
+        if case .int(let n)? = object["minItems"] { minItems = n }
+        if case .int(let n)? = object["maxItems"] { maxItems = n }
+        items = object["items"].map(compile)
+        if case .array(let list)? = object["required"] {
+            required = list.compactMap { if case .string(let s) = $0 { return s } else { return nil } }
+        }
+        if case .object(let props)? = object["properties"] {
+            properties = props.members.map { ($0.key, compile($0.value)) }
+        }
+        closed = object["additionalProperties"] == .bool(false)
+    }
+
+    func accepts(_ value: JSONValue) -> Bool {
+        if acceptsAnything { return true }
+        if let interpreted { return interpreted.validator.accepts(value, interpreted.schema) }
+        if let options {
+            var matching = 0
+            for option in options where option.accepts(value) { matching += 1 }
+            if exactlyOne ? matching != 1 : matching == 0 { return false }
+        }
+        if let types, !SchemaCheck.matches(value, types) { return false }
+        if let choices, !choices.contains(where: { SchemaCheck.equal($0, value) }) { return false }
+        if let constant, !SchemaCheck.equal(constant, value) { return false }
+        switch value {
+        case .int, .double:
+            if minimum != nil || maximum != nil, let number = SchemaCheck.numeric(value) {
+                if let minimum, number < minimum { return false }
+                if let maximum, number > maximum { return false }
+            }
+        case .string(let text):
+            if minLength != nil || maxLength != nil {
+                let count = Int64(text.unicodeScalars.count)
+                if let minLength, count < minLength { return false }
+                if let maxLength, count > maxLength { return false }
+            }
+        case .array(let list):
+            if let minItems, list.count < minItems { return false }
+            if let maxItems, list.count > maxItems { return false }
+            if let items, !list.allSatisfy(items.accepts) { return false }
+        case .object(let object):
+            for key in required where object[key] == nil { return false }
+            for (key, member) in object.members {
+                if let property = properties.first(where: { $0.name == key }) {
+                    if !property.check.accepts(member) { return false }
+                } else if closed {
+                    return false
+                }
+            }
+        case .null, .bool:
+            break
+        }
+        return true
+    }
+
+    private static func matches(_ value: JSONValue, _ types: Types) -> Bool {
+        switch value {
+        case .null: return types.contains(.null)
+        case .bool: return types.contains(.boolean)
+        case .string: return types.contains(.string)
+        case .array: return types.contains(.array)
+        case .object: return types.contains(.object)
+        case .int: return !types.isDisjoint(with: [.integer, .number])
+        case .double(let d): return types.contains(.number) || (types.contains(.integer) && d.rounded() == d && abs(d) < 9.0e15)
+        }
+    }
+
+    private static func numeric(_ value: JSONValue) -> Double? {
+        switch value {
+        case .int(let i): return Double(i)
+        case .double(let d): return d
+        default: return nil
+        }
+    }
+
+    private static func equal(_ a: JSONValue, _ b: JSONValue) -> Bool {
+        if let x = numeric(a), let y = numeric(b) { return x == y }
+        return a == b
+    }
 }

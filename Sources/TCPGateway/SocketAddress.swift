@@ -90,7 +90,9 @@ enum TCPState: Int, CaseIterable {
          "CLOSE_WAIT", "CLOSING", "LAST_ACK", "TIME_WAIT"][rawValue]
     }
 
-    var json: JSONValue { ["state": .int(Int64(rawValue)), "name": .string(name)] }
+    /// `{"state":4,"name":"ESTABLISHED"}`, built once per state (tcp.getState answers it).
+    var json: JSONValue { TCPState.jsonByState[rawValue] }
+    private static let jsonByState: [JSONValue] = allCases.map { ["state": .int(Int64($0.rawValue)), "name": .string($0.name)] }
 
     /// From Linux's TCP_INFO tcpi_state (include/net/tcp_states.h).
     init(linux: Int32) {

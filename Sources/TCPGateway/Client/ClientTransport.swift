@@ -122,6 +122,9 @@ final class ClientTransport: ReactorSource {
 
     // MARK: writing
 
+    /// Queued lines are coalesced into segments of about this size, sent with one sendmsg.
+    private static let coalesceLimit = 64 * 1024
+
     /// Queues one encoded line (with its newline) and, optionally, a descriptor to pass with it.
     /// The transport closes `passing` once it has been sent (or dropped).
     func write(_ bytes: ByteBuffer, passing: Int32? = nil) {
@@ -129,16 +132,47 @@ final class ClientTransport: ReactorSource {
             if let passing { _ = tcpgw_close(passing) }
             return
         }
-        queuedBytes += bytes.readableBytes
-        onQueued?(bytes.readableBytes)
-        if passing == nil, var last = segments.last, last.bytes.readableBytes < 64 * 1024 {
+        if passing == nil, let last = coalescingSegment() {
             // Coalesce small lines into one send; a descriptor stays on its segment's first byte.
+            // Appended in place: a copy of the segment would make the append copy its storage.
             var copy = bytes
-            last.bytes.writeBuffer(&copy)
-            segments[segments.index(before: segments.endIndex)] = last
+            _ = segments.modify(last) { $0.bytes.writeBuffer(&copy) }
         } else {
             segments.append(Segment(bytes: bytes, fd: passing))
         }
+        queuedBytes += bytes.readableBytes
+        onQueued?(bytes.readableBytes)
+        queued()
+    }
+
+    /// Queues one line that `body` writes (with its newline) straight into the send queue.
+    func writeLine(_ body: (inout ByteBuffer) -> Void) {
+        guard !isClosed else { return }
+        let index: CircularBuffer<Segment>.Index
+        if let last = coalescingSegment() {
+            index = last
+        } else {
+            segments.append(Segment(bytes: ByteBufferAllocator().buffer(capacity: 4096), fd: nil))
+            index = segments.index(before: segments.endIndex)
+        }
+        let added = segments.modify(index) { segment in
+            let before = segment.bytes.readableBytes
+            body(&segment.bytes)
+            return segment.bytes.readableBytes - before
+        }
+        queuedBytes += added
+        onQueued?(added)
+        queued()
+    }
+
+    /// The last queued segment, when another line may be appended to it.
+    private func coalescingSegment() -> CircularBuffer<Segment>.Index? {
+        guard !segments.isEmpty else { return nil }
+        let last = segments.index(before: segments.endIndex)
+        return segments.modify(last) { $0.bytes.readableBytes < ClientTransport.coalesceLimit } ? last : nil
+    }
+
+    private func queued() {
         // One send per loop iteration: answers and events written while a batch of requests
         // or a read loop is handled leave together.
         if !waitingForWritable && !flushScheduled {

@@ -140,28 +140,11 @@ final class Session {
             send(RPCResponse.failure(id: .null, error: error))
         case .single(let entry):
             inFlight += 1
-            run(entry, descriptors: &descriptors) { [weak self] reply in
-                guard let self else { return }
-                self.inFlight -= 1
-                if let reply { self.send(reply.json, passing: reply.fd) }
-                self.updateReading()
-            }
+            run(entry, descriptors: &descriptors, answer: .single)
             closeDescriptors(&descriptors)
         case .batch(let entries):
             inFlight += 1
-            var replies = [Reply?](repeating: nil, count: entries.count)
-            var remaining = entries.count
-            let complete: (Int, Reply?) -> Void = { [weak self] index, reply in
-                guard let self else { return }
-                replies[index] = reply
-                remaining -= 1
-                guard remaining == 0 else { return }
-                self.inFlight -= 1
-                let answered = replies.compactMap { $0 }
-                let passing = answered.first(where: { $0.fd != nil })?.fd
-                if !answered.isEmpty { self.send(.array(answered.map(\.json)), passing: passing) }
-                self.updateReading()
-            }
+            let batch = Batch(count: entries.count)
             var flyAways = 0
             for (index, var entry) in entries.enumerated() {
                 // An answer line carries one descriptor, so a batch may fly one socket away;
@@ -170,14 +153,14 @@ final class Session {
                     flyAways += 1
                     if flyAways > 1 {
                         guard let id = request.id else {
-                            complete(index, nil)
+                            deliver(nil, to: .batch(batch, index))
                             continue
                         }
                         entry = .invalid(
                             id: id, error: .invalidRequest("only one tcp.flyAway per batch: an answer line carries one descriptor"))
                     }
                 }
-                run(entry, descriptors: &descriptors) { reply in complete(index, reply) }
+                run(entry, descriptors: &descriptors, answer: .batch(batch, index))
             }
             closeDescriptors(&descriptors)
         }
@@ -188,45 +171,102 @@ final class Session {
         descriptors = []
     }
 
+    /// One answer: a result or an error for the request with `id`.
     struct Reply {
-        let json: JSONValue
+        let id: JSONValue
+        let outcome: Result<JSONValue, RPCError>
         let fd: Int32?
+
+        var json: JSONValue {
+            switch outcome {
+            case .success(let result): return RPCResponse.success(id: id, result: result)
+            case .failure(let error): return RPCResponse.failure(id: id, error: error)
+            }
+        }
     }
 
-    /// Runs one entry; `done` gets the answer (nil for notifications).
-    private func run(_ entry: RPCEntry, descriptors: inout [Int32], done: @escaping (Reply?) -> Void) {
+    /// The answers of one batch, gathered until the last entry is done.
+    final class Batch {
+        var replies: [Reply?]
+        var remaining: Int
+
+        init(count: Int) {
+            replies = [Reply?](repeating: nil, count: count)
+            remaining = count
+        }
+    }
+
+    /// Where an entry's answer goes: its own line, or its place in a batch.
+    enum Answer {
+        case single
+        case batch(Batch, Int)
+    }
+
+    /// Runs one entry; its answer (none for a notification) goes to `answer`.
+    private func run(_ entry: RPCEntry, descriptors: inout [Int32], answer: Answer) {
         switch entry {
         case .invalid(let id, let error):
-            done(Reply(json: RPCResponse.failure(id: id, error: error), fd: nil))
+            deliver(Reply(id: id, outcome: .failure(error), fd: nil), to: answer)
         case .request(let request):
-            let call = Call(session: self, request: request) { result in
-                guard let id = request.id else {
-                    if case .success(let value) = result, let fd = value.fd { _ = tcpgw_close(fd) }
-                    done(nil)
-                    return
-                }
-                switch result {
-                case .success(let value):
-                    done(Reply(json: RPCResponse.success(id: id, result: value.result), fd: value.fd))
-                case .failure(let error):
-                    done(Reply(json: RPCResponse.failure(id: id, error: error), fd: nil))
-                }
-            }
-            if gateway.catalog.methods[request.method]?.descriptor == .request {
+            let route = gateway.dispatcher.route(request.method)
+            let call = Call(session: self, request: request, answer: answer)
+            if route?.method.descriptor == .request {
                 call.passedDescriptors = descriptors
                 descriptors = []
             }
-            gateway.dispatcher.dispatch(call)
+            gateway.dispatcher.dispatch(call, route)
+        }
+    }
+
+    /// A call is done (`Call.succeed` / `Call.fail`).
+    fileprivate func finish(_ call: Call, _ outcome: Result<Call.Success, RPCError>) {
+        guard let id = call.request.id else {
+            if case .success(let value) = outcome, let fd = value.fd { _ = tcpgw_close(fd) }
+            deliver(nil, to: call.answer)
+            return
+        }
+        switch outcome {
+        case .success(let value): deliver(Reply(id: id, outcome: .success(value.result), fd: value.fd), to: call.answer)
+        case .failure(let error): deliver(Reply(id: id, outcome: .failure(error), fd: nil), to: call.answer)
+        }
+    }
+
+    private func deliver(_ reply: Reply?, to answer: Answer) {
+        switch answer {
+        case .single:
+            inFlight -= 1
+            if let reply { send(reply) }
+            updateReading()
+        case .batch(let batch, let index):
+            batch.replies[index] = reply
+            batch.remaining -= 1
+            guard batch.remaining == 0 else { return }
+            inFlight -= 1
+            let answered = batch.replies.compactMap { $0 }
+            let passing = answered.first(where: { $0.fd != nil })?.fd
+            if !answered.isEmpty { send(.array(answered.map(\.json)), passing: passing) }
+            updateReading()
         }
     }
 
     // MARK: outbound
 
+    /// An answer line; a result goes out without building its envelope object.
+    private func send(_ reply: Reply) {
+        guard reply.fd == nil, case .success(let result) = reply.outcome else {
+            send(reply.json, passing: reply.fd)
+            return
+        }
+        transport.writeLine { LineEncoder.writeSuccess(id: reply.id, result: result, into: &$0) }
+    }
+
     func send(_ message: JSONValue, passing fd: Int32? = nil) {
-        var bytes = JanssonCodec.serialize(message)
-        bytes.append(0x0A)
-        var buffer = ByteBufferAllocator().buffer(capacity: bytes.count)
-        buffer.writeBytes(bytes)
+        guard let fd else {
+            transport.writeLine { LineEncoder.write(message, into: &$0) }
+            return
+        }
+        var buffer = ByteBufferAllocator().buffer(capacity: 256)
+        LineEncoder.write(message, into: &buffer)
         transport.write(buffer, passing: fd)
     }
 
@@ -280,28 +320,29 @@ final class Call {
 
     let session: Session
     let request: RPCRequest
+    fileprivate let answer: Session.Answer
     var params = Params(values: JSONObject())
     var passedDescriptors: [Int32] = []
-    private var completion: ((Result<Success, RPCError>) -> Void)?
+    private var done = false
 
-    init(session: Session, request: RPCRequest, completion: @escaping (Result<Success, RPCError>) -> Void) {
+    init(session: Session, request: RPCRequest, answer: Session.Answer) {
         self.session = session
         self.request = request
-        self.completion = completion
+        self.answer = answer
     }
 
     func succeed(_ result: JSONValue, passing fd: Int32? = nil) {
-        guard let completion else {
+        guard !done else {
             if let fd { _ = tcpgw_close(fd) }
             return
         }
-        self.completion = nil
-        completion(.success(Success(result: result, fd: fd)))
+        done = true
+        session.finish(self, .success(Success(result: result, fd: fd)))
     }
 
     func fail(_ error: Error) {
-        guard let completion else { return }
-        self.completion = nil
-        completion(.failure(error.asRPCError))
+        guard !done else { return }
+        done = true
+        session.finish(self, .failure(error.asRPCError))
     }
 }
