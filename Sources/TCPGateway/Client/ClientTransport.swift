@@ -12,7 +12,7 @@ import NIOCore
 ///
 /// The socket stays registered with the reactor even while reading is paused, so a client
 /// that hangs up is noticed at once, whatever its read state.
-final class ClientTransport: ReactorSource {
+final class ClientTransport: ReactorSource, DeferredWork {
     struct ReceivedDescriptor {
         let offset: UInt64
         var fd: Int32
@@ -102,9 +102,11 @@ final class ClientTransport: ReactorSource {
     }
 
     private func readAvailable() {
-        var fds = [Int32](repeating: -1, count: 8)
         var nfds: Int32 = 0
-        let n = tcpgw_recv_with_fds(fd, readBuffer.baseAddress, readBuffer.count, &fds, 8, &nfds, 1)
+        let n = fdSlots.withUnsafeMutableBufferPointer { slots in
+            tcpgw_recv_with_fds(fd, readBuffer.baseAddress, readBuffer.count, slots.baseAddress, 8, &nfds, 1)
+        }
+        let fds = fdSlots
         if n == -Int(EAGAIN) || n == -Int(EINTR) { return }
         // Linux ends a read right after the message that carried descriptors (bytes before it
         // may be glued on), so they belong with the read's last byte.
@@ -124,6 +126,10 @@ final class ClientTransport: ReactorSource {
 
     /// Queued lines are coalesced into segments of about this size, sent with one sendmsg.
     private static let coalesceLimit = 64 * 1024
+    /// A sent segment's storage, kept for the next line: one call in, one answer out, no malloc.
+    private var spare: ByteBuffer?
+    /// Where recvmsg puts passed descriptors (kept, so a read allocates nothing).
+    private var fdSlots = [Int32](repeating: -1, count: 8)
 
     /// Queues one encoded line (with its newline) and, optionally, a descriptor to pass with it.
     /// The transport closes `passing` once it has been sent (or dropped).
@@ -152,7 +158,8 @@ final class ClientTransport: ReactorSource {
         if let last = coalescingSegment() {
             index = last
         } else {
-            segments.append(Segment(bytes: ByteBufferAllocator().buffer(capacity: 4096), fd: nil))
+            let storage = spare.take() ?? ByteBufferAllocator().buffer(capacity: 4096)
+            segments.append(Segment(bytes: storage, fd: nil))
             index = segments.index(before: segments.endIndex)
         }
         let added = segments.modify(index) { segment in
@@ -177,13 +184,14 @@ final class ClientTransport: ReactorSource {
         // or a read loop is handled leave together.
         if !waitingForWritable && !flushScheduled {
             flushScheduled = true
-            reactor.execute { [weak self] in
-                guard let self else { return }
-                self.flushScheduled = false
-                if !self.waitingForWritable { self.flush() }
-            }
+            reactor.defer(self)
         }
         updateCongestion()
+    }
+
+    func runDeferred() {
+        flushScheduled = false
+        if !waitingForWritable { flush() }
     }
 
     private func flush() {
@@ -210,6 +218,10 @@ final class ClientTransport: ReactorSource {
             segment.bytes.moveReaderIndex(forwardBy: sent)
             if segment.bytes.readableBytes == 0 {
                 segments.removeFirst()
+                if segment.bytes.capacity <= 2 * ClientTransport.coalesceLimit {
+                    segment.bytes.clear()
+                    spare = segment.bytes
+                }
             } else {
                 segments[segments.startIndex] = segment
             }

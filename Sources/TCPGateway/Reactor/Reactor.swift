@@ -22,6 +22,11 @@ protocol ReactorSource: AnyObject {
     func ready(_ events: IOEvents)
 }
 
+/// Work an object asks to run after the current batch of events (see `Reactor.defer`).
+protocol DeferredWork: AnyObject {
+    func runDeferred()
+}
+
 /// The gateway's one event loop: every descriptor (Unix clients, listeners, connects in
 /// progress, connections) is watched by one level-triggered epoll set and served on the thread
 /// that calls `run()`, so no state needs a lock and no readiness event hops between threads.
@@ -54,6 +59,7 @@ final class Reactor: @unchecked Sendable {  // loop-confined, except `submit` an
     private var freeSlots: [UInt32] = []
     private var timers = TimerHeap()
     private var deferred: [() -> Void] = []
+    private var deferredWork: [DeferredWork] = []
     private var loopThread: pthread_t?
 
     private let lock = NSLock()
@@ -160,6 +166,13 @@ final class Reactor: @unchecked Sendable {  // loop-confined, except `submit` an
         deferred.append(body)
     }
 
+    /// `execute` for an object's own work, without a closure to allocate (the hot path: a
+    /// client's answers are flushed this way once per loop iteration).
+    func `defer`(_ work: DeferredWork) {
+        assert(isOnLoop)
+        deferredWork.append(work)
+    }
+
     /// Runs `body` on the loop; callable from any thread.
     func submit(_ body: @escaping @Sendable () -> Void) {
         lock.lock()
@@ -214,10 +227,17 @@ final class Reactor: @unchecked Sendable {  // loop-confined, except `submit` an
     private func runDeferred() {
         // Work may queue more work; bounded so a task that re-queues itself cannot starve I/O.
         var rounds = 0
-        while !deferred.isEmpty && rounds < 16 {
-            let batch = deferred
-            deferred.removeAll(keepingCapacity: true)
-            for body in batch { body() }
+        while (!deferred.isEmpty || !deferredWork.isEmpty) && rounds < 16 {
+            if !deferred.isEmpty {
+                let batch = deferred
+                deferred.removeAll(keepingCapacity: true)
+                for body in batch { body() }
+            }
+            if !deferredWork.isEmpty {
+                let batch = deferredWork
+                deferredWork.removeAll(keepingCapacity: true)
+                for work in batch { work.runDeferred() }
+            }
             rounds += 1
         }
     }
