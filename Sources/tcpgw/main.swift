@@ -46,10 +46,15 @@ struct Serve: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Run the gateway in the foreground until SIGTERM or SIGINT.",
         discussion: """
-            Listens on the Unix socket (mode 0600). A stale socket file is replaced; a live one \
+            Listens on the Unix socket (mode 0600, or --socket-mode). A stale socket file is replaced; a live one \
             (another gateway answering) or a file that is not a socket is refused. Prints one line \
             naming the socket when ready. On SIGTERM/SIGINT it stops accepting, closes every \
             handle, removes the socket file and exits 0.
+
+            As a service: --socket-mode sets the file's mode; socket activation (LISTEN_PID, \
+            LISTEN_FDS=1) serves the listening socket in descriptor 3 and never removes it; with \
+            NOTIFY_SOCKET set it sends READY=1, RELOADING=1 (SIGHUP), STOPPING=1 and WATCHDOG=1 \
+            (every half of WATCHDOG_USEC). Units: contrib/systemd.
             """)
 
     @OptionGroup var socketOption: SocketOption

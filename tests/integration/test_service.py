@@ -35,10 +35,11 @@ class Proc:
 
     def __init__(self, workdir: str, args: list[str], env: dict[str, str],
                  fd3: Optional[int] = None, own_pid_vars: tuple[str, ...] = (),
-                 umask: int = -1) -> None:
+                 umask: int = -1, prefix: tuple[str, ...] = (),
+                 preexec: Optional[Callable[[], None]] = None) -> None:
         self.log_path = os.path.join(workdir, f"gw-{time.monotonic_ns()}.log")
         self._log = open(self.log_path, "wb")
-        cmd = [require_binary(), "serve", *args]
+        cmd = [*prefix, require_binary(), "serve", *args]
         if own_pid_vars:
             assigns = " ".join(f"{name}=$$" for name in own_pid_vars)
             cmd = ["/bin/sh", "-c", f'{assigns} exec "$0" "$@"', *cmd]
@@ -53,6 +54,8 @@ class Proc:
                     os.close(3)
                 except OSError:
                     pass
+            if preexec is not None:
+                preexec()
 
         # close_fds=False: Popen would otherwise close descriptor 3 after hand_over ran. The
         # test's other descriptors are close-on-exec (Python's default), so none leak.
@@ -112,8 +115,9 @@ class Launcher:
         self.procs: list[Proc] = []
 
     def __call__(self, *args: str, env: Optional[dict[str, str]] = None, fd3: Optional[int] = None,
-                 own_pid_vars: tuple[str, ...] = (), umask: int = -1) -> Proc:
-        p = Proc(self.dir, list(args), env or {}, fd3, own_pid_vars, umask)
+                 own_pid_vars: tuple[str, ...] = (), umask: int = -1, prefix: tuple[str, ...] = (),
+                 preexec: Optional[Callable[[], None]] = None) -> Proc:
+        p = Proc(self.dir, list(args), env or {}, fd3, own_pid_vars, umask, prefix, preexec)
         self.procs.append(p)
         return p
 
@@ -257,7 +261,9 @@ def test_socket_activation_serves_descriptor_3_and_leaves_its_file(launch: Launc
         w.close()
     # The descriptor is close-on-exec and non-blocking now, and it is still number 3.
     fdinfo = open(f"/proc/{gw.pid}/fdinfo/3").read()
-    flags = int(re.search(r"flags:\s+(\d+)", fdinfo).group(1), 8)
+    found = re.search(r"flags:\s+(\d+)", fdinfo)
+    assert found, fdinfo
+    flags = int(found.group(1), 8)
     assert flags & os.O_NONBLOCK, fdinfo
     assert flags & 0o2000000, fdinfo  # O_CLOEXEC
     assert gw.stop() == 0
@@ -304,28 +310,24 @@ def test_socket_activation_for_another_pid_is_ignored(launch: Launcher) -> None:
     listener.close()
 
 
-def _tcp_listener() -> socket.socket:
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.bind(("127.0.0.1", 0))
-    s.listen(4)
-    return s
-
-
-def _regular_file(launch: Launcher) -> int:
-    fd = os.open(launch.path("plain-file"), os.O_RDWR | os.O_CREAT, 0o600)
-    return fd
-
-
-def _unix_dgram(launch: Launcher) -> socket.socket:
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    s.bind(launch.path("dgram.sock"))
-    return s
-
-
-def _unix_unlistening(launch: Launcher) -> socket.socket:
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.bind(launch.path("quiet.sock"))
-    return s
+def _descriptor(kind: str, launch: Launcher) -> tuple[Optional[int], Callable[[], None]]:
+    """A descriptor of the given kind to hand over as 3, and how to close it afterwards."""
+    if kind == "file":
+        fd = os.open(launch.path("plain-file"), os.O_RDWR | os.O_CREAT, 0o600)
+        return fd, lambda: os.close(fd)
+    if kind == "closed":
+        return None, lambda: None
+    if kind == "tcp":
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.bind(("127.0.0.1", 0))
+        s.listen(4)
+    elif kind == "dgram":
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        s.bind(launch.path("dgram.sock"))
+    else:  # a Unix stream socket, bound but not listening
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.bind(launch.path("quiet.sock"))
+    return s.fileno(), s.close
 
 
 @pytest.mark.parametrize("kind,message", [
@@ -337,36 +339,19 @@ def _unix_unlistening(launch: Launcher) -> socket.socket:
 ])
 def test_descriptor_3_that_is_not_a_listening_unix_stream_socket_is_a_start_error(
         launch: Launcher, kind: str, message: str) -> None:
-    keep: list[object] = []
-    fd3: Optional[int]
-    if kind == "tcp":
-        s = _tcp_listener()
-        keep.append(s)
-        fd3 = s.fileno()
-    elif kind == "file":
-        fd3 = _regular_file(launch)
-    elif kind == "dgram":
-        s = _unix_dgram(launch)
-        keep.append(s)
-        fd3 = s.fileno()
-    elif kind == "unlistening":
-        s = _unix_unlistening(launch)
-        keep.append(s)
-        fd3 = s.fileno()
-    else:
-        fd3 = None
-    own = launch.path("own.sock")
-    gw = launch("--socket", own, env={"LISTEN_FDS": "1"}, fd3=fd3, own_pid_vars=("LISTEN_PID",))
-    rc = gw.wait_exit()
-    log = gw.log()
-    assert rc == 1, log
-    assert "descriptor 3" in log and message in log, log
-    assert not os.path.exists(own)  # no fallback to a socket of its own
-    if kind == "file":
-        assert os.path.isfile(launch.path("plain-file"))
-        os.close(fd3)  # type: ignore[arg-type]
-    for s in keep:
-        s.close()  # type: ignore[attr-defined]
+    fd3, close = _descriptor(kind, launch)
+    try:
+        own = launch.path("own.sock")
+        gw = launch("--socket", own, env={"LISTEN_FDS": "1"}, fd3=fd3, own_pid_vars=("LISTEN_PID",))
+        rc = gw.wait_exit()
+        log = gw.log()
+        assert rc == 1, log
+        assert "descriptor 3" in log and message in log, log
+        assert not os.path.exists(own)  # no fallback to a socket of its own
+        if kind == "file":
+            assert os.path.isfile(launch.path("plain-file"))  # left alone
+    finally:
+        close()
 
 
 @pytest.mark.parametrize("count,message", [("2", "exactly one"), ("many", "not a number")])
@@ -596,3 +581,109 @@ def test_units_say_what_the_contract_asks() -> None:
     assert settings["ProtectSystem"] == "strict"
     assert settings["SystemCallArchitectures"] == "native"
     assert "@system-service" in svc
+
+
+# ---------------------------------------------------------------------- the sandbox, in practice
+def _session(path: str) -> None:
+    """What a client typically makes the gateway do: a server, a connection to it, bytes both ways."""
+    w = Wire(path)
+    try:
+        w.call("gateway.info")
+        srv = w.call("tcp.createServer", {"sockaddr": {"addr": "127.0.0.1", "port": 0}})
+        cli = w.call("tcp.createClient", {"sockaddr": {"addr": "127.0.0.1", "port": srv["local"]["port"]}})
+        acc = w.call("tcp.accept", {"handle": srv["handle"], "timeout": 3000})
+        w.call("tcp.send", {"handle": cli["handle"], "data": "aGVsbG8=", "encoding": "base64"})
+        assert w.recv_exact(acc["handle"], 5) == b"hello"
+        for h in (cli, acc, srv):
+            w.call("tcp.close", {"handle": h["handle"]})
+    finally:
+        w.close()
+
+
+def test_the_gateway_runs_under_the_kernels_write_xor_execute_rule(launch: Launcher) -> None:
+    """MemoryDenyWriteExecute=yes in tcpgw.service is safe: under prctl(PR_SET_MDWE) (the
+    kernel's own W^X rule, inherited across exec) the gateway serves a whole session. The
+    same rule makes a writable+executable mapping fail, so the check is in force."""
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    pr_set_mdwe, refuse_exec_gain = 65, 1
+
+    def mdwe() -> None:
+        if libc.prctl(pr_set_mdwe, refuse_exec_gain, 0, 0, 0) != 0:
+            os._exit(97)
+
+    probe = "import mmap; mmap.mmap(-1, 4096, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)"
+    control = subprocess.run([shutil.which("python3") or "python3", "-c", probe], preexec_fn=mdwe,
+                             capture_output=True, timeout=30)
+    if control.returncode == 97:
+        pytest.fail("this kernel has no PR_SET_MDWE (Linux 6.3+); cannot check MemoryDenyWriteExecute=")
+    assert control.returncode != 0, "a W+X mapping succeeded under PR_SET_MDWE: the rule is not in force"
+
+    path = launch.path("gw.sock")
+    gw = launch("--socket", path, preexec=mdwe)
+    gw.wait_connectable(path)
+    _session(path)
+    assert gw.stop() == 0
+
+
+def _expand(group: str, seen: Optional[set[str]] = None) -> set[str]:
+    """The system calls a systemd syscall group (@name) allows, nested groups included."""
+    seen = seen if seen is not None else set()
+    if group in seen:
+        return set()
+    seen.add(group)
+    out = subprocess.run(["systemd-analyze", "syscall-filter", group], capture_output=True, text=True,
+                         timeout=30, check=True).stdout
+    names: set[str] = set()
+    for line in out.splitlines()[1:]:
+        item = line.strip()
+        if not item or item.startswith("#"):
+            continue
+        names |= _expand(item, seen) if item.startswith("@") else {item}
+    return names
+
+
+def test_every_system_call_the_gateway_makes_is_in_the_units_filter(launch: Launcher) -> None:
+    """SystemCallFilter=@system-service ~@privileged in tcpgw.service leaves the gateway every
+    call it makes: a traced run (start, a session, SIGHUP, SIGTERM) uses none outside it, and
+    none that MemoryDenyWriteExecute= forbids (W+X mappings, making memory executable)."""
+    strace = shutil.which("strace")
+    if strace is None:
+        pytest.fail("strace is missing (scripts/setup installs it)")
+    allowed = _expand("@system-service") - _expand("@privileged")
+    assert "epoll_wait" in allowed and "reboot" not in allowed  # the expansion itself works
+    trace = launch.path("trace")
+    path = launch.path("gw.sock")
+    notify_path = launch.path("notify")
+    sink = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sink.bind(notify_path)
+    try:
+        gw = launch("--socket", path, env={"NOTIFY_SOCKET": notify_path, "WATCHDOG_USEC": "100000"},
+                    prefix=(strace, "-f", "-qq", "-o", trace))
+        gw.wait_connectable(path)
+        # Signals go to the traced gateway, strace's child, not to strace.
+        with open(f"/proc/{gw.pid}/task/{gw.pid}/children") as f:
+            tracee = int(f.read().split()[0])
+        _session(path)
+        time.sleep(0.3)  # a few watchdog pings
+        os.kill(tracee, signal.SIGHUP)
+        time.sleep(0.3)
+        os.kill(tracee, signal.SIGTERM)
+        assert gw.wait_exit() == 0
+    finally:
+        sink.close()
+    with open(trace) as f:
+        lines = f.read().splitlines()
+    used = set()
+    wx = []
+    for line in lines:
+        m = re.match(r"^\d+\s+(?:<\.\.\. )?([a-z0-9_]+)[( ]", line)
+        if m:
+            used.add(m.group(1))
+        if re.search(r"\bmprotect\(.*PROT_EXEC", line) or (
+                re.search(r"\bmmap\(.*PROT_WRITE", line) and "PROT_EXEC" in line):
+            wx.append(line)
+    assert "epoll_wait" in used and "accept4" in used, sorted(used)  # the trace is real
+    outside = sorted(used - allowed - {"resumed"})
+    assert outside == [], f"system calls outside SystemCallFilter=: {outside}"
+    assert wx == [], "memory made writable and executable:\n" + "\n".join(wx[:5])
