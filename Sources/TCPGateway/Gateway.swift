@@ -6,6 +6,14 @@ import Logging
 /// Settings of one gateway process.
 public struct GatewayConfig: Sendable {
     public var socketPath: String
+    // Running as a service (contract §9; Service/).
+    /// The socket file's mode, set before `bind`.
+    public var socketMode = SocketMode.default
+    /// A listener from socket activation, served instead of creating one; its file is the
+    /// manager's and never removed. `socketPath` is then its path.
+    public var inheritedListener: InheritedListener?
+    /// Readiness and watchdog notifications for a service manager.
+    public var notifier: ServiceNotifier?
     public var maxMessageBytes = 16 * 1024 * 1024
     /// Answers and events queued for one client above which its flowing handles stop reading.
     public var outboundHighWatermark = 1024 * 1024
@@ -17,14 +25,6 @@ public struct GatewayConfig: Sendable {
     /// Everything held in memory for all clients together (contract §13).
     public var maxBufferBytes = 512 * 1024 * 1024
     public var policy = Policy.allowAll
-    // Running as a service (contract §9; Service/).
-    /// The socket file's mode, set before `bind`.
-    public var socketMode = SocketMode.default
-    /// A listener from socket activation, served instead of creating one; its file is the
-    /// manager's and never removed. `socketPath` is then its path.
-    public var inheritedListener: InheritedListener?
-    /// Readiness and watchdog notifications for a service manager.
-    public var notifier: ServiceNotifier?
 
     public init(socketPath: String) {
         self.socketPath = socketPath
