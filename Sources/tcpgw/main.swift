@@ -143,7 +143,7 @@ struct Serve: ParsableCommand {
         sigemptyset(&stopSignals)
         sigaddset(&stopSignals, SIGTERM)
         sigaddset(&stopSignals, SIGINT)
-        sigaddset(&stopSignals, SIGHUP)  // reload (§8, §9)
+        sigaddset(&stopSignals, SIGHUP)  // policy reload, below
         pthread_sigmask(SIG_BLOCK, &stopSignals, nil)
         let gateway: Gateway
         do {
