@@ -120,8 +120,6 @@ struct Serve: ParsableCommand {
         }
         // Running as a service (contract §9): an inherited listener, readiness notifications.
         if let socketMode { config.socketMode = (try? SocketMode(parsing: socketMode)) ?? .default }
-        let notifier = ServiceNotifier(logger: logger)
-        config.notifier = notifier
         do {
             if let inherited = try SocketActivation.take() {
                 if socketOption.socket != nil || socketMode != nil {
@@ -134,6 +132,9 @@ struct Serve: ParsableCommand {
             FileHandle.standardError.write(Data("tcpgw: \(error)\n".utf8))
             throw ExitCode(1)
         }
+        // After the activation check: the notifier's socket must not take a free descriptor 3.
+        let notifier = ServiceNotifier(logger: logger)
+        config.notifier = notifier
         signal(SIGPIPE, SIG_IGN)
         let descriptorLimit = tcpgw_raise_nofile_limit()
         logger.debug("descriptor limit: \(descriptorLimit)")

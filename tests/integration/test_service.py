@@ -354,6 +354,16 @@ def test_descriptor_3_that_is_not_a_listening_unix_stream_socket_is_a_start_erro
         close()
 
 
+def test_a_missing_descriptor_3_is_reported_as_missing_with_notify_socket_set(
+        launch: Launcher, notify: Notifications) -> None:
+    """Nothing the gateway opens itself (the notification socket) may stand in for descriptor 3."""
+    gw = launch("--socket", launch.path("own.sock"), env={"LISTEN_FDS": "1", "NOTIFY_SOCKET": notify.address},
+                own_pid_vars=("LISTEN_PID",))
+    assert gw.wait_exit() == 1
+    assert "descriptor 3 from socket activation is not open" in gw.log(), gw.log()
+    assert notify.collect(0.2) == []  # never said READY
+
+
 @pytest.mark.parametrize("count,message", [("2", "exactly one"), ("many", "not a number")])
 def test_listen_fds_other_than_one_is_a_start_error(launch: Launcher, count: str, message: str) -> None:
     path = launch.path("activated.sock")
