@@ -310,6 +310,32 @@ def test_socket_activation_for_another_pid_is_ignored(launch: Launcher) -> None:
     listener.close()
 
 
+def test_systemds_own_socket_activate_tool_starts_the_gateway(launch: Launcher, notify: Notifications) -> None:
+    """systemd-socket-activate (Debian's systemd package) plays systemd: it listens, and on
+    the first client execs the gateway in its own process with LISTEN_* set. That first
+    client is answered; the file stays after the gateway exits."""
+    tool = shutil.which("systemd-socket-activate")
+    if tool is None:
+        pytest.fail("systemd-socket-activate is missing (Debian package systemd; scripts/setup installs it)")
+    path = launch.path("activated.sock")
+    gw = launch(env={"NOTIFY_SOCKET": notify.address},
+                prefix=(tool, "-l", path, "-E", f"NOTIFY_SOCKET={notify.address}"))
+    deadline = time.monotonic() + START_TIMEOUT
+    while not os.path.exists(path) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert os.path.exists(path), gw.log()
+    w = Wire(path)  # this connection makes the tool exec the gateway
+    try:
+        info = w.call("gateway.info")
+        assert info["socket"] == path
+        assert info["pid"] == gw.pid  # exec'd in place: LISTEN_PID is its pid
+    finally:
+        w.close()
+    assert "READY" in notify.wait_for("READY")
+    assert gw.stop() == 0
+    assert os.path.exists(path) and stat.S_ISSOCK(os.lstat(path).st_mode)
+
+
 def _descriptor(kind: str, launch: Launcher) -> tuple[Optional[int], Callable[[], None]]:
     """A descriptor of the given kind to hand over as 3, and how to close it afterwards."""
     if kind == "file":
