@@ -545,11 +545,14 @@ def test_a_manager_that_never_reads_does_not_stall_the_loop(launch: Launcher) ->
 
 
 # ---------------------------------------------------------------------- systemd units
-def _verify(units: list[str]) -> subprocess.CompletedProcess:
+def _verify(units: list[str], user: bool = False,
+            env: Optional[dict[str, str]] = None) -> subprocess.CompletedProcess:
     analyze = shutil.which("systemd-analyze")
     if analyze is None:
         pytest.fail("systemd-analyze is missing (Debian package systemd; scripts/setup installs it)")
-    return subprocess.run([analyze, "verify", "--man=no", *units], capture_output=True, text=True, timeout=60)
+    scope = ["--user"] if user else []
+    return subprocess.run([analyze, *scope, "verify", "--man=no", *units], capture_output=True, text=True,
+                          timeout=60, env=env)
 
 
 def _units_in(tmp: str, edit: Callable[[str, str], str] = lambda name, text: text) -> list[str]:
@@ -564,6 +567,26 @@ def _units_in(tmp: str, edit: Callable[[str, str], str] = lambda name, text: tex
             f.write(edit(name, text))
         out.append(dst)
     return out
+
+
+def test_units_with_the_user_drop_in_pass_systemd_analyze_verify_for_a_user_manager() -> None:
+    tmp = short_tmpdir()
+    try:
+        units = _units_in(tmp)
+        os.mkdir(os.path.join(tmp, "tcpgw.service.d"))
+        shutil.copy(os.path.join(UNITS_DIR, "user", "tcpgw.service.d-user.conf"),
+                    os.path.join(tmp, "tcpgw.service.d", "user.conf"))
+        runtime = os.path.join(tmp, "run")  # a user manager's runtime directory (%t)
+        os.mkdir(runtime, 0o700)
+        result = _verify(units, user=True, env={**os.environ, "XDG_RUNTIME_DIR": runtime})
+        assert result.returncode == 0 and result.stderr.strip() == "", result.stderr
+        # The drop-in is read: a bad line in it is reported.
+        with open(os.path.join(tmp, "tcpgw.service.d", "user.conf"), "a") as f:
+            f.write("NoSuchSetting=1\n")
+        result = _verify(units, user=True, env={**os.environ, "XDG_RUNTIME_DIR": runtime})
+        assert "user.conf" in result.stderr, result
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def test_shipped_units_pass_systemd_analyze_verify() -> None:
