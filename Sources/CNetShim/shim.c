@@ -41,8 +41,20 @@ int tcpgw_unix_listen(const char *path, int backlog, unsigned mode) {
     if (fd < 0) return NEG_ERRNO;
     /* The mode is set on the socket before bind, so the file appears with it: no window
        in which another user could connect. */
-    if (fchmod(fd, (mode_t)mode) < 0 || bind(fd, (struct sockaddr *)&sun, len) < 0 || listen(fd, backlog) < 0) {
+    if (fchmod(fd, (mode_t)mode) < 0) {
         int err = errno;
+        close(fd);
+        return -err;
+    }
+    /* bind masks the socket's mode with the umask; cleared for the bind alone so the file has
+       exactly `mode` (0660 stays 0660 under umask 022). Only start-up binds, before the loop
+       thread exists, so no other file creation sees the cleared mask. */
+    mode_t old_mask = umask(0);
+    int bound = bind(fd, (struct sockaddr *)&sun, len);
+    int bind_err = errno;
+    umask(old_mask);
+    if (bound < 0 || listen(fd, backlog) < 0) {
+        int err = bound < 0 ? bind_err : errno;
         close(fd);
         return -err;
     }

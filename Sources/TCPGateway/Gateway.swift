@@ -6,6 +6,14 @@ import Logging
 /// Settings of one gateway process.
 public struct GatewayConfig: Sendable {
     public var socketPath: String
+    // Running as a service (contract §9; Service/).
+    /// The socket file's mode, set before `bind`.
+    public var socketMode = SocketMode.default
+    /// A listener from socket activation, served instead of creating one; its file is the
+    /// manager's and never removed. `socketPath` is then its path.
+    public var inheritedListener: InheritedListener?
+    /// Readiness and watchdog notifications for a service manager.
+    public var notifier: ServiceNotifier?
     public var maxMessageBytes = 16 * 1024 * 1024
     /// Answers and events queued for one client above which its flowing handles stop reading.
     public var outboundHighWatermark = 1024 * 1024
@@ -87,10 +95,16 @@ public final class Gateway: @unchecked Sendable {
     /// Prepares the socket path and starts accepting clients on the reactor's thread. Ready
     /// (clients can connect) when this returns.
     public func start() throws {
-        // Probes a file already there without blocking, and records the new file's identity.
-        let claimed = try SocketPathOwner.listen(at: config.socketPath, backlog: 128, mode: 0o600)
-        socketFile = claimed.owner
-        let listener = ClientListener(socket: OwnedFD(adopting: claimed.fd), gateway: self)
+        let listener: ClientListener
+        if let inherited = config.inheritedListener {
+            // Socket activation: no socket file of ours to claim or remove (socketFile stays nil).
+            listener = ClientListener(socket: OwnedFD(adopting: inherited.fd), gateway: self)
+        } else {
+            // Probes a file already there without blocking, and records the new file's identity.
+            let claimed = try SocketPathOwner.listen(at: config.socketPath, backlog: 128, mode: config.socketMode.bits)
+            socketFile = claimed.owner
+            listener = ClientListener(socket: OwnedFD(adopting: claimed.fd), gateway: self)
+        }
         try listener.start()
         self.listener = listener
         let thread = Thread { [self] in
@@ -100,6 +114,7 @@ public final class Gateway: @unchecked Sendable {
         thread.name = "tcpgw-loop"
         loopThread = thread
         thread.start()
+        startServiceNotifications()
     }
 
     /// A client connected: a session for it, unless the gateway is full.

@@ -46,10 +46,15 @@ struct Serve: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Run the gateway in the foreground until SIGTERM or SIGINT.",
         discussion: """
-            Listens on the Unix socket (mode 0600). A stale socket file is replaced; a live one \
+            Listens on the Unix socket (mode 0600, or --socket-mode). A stale socket file is replaced; a live one \
             (another gateway answering) or a file that is not a socket is refused. Prints one line \
             naming the socket when ready. On SIGTERM/SIGINT it stops accepting, closes every \
             handle, removes the socket file and exits 0.
+
+            As a service: --socket-mode sets the file's mode; socket activation (LISTEN_PID, \
+            LISTEN_FDS=1) serves the listening socket in descriptor 3 and never removes it; with \
+            NOTIFY_SOCKET set it sends READY=1, RELOADING=1 (SIGHUP), STOPPING=1 and WATCHDOG=1 \
+            (every half of WATCHDOG_USEC). Units: contrib/systemd.
             """)
 
     @OptionGroup var socketOption: SocketOption
@@ -72,6 +77,9 @@ struct Serve: ParsableCommand {
     @Option(help: "Bytes held in memory for all clients together (lines, queued sends, answers and events).")
     var maxBufferBytes: Int = 512 * 1024 * 1024
 
+    @Option(help: "The socket file's mode, in octal (default 0600); set before bind. Ignored under socket activation.")
+    var socketMode: String?
+
     func validate() throws {
         guard Logger.Level(rawValue: logLevel) != nil else {
             throw ValidationError("--log-level must be one of trace, debug, info, notice, warning, error, critical")
@@ -83,6 +91,9 @@ struct Serve: ParsableCommand {
         }
         guard outboundHighWatermark >= 64 * 1024 else {
             throw ValidationError("--outbound-high-watermark must be at least 65536")
+        }
+        if let socketMode {
+            do { _ = try SocketMode(parsing: socketMode) } catch { throw ValidationError("--socket-mode: \(error)") }
         }
     }
 
@@ -107,6 +118,23 @@ struct Serve: ParsableCommand {
                 throw ExitCode(2)
             }
         }
+        // Running as a service (contract §9): an inherited listener, readiness notifications.
+        if let socketMode { config.socketMode = (try? SocketMode(parsing: socketMode)) ?? .default }
+        do {
+            if let inherited = try SocketActivation.take() {
+                if socketOption.socket != nil || socketMode != nil {
+                    logger.notice("socket activation: serving the inherited socket; --socket and --socket-mode do not apply")
+                }
+                config.socketPath = inherited.path
+                config.inheritedListener = inherited
+            }
+        } catch {
+            FileHandle.standardError.write(Data("tcpgw: \(error)\n".utf8))
+            throw ExitCode(1)
+        }
+        // After the activation check: the notifier's socket must not take a free descriptor 3.
+        let notifier = ServiceNotifier(logger: logger)
+        config.notifier = notifier
         signal(SIGPIPE, SIG_IGN)
         let descriptorLimit = tcpgw_raise_nofile_limit()
         logger.debug("descriptor limit: \(descriptorLimit)")
@@ -116,6 +144,7 @@ struct Serve: ParsableCommand {
         sigemptyset(&stopSignals)
         sigaddset(&stopSignals, SIGTERM)
         sigaddset(&stopSignals, SIGINT)
+        sigaddset(&stopSignals, SIGHUP)  // policy reload, below
         pthread_sigmask(SIG_BLOCK, &stopSignals, nil)
         let gateway: Gateway
         do {
@@ -127,7 +156,16 @@ struct Serve: ParsableCommand {
         }
         FileHandle.standardError.write(Data("tcpgw: listening on \(config.socketPath)\n".utf8))
         var received: Int32 = 0
-        while sigwait(&stopSignals, &received) != 0 {}
+        while true {
+            while sigwait(&stopSignals, &received) != 0 {}
+            guard received == SIGHUP else { break }
+            // The manager hears of the reload before it starts and when it is done.
+            notifier.reloading()
+            logger.info("SIGHUP: reloading")
+            // The policy reload (§8) runs here, between the two notifications.
+            notifier.ready()
+        }
+        notifier.stopping()
         logger.info("signal \(received): shutting down")
         gateway.shutdown()
         Foundation.exit(0)

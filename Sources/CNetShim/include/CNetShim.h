@@ -91,4 +91,7 @@ long tcpgw_raise_nofile_limit(void);
 
 /* Closes fd retrying nothing (Linux closes even on EINTR). */
 int tcpgw_close(int fd);
+/* Service-manager plumbing (contract §9). */
+#include "CNetShimService.h"
+
 #endif
