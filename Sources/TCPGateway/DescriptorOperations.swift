@@ -18,16 +18,13 @@ enum DescriptorOperations {
 
     static func createByFd(_ call: Call, _ p: TCPCreateByFdParams) throws -> JSONValue? {
         let session = call.session
-        let passed = call.passedDescriptors
-        call.passedDescriptors = []
-        guard passed.count == 1, passed[0] >= 0 else {
-            _ = PassedDescriptors(adopting: passed)  // closes them
+        var passed = call.passedDescriptors.takeAll()
+        guard let socket = passed.takeOnly() else {
             throw RPCError.descriptor(
-                passed.isEmpty
+                passed.count == 0
                     ? "tcp.createByFd needs exactly one descriptor attached (SCM_RIGHTS) to the request's line; none arrived"
                     : "tcp.createByFd needs exactly one descriptor attached to the request's line; \(passed.count) arrived")
         }
-        let socket = OwnedFD(adopting: passed[0])
         guard session.gateway.policy.allowCreateByFd else {
             throw RPCError.policy("tcp.createByFd is not allowed")
         }

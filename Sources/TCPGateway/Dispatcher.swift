@@ -44,10 +44,7 @@ final class Dispatcher {
     func dispatch(_ call: Call, _ route: Route?) {
         defer {
             // Descriptors that no operation took are closed: never leaked.
-            if !call.passedDescriptors.isEmpty {
-                for fd in call.passedDescriptors where fd >= 0 { _ = tcpgw_close(fd) }
-                call.passedDescriptors = []
-            }
+            _ = call.passedDescriptors.takeAll()  // dropped: closed
         }
         guard let route else {
             call.fail(RPCError.methodNotFound(call.request.method))

@@ -93,7 +93,7 @@ final class Session {
             case .line(let line, _, let end):
                 handleLine(line, passed: takeDescriptors(before: end))
             case .oversized(_, let end):
-                for d in takeDescriptors(before: end) where d >= 0 { _ = tcpgw_close(d) }
+                _ = takeDescriptors(before: end)  // dropped: closed with the discarded line
                 send(RPCResponse.failure(
                     id: .null,
                     error: .invalidRequest("message longer than the limit of \(gateway.config.maxMessageBytes) bytes; it was discarded")))
@@ -108,14 +108,14 @@ final class Session {
 
     /// The descriptors that arrived with the bytes of the line ending at stream offset `end`.
     /// Lines are handled in order, so anything before `end` not yet taken belongs to this one.
-    private func takeDescriptors(before end: UInt64) -> [Int32] {
-        guard !receivedFDs.isEmpty else { return [] }
+    private func takeDescriptors(before end: UInt64) -> PassedDescriptors {
+        guard !receivedFDs.isEmpty else { return PassedDescriptors(adopting: []) }
         var taken: [Int32] = []
         receivedFDs.removeAll { d in
             if d.offset < end { taken.append(d.fd); return true }
             return false
         }
-        return taken
+        return PassedDescriptors(adopting: taken)
     }
 
     /// Reads requests while the client keeps up with its answers and has room for more calls.
@@ -127,21 +127,22 @@ final class Session {
         }
     }
 
-    private func handleLine(_ line: [UInt8], passed: [Int32]) {
+    /// Handles one request line; descriptors that came with it and that no call takes close
+    /// when it is done (dropping `descriptors` closes them).
+    private func handleLine(_ line: [UInt8], passed: consuming PassedDescriptors) {
+        var descriptors = passed
         if gateway.logger.logLevel <= .trace {
             let shown = String(decoding: line.prefix(300), as: UTF8.self)
-            gateway.logger.trace("client \(id) sent \(line.count) bytes\(passed.isEmpty ? "" : " with \(passed.count) descriptor(s)"): \(shown)")
+            let count = descriptors.count
+            gateway.logger.trace("client \(id) sent \(line.count) bytes\(count == 0 ? "" : " with \(count) descriptor(s)"): \(shown)")
         }
         let message = line.withUnsafeBytes { RPCMessage.decode($0) }
-        var descriptors = passed
         switch message {
         case .failure(let error):
-            closeDescriptors(&descriptors)
             send(RPCResponse.failure(id: .null, error: error))
         case .single(let entry):
             inFlight += 1
             run(entry, descriptors: &descriptors, answer: .single)
-            closeDescriptors(&descriptors)
         case .batch(let entries):
             inFlight += 1
             let batch = Batch(count: entries.count)
@@ -162,13 +163,7 @@ final class Session {
                 }
                 run(entry, descriptors: &descriptors, answer: .batch(batch, index))
             }
-            closeDescriptors(&descriptors)
         }
-    }
-
-    private func closeDescriptors(_ descriptors: inout [Int32]) {
-        for d in descriptors where d >= 0 { _ = tcpgw_close(d) }
-        descriptors = []
     }
 
     /// One answer: a result or an error for the request with `id`.
@@ -203,7 +198,7 @@ final class Session {
     }
 
     /// Runs one entry; its answer (none for a notification) goes to `answer`.
-    private func run(_ entry: RPCEntry, descriptors: inout [Int32], answer: Answer) {
+    private func run(_ entry: RPCEntry, descriptors: inout PassedDescriptors, answer: Answer) {
         switch entry {
         case .invalid(let id, let error):
             deliver(Reply(id: id, outcome: .failure(error), fd: nil), to: answer)
@@ -211,8 +206,7 @@ final class Session {
             let route = gateway.dispatcher.route(request.method)
             let call = Call(session: self, request: request, answer: answer)
             if route?.method.descriptor == .request {
-                call.passedDescriptors = descriptors
-                descriptors = []
+                call.passedDescriptors = descriptors.takeAll()
             }
             gateway.dispatcher.dispatch(call, route)
         }
@@ -322,7 +316,8 @@ final class Call {
     let request: RPCRequest
     fileprivate let answer: Session.Answer
     var params = Params(values: JSONObject())
-    var passedDescriptors: [Int32] = []
+    /// What came with the request's line, for a method that takes descriptors.
+    var passedDescriptors = PassedDescriptors(adopting: [])
     private var done = false
 
     init(session: Session, request: RPCRequest, answer: Session.Answer) {
