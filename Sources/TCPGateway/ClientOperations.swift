@@ -11,7 +11,7 @@ enum ClientOperations {
     static func createClient(_ call: Call, _ p: TCPCreateClientParams) throws -> JSONValue? {
         let session = call.session
         let address = try SockAddr(params: p.sockaddr)
-        try session.gateway.policy.check(connect: address)
+        try session.enforce(session.policy.decide(connect: address))
         let isAsync = p.async
         let timeoutMS = p.timeout
         try session.handles.ensureRoom()  // fail early when the limit is reached

@@ -28,16 +28,20 @@ enum DescriptorOperations {
                     : "tcp.createByFd needs exactly one descriptor attached to the request's line; \(passed.count) arrived")
         }
         let socket = OwnedFD(adopting: passed[0])
-        guard session.gateway.policy.allowCreateByFd else {
-            throw RPCError.policy("tcp.createByFd is not allowed")
-        }
+        let policy = session.policy
+        try session.enforce(.flag(
+            policy.allowCreateByFd, key: "allowCreateByFd", action: .createByFd,
+            target: .init(SockAddr.remote(of: socket.raw) ?? SockAddr.local(of: socket.raw)),
+            refusal: "tcp.createByFd is not allowed"))
         var listening: Int32 = 0
         let family = tcpgw_socket_check_tcp(socket.raw, &listening)
         guard family > 0 else {
             throw RPCError.descriptor("the attached descriptor is not a TCP socket (\(Errno.name(-family)))")
         }
         // The listen or connect rules apply to adopted sockets too (refused: the socket closes).
-        try session.gateway.policy.check(adopting: socket.raw, listening: listening != 0)
+        if let decision = policy.decision(adopting: socket.raw, listening: listening != 0) {
+            try session.enforce(decision)
+        }
         _ = tcpgw_set_nonblocking(socket.raw, 1)
         if listening != 0 {
             guard let local = SockAddr.local(of: socket.raw) else {
@@ -66,8 +70,16 @@ enum DescriptorOperations {
 
     static func flyAway(_ call: Call, _ p: TCPFlyAwayParams) throws -> JSONValue? {
         let session = call.session
-        guard session.gateway.policy.allowFlyAway else { throw RPCError.policy("tcp.flyAway is not allowed") }
         let handleID = p.handle
+        let target: SockAddr?
+        switch try session.handles.lookup(handleID) {
+        case .server(let server): target = server.local
+        case .connection(let connection): target = connection.remote
+        }
+        try session.enforce(
+            .flag(session.policy.allowFlyAway, key: "allowFlyAway", action: .flyAway, target: .init(target),
+                  refusal: "tcp.flyAway is not allowed"),
+            handle: handleID)
         switch try session.handles.lookup(handleID) {
         case .server(let server):
             let fd = try server.detachForFlyAway()

@@ -57,6 +57,9 @@ struct Serve: ParsableCommand {
     @Option(help: "A JSON policy file limiting what clients may connect to, listen on and do.")
     var policy: String?
 
+    @Option(help: "Write one JSON line per policy decision to this file (appended; `-` for stderr).")
+    var audit: String?
+
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: String = "notice"
 
@@ -99,9 +102,10 @@ struct Serve: ParsableCommand {
         config.maxConnections = maxConnections
         config.outboundHighWatermark = outboundHighWatermark
         config.maxBufferBytes = maxBufferBytes
+        config.auditPath = audit
         if let policy {
             do {
-                config.policy = try Policy(file: policy)
+                config.loadedPolicy = try LoadedPolicy.file(policy)
             } catch {
                 FileHandle.standardError.write(Data("tcpgw: \(error)\n".utf8))
                 throw ExitCode(2)
@@ -116,6 +120,7 @@ struct Serve: ParsableCommand {
         sigemptyset(&stopSignals)
         sigaddset(&stopSignals, SIGTERM)
         sigaddset(&stopSignals, SIGINT)
+        sigaddset(&stopSignals, SIGHUP)  // policy reload, below
         pthread_sigmask(SIG_BLOCK, &stopSignals, nil)
         let gateway: Gateway
         do {
@@ -127,7 +132,12 @@ struct Serve: ParsableCommand {
         }
         FileHandle.standardError.write(Data("tcpgw: listening on \(config.socketPath)\n".utf8))
         var received: Int32 = 0
-        while sigwait(&stopSignals, &received) != 0 {}
+        while true {
+            while sigwait(&stopSignals, &received) != 0 {}
+            // SIGHUP: re-read the policy (read here, swapped in on the loop); failures are logged.
+            guard received == SIGHUP else { break }
+            _ = gateway.reloadPolicy()
+        }
         logger.info("signal \(received): shutting down")
         gateway.shutdown()
         Foundation.exit(0)
