@@ -3771,13 +3771,11 @@ enum OpenRPCDocument {
               "string",
               "null"
             ],
-            "pattern": "^[0-9a-f]{64}$",
             "description": "SHA-256 of the file's bytes, 64 lowercase hex digits."
           },
           "loadedAt": {
             "type": "string",
-            "format": "date-time",
-            "description": "RFC 3339, UTC, milliseconds."
+            "description": "When the policy was loaded: RFC 3339 date-time, UTC, milliseconds (2026-12-01T09:40:00.123Z)."
           }
         },
         "additionalProperties": false
