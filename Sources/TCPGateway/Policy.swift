@@ -144,15 +144,29 @@ public struct Policy: Sendable {
     func decide(listen address: SockAddr, alsoIPv4: Bool, action: PolicyDecision.Action = .listen) -> PolicyDecision {
         let judged = JudgedAddress(address, connecting: false)
         let target = PolicyDecision.Target(address)
-        let first = PolicyDecision.judging(
-            listen, name: "listen", action: action, target: target, judged: judged,
-            described: "listening on \(address.addr) port \(address.port)\(judged.note(for: address))")
-        guard first.allowed, alsoIPv4 else { return first }
-        let any = JudgedAddress(family: SockAddr.inet, bytes: [0, 0, 0, 0], port: address.port)
-        let second = PolicyDecision.judging(
-            listen, name: "listen", action: action, target: target, judged: any,
-            described: "listening on \(address.addr) port \(address.port) without ipv6Only also listens on IPv4 0.0.0.0 port \(address.port)")
-        return second.allowed ? first : second
+        var decisions = [
+            PolicyDecision.judging(
+                listen, name: "listen", action: action, target: target, judged: judged,
+                described: "listening on \(address.addr) port \(address.port)\(judged.note(for: address))")
+        ]
+        var wildcards = judged.isUnspecified ? [judged] : []
+        if alsoIPv4 {
+            let any = JudgedAddress(family: SockAddr.inet, bytes: [0, 0, 0, 0], port: address.port)
+            decisions.append(PolicyDecision.judging(
+                listen, name: "listen", action: action, target: target, judged: any,
+                described: "listening on \(address.addr) port \(address.port) without ipv6Only also listens on IPv4 0.0.0.0 port \(address.port)"))
+            wildcards.append(any)
+        }
+        // A listener on the unspecified address takes connections to every address of its
+        // family, so a deny rule for any of them (on that port) refuses it: a deny always wins.
+        for any in wildcards {
+            if let rule = listen?.denyRule(within: any) {
+                decisions.append(PolicyDecision(
+                    action: action, target: target, allowed: false, rule: rule.text,
+                    refusal: "listening on \(address.addr) port \(address.port) would also serve every \(any.family == SockAddr.inet ? "IPv4" : "IPv6") address: the policy's 'listen' deny rule '\(rule.text)' matches one of them"))
+            }
+        }
+        return decisions.first(where: { !$0.allowed }) ?? decisions[0]
     }
 
     /// A remote address connecting in to a server (mapped addresses are judged as IPv4).
@@ -204,6 +218,9 @@ struct JudgedAddress: Equatable {
         family = fam
         bytes = raw
     }
+
+    /// `0.0.0.0` or `::` (after unmapping).
+    var isUnspecified: Bool { family != 0 && bytes.allSatisfy { $0 == 0 } }
 
     /// The IPv4 address an IPv4-mapped IPv6 address maps, or nil for any other address.
     static func unmapped(family: Int32, bytes: [UInt8]) -> [UInt8]? {

@@ -54,6 +54,18 @@ public struct RuleList: Sendable {
         return .denied(rule: nil)
     }
 
+    /// The first deny rule for some address of `wildcard`'s family on its port: what a
+    /// listener on the unspecified address would also serve.
+    func denyRule(within wildcard: JudgedAddress) -> PolicyRule? {
+        deny.first { rule in
+            switch rule.kind {
+            case .address(let address):
+                return (address.family == 0 || address.family == wildcard.family)
+                    && (address.ports.isEmpty || address.ports.contains { $0.contains(wildcard.port) })
+            }
+        }
+    }
+
     /// `[rules]` or `{"allow": [rules], "deny": [rules]}`; errors name `key` (and the member).
     static func parse(_ value: JSONValue, key: String, source: String) throws -> RuleList {
         switch value {

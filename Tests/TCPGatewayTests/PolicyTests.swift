@@ -566,3 +566,19 @@ final class PolicyListTests: XCTestCase {
         XCTAssertEqual(RFC3339.format(Date(timeIntervalSince1970: 1_796_118_000.25)), "2026-12-01T09:40:00.250Z")
     }
 }
+
+extension PolicyListTests {
+    func testWildcardListenUnderADenyOfOneAddress() throws {
+        let policy = try Policy(json: ["listen": ["deny": ["127.0.0.1:80", "[::1]"]]])
+        let any = policy.decide(listen: v4("0.0.0.0", 80), alsoIPv4: false)
+        XCTAssertFalse(any.allowed, "0.0.0.0 port 80 would serve 127.0.0.1 port 80")
+        XCTAssertEqual(any.rule, "127.0.0.1:80")
+        XCTAssertTrue(policy.decide(listen: v4("0.0.0.0", 81), alsoIPv4: false).allowed, "the rule names port 80 only")
+        XCTAssertTrue(policy.decide(listen: v4("127.0.0.2", 80), alsoIPv4: false).allowed)
+        XCTAssertFalse(policy.decide(listen: v6("::", 81), alsoIPv4: false).allowed, ":: would serve ::1")
+        let v4Only = try Policy(json: ["listen": ["deny": ["127.0.0.1:80"]]])
+        XCTAssertTrue(v4Only.decide(listen: v6("::", 80), alsoIPv4: false).allowed, "an IPv6-only :: serves no IPv4")
+        XCTAssertFalse(v4Only.decide(listen: v6("::", 80), alsoIPv4: true).allowed, "a dual-stack :: does")
+        XCTAssertFalse(v4Only.decide(listen: v6("::ffff:0.0.0.0", 80), alsoIPv4: false).allowed)
+    }
+}

@@ -458,3 +458,18 @@ def test_bad_policy_is_a_start_error(start_gateway: GatewayFactory, policy: Any,
     assert rc == 2, gw.log()
     assert fragment in gw.log() and path in gw.log(), gw.log()
     assert not os.path.exists(gw.path)
+
+
+def test_wildcard_listen_under_a_deny_of_one_address(start_gateway: GatewayFactory) -> None:
+    gw, _ = with_policy(start_gateway, {"listen": {"deny": ["127.0.0.1"]}})
+    w = gw.connect()
+    # 0.0.0.0 would serve 127.0.0.1 too; so would a dual-stack ::.
+    for params in ({"sockaddr": {"addr": "0.0.0.0", "port": 0}},
+                   {"sockaddr": {"addr": "::", "port": 0}, "ipv6Only": False},
+                   {"sockaddr": {"domain": 10, "addr": "::ffff:0.0.0.0", "port": 0}}):
+        e = rpc_error(w, "tcp.createServer", params)
+        assert e.code == DENIED and "'listen' deny rule '127.0.0.1'" in e.message, (params, e)
+    v6 = w.call("tcp.createServer", {"sockaddr": {"addr": "::", "port": 0}, "ipv6Only": True})
+    assert v6["handle"] > 0  # serves no IPv4 address
+    assert w.call("tcp.createServer", {"sockaddr": {"addr": "127.0.0.2", "port": 0}})["handle"] > 0
+    assert [h["handle"] for h in w.call("tcp.list")] == [v6["handle"], v6["handle"] + 1]
