@@ -29,10 +29,14 @@ enum DescriptorOperations {
         }
         let socket = OwnedFD(adopting: passed[0])
         let policy = session.policy
-        try session.enforce(.flag(
-            policy.allowCreateByFd, key: "allowCreateByFd", action: .createByFd,
-            target: .init(SockAddr.remote(of: socket.raw) ?? SockAddr.local(of: socket.raw)),
-            refusal: "tcp.createByFd is not allowed"))
+        // Refused by the switch: that is the call's one decision. Allowed: the list's word on
+        // the socket below is.
+        if !policy.allowCreateByFd {
+            try session.enforce(.flag(
+                false, key: "allowCreateByFd", action: .createByFd,
+                target: .init(SockAddr.remote(of: socket.raw) ?? SockAddr.local(of: socket.raw)),
+                refusal: "tcp.createByFd is not allowed"))
+        }
         var listening: Int32 = 0
         let family = tcpgw_socket_check_tcp(socket.raw, &listening)
         guard family > 0 else {

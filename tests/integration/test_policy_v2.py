@@ -473,3 +473,37 @@ def test_wildcard_listen_under_a_deny_of_one_address(start_gateway: GatewayFacto
     assert v6["handle"] > 0  # serves no IPv4 address
     assert w.call("tcp.createServer", {"sockaddr": {"addr": "127.0.0.2", "port": 0}})["handle"] > 0
     assert [h["handle"] for h in w.call("tcp.list")] == [v6["handle"], v6["handle"] + 1]
+
+
+def test_audit_of_create_by_fd_is_one_line_per_call(start_gateway: GatewayFactory) -> None:
+    d = start_gateway.tmpdir()
+    audit = os.path.join(d, "audit.jsonl")
+    gw, path = with_policy(start_gateway, {"listen": {"deny": ["127.0.0.5"]}}, "--audit", audit)
+    w = gw.connect()
+    for addr, decision, rule in (("127.0.0.5", "deny", "127.0.0.5"), ("127.0.0.6", "allow", None)):
+        mine = socket.socket()
+        mine.bind((addr, 0))
+        mine.listen(1)
+        count = len(audit_lines(audit))
+        if decision == "deny":
+            assert rpc_error(w, "tcp.createByFd", {}, fds=[mine.fileno()]).code == DENIED
+        else:
+            assert w.call("tcp.createByFd", {}, fds=[mine.fileno()])["kind"] == "server"
+        lines = audit_lines(audit)[count:]
+        assert len(lines) == 1, lines
+        check_line(lines[0], "createByFd", decision, rule, addr, mine.getsockname()[1], None)
+        mine.close()
+    # The switch refusing is the call's one line too.
+    write_policy(path, {"allowCreateByFd": False})
+    gw.proc.send_signal(signal.SIGHUP)
+    wait_until(lambda: "policy reloaded" in gw.log(), "the reload")
+    mine = socket.socket()
+    mine.bind(("127.0.0.7", 0))
+    mine.listen(1)
+    count = len(audit_lines(audit))
+    e = rpc_error(w, "tcp.createByFd", {}, fds=[mine.fileno()])
+    assert e.code == DENIED and "allowCreateByFd" in e.message, e
+    lines = audit_lines(audit)[count:]
+    assert len(lines) == 1, lines
+    check_line(lines[0], "createByFd", "deny", "allowCreateByFd", "127.0.0.7", mine.getsockname()[1], None)
+    mine.close()
