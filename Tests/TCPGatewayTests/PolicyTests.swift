@@ -582,3 +582,26 @@ extension PolicyListTests {
         XCTAssertFalse(v4Only.decide(listen: v6("::ffff:0.0.0.0", 80), alsoIPv4: false).allowed)
     }
 }
+
+extension PolicyListTests {
+    /// The example of the README's Policy section, as written there.
+    func testReadmeV2Example() throws {
+        let text = #"""
+            {"connect": {"allow": ["127.0.0.0/8", "[::1]:6379", "*:8000-8100"], "deny": ["127.0.0.1:22"]},
+             "listen": ["127.0.0.1", "::1"],
+             "accept": {"deny": ["127.0.0.3"]},
+             "allowBindToDevice": false, "allowCreateByFd": true, "allowFlyAway": true,
+             "maxHandlesPerConnection": 256, "maxConnectionsPerUid": 16,
+             "profiles": [{"uid": 1000, "connect": ["*"]}, {"gid": 100, "allowFlyAway": false}]}
+            """#
+        let policy = try Policy(bytes: Array(text.utf8), source: "README")
+        XCTAssertFalse(policy.decide(connect: v4("127.0.0.1", 22)).allowed)
+        XCTAssertTrue(policy.decide(connect: v4("127.0.0.1", 23)).allowed)
+        XCTAssertFalse(policy.decide(accept: v4("127.0.0.3", 5)).allowed)
+        XCTAssertTrue(policy.decide(accept: v6("::1", 5)).allowed)
+        let user = policy.effective(for: PeerCredentials(uid: 1000, gid: 1000, pid: 1))
+        XCTAssertTrue(user.decide(connect: v4("127.0.0.1", 22)).allowed, "the profile's connect list replaces the deny too")
+        XCTAssertFalse(policy.effective(for: PeerCredentials(uid: 7, gid: 100, pid: 1)).allowFlyAway)
+        XCTAssertEqual(user.maxHandlesPerConnection, 256)
+    }
+}

@@ -507,3 +507,30 @@ def test_audit_of_create_by_fd_is_one_line_per_call(start_gateway: GatewayFactor
     assert len(lines) == 1, lines
     check_line(lines[0], "createByFd", "deny", "allowCreateByFd", "127.0.0.7", mine.getsockname()[1], None)
     mine.close()
+
+
+def test_accept_deny_sees_through_mapped_peers_of_a_dual_stack_server(start_gateway: GatewayFactory) -> None:
+    gw, _ = with_policy(start_gateway, ACCEPT_POLICY)
+    w = gw.connect()
+    srv = w.call("tcp.createServer", {"sockaddr": {"addr": "::", "port": 0}, "ipv6Only": False})
+    assert w.call("tcp.accept", {"handle": srv["handle"], "async": True}) is True
+    port = srv["local"]["port"]
+    refused_from("127.0.0.3", port)  # arrives as ::ffff:127.0.0.3, judged as 127.0.0.3
+    allowed = peer_from("127.0.0.2", port)
+    ev = w.wait_event("tcp.onAccept", srv["handle"])
+    assert ev.params["remote"]["addr"] == "::ffff:127.0.0.2", ev.params
+    w.drain(0.2)
+    assert w.events_for(srv["handle"], "tcp.onAccept") == []
+    # ::1 is outside the allow list (IPv4 loopback only): refused too.
+    s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    s.settimeout(5)
+    try:
+        s.connect(("::1", port))
+        assert sees_reset(s)
+    except ConnectionResetError:
+        pass
+    finally:
+        s.close()
+    w.drain(0.2)
+    assert w.events_for(srv["handle"], "tcp.onAccept") == []
+    allowed.close()
