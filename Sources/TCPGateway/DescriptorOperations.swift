@@ -43,8 +43,10 @@ enum DescriptorOperations {
             throw RPCError.descriptor("the attached descriptor is not a TCP socket (\(Errno.name(-family)))")
         }
         // The listen or connect rules apply to adopted sockets too (refused: the socket closes).
+        let audit = CreationAudit(session)
+        defer { audit.finish() }
         if let decision = policy.decision(adopting: socket.raw, listening: listening != 0) {
-            try session.enforce(decision)
+            try audit.enforce(decision)
         }
         _ = tcpgw_set_nonblocking(socket.raw, 1)
         if listening != 0 {
@@ -53,12 +55,14 @@ enum DescriptorOperations {
             }
             let server = try session.handles.openServer(
                 socket, local: local, options: .init(backlog: 128, device: nil, ipv6Only: nil))
+            audit.handle = server.id
             return ["handle": .int(server.id), "kind": "server", "local": local.json]
         }
         guard let remote = SockAddr.remote(of: socket.raw) else {
             throw RPCError.descriptor("the attached TCP socket is neither listening nor connected")
         }
         let connection = try session.handles.openConnection(socket, remote: remote, flowing: false)
+        audit.handle = connection.id
         return ["handle": .int(connection.id), "kind": "connection", "local": connection.local?.json ?? .null,
                 "remote": remote.json]
     }

@@ -14,10 +14,12 @@ enum ServerOperations {
         let session = call.session
         let address = try SockAddr(params: p.sockaddr)
         let policy = session.policy
-        try session.enforce(policy.decide(listen: address, ipv6Only: p.ipv6Only))
+        let audit = CreationAudit(session)
+        defer { audit.finish() }
+        try audit.enforce(policy.decide(listen: address, ipv6Only: p.ipv6Only))
         let device = p.dev
         if let device {
-            try session.enforce(.flag(
+            try audit.enforce(.flag(
                 policy.allowBindToDevice, key: "allowBindToDevice", action: .bindToDevice,
                 target: .init(address, device: device), refusal: "binding to a device ('dev') is not allowed"))
         }
@@ -27,6 +29,7 @@ enum ServerOperations {
         let socket = try ServerHandle.listen(on: address, options: options)
         let local = SockAddr.local(of: socket.raw) ?? address
         let server = try session.handles.openServer(socket, local: local, options: options)
+        audit.handle = server.id
         return ["handle": .int(server.id), "local": local.json]
     }
 

@@ -344,8 +344,13 @@ def test_audit_lines_are_written_before_the_answer(start_gateway: GatewayFactory
     assert len(lines) == 1
     check_line(lines[0], "connect", "deny", f"127.0.0.1:{port}", "127.0.0.1", port, None)
 
+    other = py_listener("127.0.0.2")
+    c = w.call("tcp.createClient", {"sockaddr": {"addr": "127.0.0.2", "port": port_of(other)}, "async": True})
+    check_line(audit_lines(audit)[-1], "connect", "allow", "127.0.0.0/8", "127.0.0.2", port_of(other), c["handle"])
+    w.wait_event("tcp.onConnect", c["handle"])
+    other.close()
     srv = w.call("tcp.createServer", {"sockaddr": {"addr": "127.0.0.1", "port": 0}})
-    check_line(audit_lines(audit)[-1], "listen", "allow", None, "127.0.0.1", 0, None)
+    check_line(audit_lines(audit)[-1], "listen", "allow", None, "127.0.0.1", 0, srv["handle"])  # the new handle
 
     e = rpc_error(w, "tcp.flyAway", {"handle": srv["handle"]})
     assert e.code == DENIED and "allowFlyAway" in e.message
@@ -485,13 +490,16 @@ def test_audit_of_create_by_fd_is_one_line_per_call(start_gateway: GatewayFactor
         mine.bind((addr, 0))
         mine.listen(1)
         count = len(audit_lines(audit))
+        handle = None
         if decision == "deny":
             assert rpc_error(w, "tcp.createByFd", {}, fds=[mine.fileno()]).code == DENIED
         else:
-            assert w.call("tcp.createByFd", {}, fds=[mine.fileno()])["kind"] == "server"
+            r = w.call("tcp.createByFd", {}, fds=[mine.fileno()])
+            assert r["kind"] == "server"
+            handle = r["handle"]
         lines = audit_lines(audit)[count:]
         assert len(lines) == 1, lines
-        check_line(lines[0], "createByFd", decision, rule, addr, mine.getsockname()[1], None)
+        check_line(lines[0], "createByFd", decision, rule, addr, mine.getsockname()[1], handle)
         mine.close()
     # The switch refusing is the call's one line too.
     write_policy(path, {"allowCreateByFd": False})

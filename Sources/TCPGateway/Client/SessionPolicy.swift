@@ -15,3 +15,31 @@ extension Session {
         gateway.audit?.record(decision, client: credentials, handle: handle)
     }
 }
+
+/// The decisions of a call that creates a handle. A refusal is audited and thrown at once; an
+/// allowed decision is audited by `finish()` (the caller's `defer`, so before the answer is
+/// sent) naming the new handle, or no handle when the creation then failed.
+final class CreationAudit {
+    private let session: Session
+    private var allowed: [PolicyDecision] = []
+    /// The handle the call made, once it exists.
+    var handle: Int64? = nil
+
+    init(_ session: Session) {
+        self.session = session
+    }
+
+    func enforce(_ decision: PolicyDecision) throws {
+        guard decision.allowed else {
+            finish()  // earlier allowed decisions first, in order
+            try session.enforce(decision)
+            return
+        }
+        allowed.append(decision)
+    }
+
+    func finish() {
+        for decision in allowed { session.record(decision, handle: handle) }
+        allowed = []
+    }
+}
