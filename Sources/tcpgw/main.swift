@@ -44,12 +44,13 @@ struct SocketOption: ParsableArguments {
 
 struct Serve: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Run the gateway in the foreground until SIGTERM or SIGINT.",
+        abstract: "Run the gateway in the foreground until SIGTERM or SIGINT (SIGHUP reloads the policy).",
         discussion: """
             Listens on the Unix socket (mode 0600). A stale socket file is replaced; a live one \
             (another gateway answering) or a file that is not a socket is refused. Prints one line \
             naming the socket when ready. On SIGTERM/SIGINT it stops accepting, closes every \
-            handle, removes the socket file and exits 0.
+            handle, removes the socket file and exits 0. On SIGHUP it re-reads the --policy file \
+            (a file that does not load keeps the old policy; the log says why).
             """)
 
     @OptionGroup var socketOption: SocketOption
