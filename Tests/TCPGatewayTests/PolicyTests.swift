@@ -605,3 +605,15 @@ extension PolicyListTests {
         XCTAssertEqual(user.maxHandlesPerConnection, 256)
     }
 }
+
+extension PolicyListTests {
+    func testDuplicateKeysInsideListsAndProfilesAreRefused() {
+        for (text, duplicate) in [
+            (#"{"connect": {"deny": [], "deny": ["127.0.0.1"]}}"#, "duplicate key 'deny' in connect"),
+            (#"{"profiles": [{"uid": 1, "uid": 2}]}"#, "duplicate key 'uid' in profiles[0]"),
+        ] {
+            let message = S.policyError { _ = try Policy(bytes: Array(text.utf8), source: "p.json") }
+            XCTAssertEqual(message, "p.json: \(duplicate)")
+        }
+    }
+}
