@@ -15,6 +15,7 @@ from typing import Any, Callable
 import pytest
 
 from conftest import Gateway, GatewayFactory, closed_port, port_of, py_listener
+from test_hardening import _admitted, _refusal
 from wire import DENIED, TIMED_OUT, RPCError, Wire, result_of
 
 
@@ -542,3 +543,32 @@ def test_accept_deny_sees_through_mapped_peers_of_a_dual_stack_server(start_gate
     w.drain(0.2)
     assert w.events_for(srv["handle"], "tcp.onAccept") == []
     allowed.close()
+
+
+def test_profile_sets_the_per_uid_connection_limit(start_gateway: GatewayFactory) -> None:
+    gw, _ = with_policy(start_gateway, {"maxConnectionsPerUid": 1,
+                                        "profiles": [{"uid": os.getuid(), "maxConnectionsPerUid": 3}]})
+    wires = [_admitted(gw, n) for n in (1, 2, 3)]  # the profile's 3, not the top level's 1
+    for w in wires:
+        assert w.call("gateway.info")["limits"]["maxConnectionsPerUid"] == 3
+    assert _refusal(gw.path)["error"]["code"] == -32004
+
+
+def test_audit_of_bind_to_device(start_gateway: GatewayFactory) -> None:
+    audit = os.path.join(start_gateway.tmpdir(), "audit.jsonl")
+    gw, _ = with_policy(start_gateway, {"allowBindToDevice": False}, "--audit", audit)
+    w = gw.connect()
+    srv = w.call("tcp.createServer", {"sockaddr": {"addr": "127.0.0.1", "port": 0}})
+    e = rpc_error(w, "tcp.bindToDevice", {"handle": srv["handle"], "ifname": "lo"})
+    assert e.code == DENIED and "allowBindToDevice" in e.message, e
+    line = audit_lines(audit)[-1]
+    check_line(line, "bindToDevice", "deny", "allowBindToDevice", "127.0.0.1", srv["local"]["port"], srv["handle"])
+    assert line["target"]["device"] == "lo", line
+    count = len(audit_lines(audit))
+    assert w.call("tcp.bindToDevice", {"handle": srv["handle"]}) is True  # unbinding needs no permission
+    assert len(audit_lines(audit)) == count
+    e = rpc_error(w, "tcp.createServer", {"sockaddr": {"addr": "127.0.0.1", "port": 0}, "dev": "lo"})
+    assert e.code == DENIED and "allowBindToDevice" in e.message, e
+    listen, device = audit_lines(audit)[-2:]
+    check_line(listen, "listen", "allow", None, "127.0.0.1", 0, None)  # the creation was refused after it
+    check_line(device, "bindToDevice", "deny", "allowBindToDevice", "127.0.0.1", 0, None)
