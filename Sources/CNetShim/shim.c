@@ -119,6 +119,16 @@ int tcpgw_peer_uid(int fd, int *uid, int *pid) {
     return 0;
 }
 
+int tcpgw_peer_cred(int fd, int *uid, int *gid, int *pid) {
+    struct ucred cred;
+    socklen_t len = sizeof(cred);
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0) return NEG_ERRNO;
+    *uid = (int)cred.uid;
+    *gid = (int)cred.gid;
+    *pid = (int)cred.pid;
+    return 0;
+}
+
 ssize_t tcpgw_send_with_fd(int fd, const void *buf, size_t len, int passfd, int nonblocking) {
     int flags = MSG_NOSIGNAL | (nonblocking ? MSG_DONTWAIT : 0);
     struct iovec iov = {.iov_base = (void *)buf, .iov_len = len};

@@ -11,13 +11,16 @@ enum ClientOperations {
     static func createClient(_ call: Call, _ p: TCPCreateClientParams) throws -> JSONValue? {
         let session = call.session
         let address = try SockAddr(params: p.sockaddr)
-        try session.gateway.policy.check(connect: address)
+        let audit = CreationAudit(session)
+        defer { audit.finish() }
+        try audit.enforce(session.policy.decide(connect: address))
         let isAsync = p.async
         let timeoutMS = p.timeout
         try session.handles.ensureRoom()  // fail early when the limit is reached
         let socket = OwnedFD(adopting: try SystemError.check(tcpgw_tcp_socket(address.domain), "socket"))
         let connection = try session.handles.openConnection(socket, remote: address, flowing: isAsync, connecting: true)
         let handleID = connection.id
+        audit.handle = handleID
         connection.connect(to: address, timeoutMS: timeoutMS) { [weak session] result in
             guard let session, !session.isClosed else { return }
             switch result {

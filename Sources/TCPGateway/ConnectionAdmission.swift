@@ -10,13 +10,14 @@ enum ConnectionAdmission {
     }
 
     /// Why the client on `fd` is refused, or nil when it may be admitted.
-    static func refusal(fd: Int32, sessions: some Sequence<Session>, policy: Policy, maxConnections: Int) -> String? {
-        var uid: Int32 = -1
-        var pid: Int32 = -1
-        _ = tcpgw_peer_uid(fd, &uid, &pid)
+    /// `policy` is the client's own (its profile may set the limit).
+    static func refusal(
+        client: PeerCredentials, sessions: some Sequence<Session>, policy: Policy, maxConnections: Int
+    ) -> String? {
+        let uid = client.uid
         let limit = perUidLimit(policy: policy, maxConnections: maxConnections)
         var held = 0
-        for session in sessions where session.peerUID == Int(uid) && !session.isClosed {
+        for session in sessions where session.peerUID == uid && !session.isClosed {
             held += 1
         }
         guard held >= limit else { return nil }

@@ -25,8 +25,14 @@ enum DescriptorOperations {
                     ? "tcp.createByFd needs exactly one descriptor attached (SCM_RIGHTS) to the request's line; none arrived"
                     : "tcp.createByFd needs exactly one descriptor attached to the request's line; \(passed.count) arrived")
         }
-        guard session.gateway.policy.allowCreateByFd else {
-            throw RPCError.policy("tcp.createByFd is not allowed")
+        let policy = session.policy
+        // Refused by the switch: that is the call's one decision. Allowed: the list's word on
+        // the socket below is.
+        if !policy.allowCreateByFd {
+            try session.enforce(.flag(
+                false, key: "allowCreateByFd", action: .createByFd,
+                target: .init(SockAddr.remote(of: socket.raw) ?? SockAddr.local(of: socket.raw)),
+                refusal: "tcp.createByFd is not allowed"))
         }
         var listening: Int32 = 0
         let family = tcpgw_socket_check_tcp(socket.raw, &listening)
@@ -34,7 +40,11 @@ enum DescriptorOperations {
             throw RPCError.descriptor("the attached descriptor is not a TCP socket (\(Errno.name(-family)))")
         }
         // The listen or connect rules apply to adopted sockets too (refused: the socket closes).
-        try session.gateway.policy.check(adopting: socket.raw, listening: listening != 0)
+        let audit = CreationAudit(session)
+        defer { audit.finish() }
+        if let decision = policy.decision(adopting: socket.raw, listening: listening != 0) {
+            try audit.enforce(decision)
+        }
         _ = tcpgw_set_nonblocking(socket.raw, 1)
         if listening != 0 {
             guard let local = SockAddr.local(of: socket.raw) else {
@@ -42,12 +52,14 @@ enum DescriptorOperations {
             }
             let server = try session.handles.openServer(
                 socket, local: local, options: .init(backlog: 128, device: nil, ipv6Only: nil))
+            audit.handle = server.id
             return ["handle": .int(server.id), "kind": "server", "local": local.json]
         }
         guard let remote = SockAddr.remote(of: socket.raw) else {
             throw RPCError.descriptor("the attached TCP socket is neither listening nor connected")
         }
         let connection = try session.handles.openConnection(socket, remote: remote, flowing: false)
+        audit.handle = connection.id
         return ["handle": .int(connection.id), "kind": "connection", "local": connection.local?.json ?? .null,
                 "remote": remote.json]
     }
@@ -63,8 +75,16 @@ enum DescriptorOperations {
 
     static func flyAway(_ call: Call, _ p: TCPFlyAwayParams) throws -> JSONValue? {
         let session = call.session
-        guard session.gateway.policy.allowFlyAway else { throw RPCError.policy("tcp.flyAway is not allowed") }
         let handleID = p.handle
+        let target: SockAddr?
+        switch try session.handles.lookup(handleID) {
+        case .server(let server): target = server.local
+        case .connection(let connection): target = connection.remote
+        }
+        try session.enforce(
+            .flag(session.policy.allowFlyAway, key: "allowFlyAway", action: .flyAway, target: .init(target),
+                  refusal: "tcp.flyAway is not allowed"),
+            handle: handleID)
         switch try session.handles.lookup(handleID) {
         case .server(let server):
             let fd = try server.detachForFlyAway()

@@ -24,7 +24,16 @@ public struct GatewayConfig: Sendable {
     public var maxRecvLength = 16 * 1024 * 1024
     /// Everything held in memory for all clients together (contract §13).
     public var maxBufferBytes = 512 * 1024 * 1024
-    public var policy = Policy.allowAll
+    /// The policy and the file it came from (`gateway.info`, SIGHUP reloads).
+    public var loadedPolicy = LoadedPolicy.none()
+    /// `--audit FILE`: where policy decisions are logged (`-` for stderr); nil for nowhere.
+    public var auditPath: String? = nil
+
+    /// The policy alone, as from no file.
+    public var policy: Policy {
+        get { loadedPolicy.policy }
+        set { loadedPolicy = LoadedPolicy(policy: newValue, source: nil, sha256: nil) }
+    }
 
     public init(socketPath: String) {
         self.socketPath = socketPath
@@ -65,7 +74,11 @@ public final class Gateway: @unchecked Sendable {
     private let loopDone = DispatchSemaphore(value: 0)
     let startTime = Date()
     private var stopped = false
-    var policy: Policy { config.policy }
+    /// The policy in force: loop-confined, replaced by `reloadPolicy` (SIGHUP). Sessions read
+    /// it at each decision, so new decisions follow a reload and existing handles stay.
+    private(set) var loadedPolicy: LoadedPolicy
+    var policy: Policy { loadedPolicy.policy }
+    let audit: AuditLog?
     /// Where flowing handles read into before the bytes are encoded as tcp.onData (the loop
     /// serves one read at a time, so one buffer serves every handle).
     let readScratch: UnsafeMutableRawBufferPointer
@@ -78,6 +91,8 @@ public final class Gateway: @unchecked Sendable {
         self.catalog = try MethodCatalog(json: OpenRPCDocument.json)
         self.reactor = try Reactor()
         self.budget = MemoryBudget(limit: config.maxBufferBytes)
+        self.loadedPolicy = config.loadedPolicy
+        self.audit = try config.auditPath.map { try AuditLog(path: $0, logger: logger) }
         self.readScratch = .allocate(byteCount: ConnectionHandle.readChunk, alignment: 16)
         self.clientReadScratch = .allocate(byteCount: 256 * 1024, alignment: 16)
         self.dispatcher = try Dispatcher(gateway: self)
@@ -120,22 +135,26 @@ public final class Gateway: @unchecked Sendable {
     /// A client connected: a session for it, unless the gateway is full.
     func accepted(_ socket: consuming OwnedFD) {
         guard !stopped else { return }
+        // Credentials at connect time pick the client's policy profile for its whole session.
+        let credentials = PeerCredentials(socket: socket.raw)
         let refusal: String? =
             sessions.count >= config.maxConnections
             ? "the gateway already serves \(config.maxConnections) connections"
             // One uid cannot take every connection slot.
             : ConnectionAdmission.refusal(
-                fd: socket.raw, sessions: sessions.values, policy: policy, maxConnections: config.maxConnections)
+                client: credentials, sessions: sessions.values, policy: policy.effective(for: credentials),
+                maxConnections: config.maxConnections)
         if let refusal {
             logger.warning("refusing a client: \(refusal)")
             let line = JanssonCodec.serialize(RPCResponse.failure(id: .null, error: .limit(refusal))) + [0x0A]
             _ = line.withUnsafeBytes { tcpgw_send_with_fd(socket.raw, $0.baseAddress, $0.count, -1, 1) }
             return  // dropping the socket closes it
         }
-        let session = Session(id: nextSessionID, gateway: self, socket: socket)
+        let session = Session(id: nextSessionID, gateway: self, socket: socket, credentials: credentials)
         nextSessionID += 1
         sessions[session.id] = session
-        logger.debug("client \(session.id) connected (uid \(session.peerUID), pid \(session.peerPID))")
+        logger.debug(
+            "client \(session.id) connected (uid \(credentials.uid), gid \(credentials.gid), pid \(credentials.pid))")
         do {
             try session.start()
         } catch {
@@ -156,6 +175,35 @@ public final class Gateway: @unchecked Sendable {
 
     var sessionCount: Int { sessions.count }
     var handleCount: Int { sessions.values.reduce(0) { $0 + $1.handles.count } }
+
+    /// SIGHUP (contract §8): reads the policy file again and, when it loads, makes it the
+    /// policy for every decision from now on; a file that does not load keeps the old policy
+    /// and the failure says why (it is logged too). Handles already made stay. The file is read
+    /// on the calling thread and only the swap runs on the loop, so a slow file never stalls
+    /// the clients. Call from any thread but the loop's; returns once the new policy is in force.
+    public func reloadPolicy() -> Result<LoadedPolicy, PolicyError> {
+        guard let path = config.loadedPolicy.source else {
+            logger.notice("SIGHUP: no --policy file, nothing to reload")
+            return .success(config.loadedPolicy)
+        }
+        let loaded: LoadedPolicy
+        do {
+            loaded = try LoadedPolicy.file(path)
+        } catch {
+            let failure = (error as? PolicyError) ?? PolicyError("\(path): \(error)")
+            logger.error("policy reload failed, keeping the old policy: \(failure.description)")
+            return .failure(failure)
+        }
+        let swapped = DispatchSemaphore(value: 0)
+        reactor.submit { [self] in
+            loadedPolicy = loaded
+            swapped.signal()
+        }
+        // Bounded: a loop that has already stopped never runs the swap.
+        _ = swapped.wait(timeout: .now() + 5)
+        logger.notice("policy reloaded from \(path) (sha256 \(loaded.sha256 ?? "-"))")
+        return .success(loaded)
+    }
 
     /// Stops accepting, closes every handle and client, removes the socket file, and stops
     /// the loop. Callable from any thread.

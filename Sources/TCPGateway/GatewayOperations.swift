@@ -49,21 +49,23 @@ enum GatewayOperations {
     static func info(_ call: Call, _ p: GatewayInfoParams) throws -> JSONValue? {
         let gateway = call.session.gateway
         let config = gateway.config
+        let policy = call.session.policy  // this client's: its profile's limits
         let uptime = (Date().timeIntervalSince(gateway.startTime) * 1000).rounded() / 1000
         return [
             "name": "tcpgw", "version": .string(Gateway.version), "pid": .int(Int64(getpid())),
             "uptime": .double(uptime), "socket": .string(config.socketPath),
             "limits": [
                 "maxMessageBytes": .int(Int64(config.maxMessageBytes)),
-                "maxHandlesPerConnection": .int(Int64(gateway.policy.maxHandlesPerConnection)),
+                "maxHandlesPerConnection": .int(Int64(policy.maxHandlesPerConnection)),
                 "maxConnections": .int(Int64(config.maxConnections)),
                 "maxConnectionsPerUid": .int(Int64(
-                    ConnectionAdmission.perUidLimit(policy: gateway.policy, maxConnections: config.maxConnections))),
+                    ConnectionAdmission.perUidLimit(policy: policy, maxConnections: config.maxConnections))),
                 "maxRecvLength": .int(Int64(config.maxRecvLength)),
                 "outboundHighWatermark": .int(Int64(config.outboundHighWatermark)),
                 "maxBufferBytes": .int(Int64(config.maxBufferBytes)),
             ],
             "connections": .int(Int64(gateway.sessionCount)), "handles": .int(Int64(gateway.handleCount)),
+            "policy": gateway.loadedPolicy.json,
         ]
     }
 }

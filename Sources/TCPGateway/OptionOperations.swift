@@ -67,8 +67,17 @@ enum OptionOperations {
 
     static func bindToDevice(_ call: Call, _ p: TCPBindToDeviceParams) throws -> JSONValue? {
         let name = p.ifname ?? ""
-        if !name.isEmpty && !call.session.gateway.policy.allowBindToDevice {
-            throw RPCError.policy("binding to a device is not allowed")
+        if !name.isEmpty {  // unbinding needs no permission
+            let local: SockAddr?
+            switch try call.session.handles.lookup(p.handle) {
+            case .server(let server): local = server.local
+            case .connection(let connection): local = connection.local
+            }
+            try call.session.enforce(
+                .flag(
+                    call.session.policy.allowBindToDevice, key: "allowBindToDevice", action: .bindToDevice,
+                    target: .init(local, device: name), refusal: "binding to a device is not allowed"),
+                handle: p.handle)
         }
         try eachFD(call, p) { try SystemError.check(tcpgw_bind_to_device($0, name), "setsockopt") }
         if case .server(let server) = try call.session.handles.lookup(p.handle) {
@@ -109,7 +118,9 @@ enum OptionOperations {
             guard server.local.domain == SockAddr.inet6 else {
                 throw RPCError.handleState("handle \(server.id) is an IPv4 socket; IPv6-only applies to IPv6 sockets")
             }
-            try call.session.gateway.policy.check(relisten: server, ipv6Only: enable)
+            for decision in call.session.policy.decisions(relisten: server, ipv6Only: enable) {
+                try call.session.enforce(decision, handle: server.id)
+            }
             try server.relisten(ipv6Only: enable)
             return true
         case .connection(let connection):

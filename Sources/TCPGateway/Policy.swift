@@ -6,26 +6,36 @@ import JSONRPC
 /// network access written here. Without a file everything is allowed.
 ///
 /// ```json
-/// {"connect": ["127.0.0.0/8", "[::1]:6379", "*:8000-8100"], "listen": ["127.0.0.1", "::1"],
+/// {"connect": {"allow": ["127.0.0.0/8", "[::1]:6379"], "deny": ["127.0.0.1:22"]},
+///  "listen": ["127.0.0.1", "::1"], "accept": ["127.0.0.0/8"],
 ///  "allowBindToDevice": false, "allowCreateByFd": true, "allowFlyAway": true,
-///  "maxHandlesPerConnection": 256, "maxConnectionsPerUid": 16}
+///  "maxHandlesPerConnection": 256, "maxConnectionsPerUid": 16,
+///  "profiles": [{"uid": 1000, "connect": ["*"]}]}
 /// ```
 public struct Policy: Sendable {
-    public var connect: [AddressRule]? = nil
-    public var listen: [AddressRule]? = nil
+    public var connect: RuleList? = nil
+    public var listen: RuleList? = nil
+    /// Which remote addresses may connect in to a server.
+    public var accept: RuleList? = nil
     public var allowBindToDevice = true
     public var allowCreateByFd = true
     public var allowFlyAway = true
     public var maxHandlesPerConnection = 1024
     /// Connections one uid may hold at once; nil = half of `--max-connections` (at least 1).
     public var maxConnectionsPerUid: Int? = nil
+    /// Per-client replacements of the keys above, picked by credentials (`effective(for:)`).
+    public var profiles: [PolicyProfile] = []
 
     public init() {}
 
     public static let allowAll = Policy()
 
     public init(file path: String) throws {
-        let bytes = try Policy.readAll(path)
+        try self.init(bytes: try Policy.readAll(path), source: path)
+    }
+
+    /// A policy file's bytes; `source` names it in errors.
+    public init(bytes: [UInt8], source path: String) throws {
         let value: JSONValue
         do {
             value = try JanssonCodec.parse(bytes)
@@ -67,76 +77,109 @@ public struct Policy: Sendable {
 
     public init(json value: JSONValue, source: String = "policy") throws {
         guard case .object(let object) = value else { throw PolicyError("\(source): the policy must be a JSON object") }
+        var profileList: JSONValue? = nil
         for (key, member) in object.members {
-            switch key {
-            case "connect", "listen":
-                guard case .array(let items) = member else { throw PolicyError("\(source): '\(key)' must be an array of rules") }
-                let rules = try items.map { item -> AddressRule in
-                    guard case .string(let text) = item else { throw PolicyError("\(source): '\(key)' rules must be strings") }
-                    do {
-                        return try AddressRule(text)
-                    } catch let error as PolicyError {
-                        throw PolicyError("\(source): '\(key)': \(error.description)")
-                    }
-                }
-                if key == "connect" { connect = rules } else { listen = rules }
-            case "allowBindToDevice", "allowCreateByFd", "allowFlyAway":
-                guard case .bool(let flag) = member else { throw PolicyError("\(source): '\(key)' must be a boolean") }
-                switch key {
-                case "allowBindToDevice": allowBindToDevice = flag
-                case "allowCreateByFd": allowCreateByFd = flag
-                default: allowFlyAway = flag
-                }
-            case "maxHandlesPerConnection":
-                guard case .int(let n) = member, n >= 1, n <= 1_000_000 else {
-                    throw PolicyError("\(source): 'maxHandlesPerConnection' must be an integer in 1..1000000")
-                }
-                maxHandlesPerConnection = Int(n)
-            case "maxConnectionsPerUid":
-                guard case .int(let n) = member, n >= 1, n <= 1_000_000 else {
-                    throw PolicyError("\(source): 'maxConnectionsPerUid' must be an integer in 1..1000000")
-                }
-                maxConnectionsPerUid = Int(n)
-            default:
-                throw PolicyError("\(source): unknown key '\(key)'")
+            if key == "profiles" {
+                profileList = member
+            } else {
+                try apply(key, member, source: source)
             }
+        }
+        // Profiles last: they replace top-level keys wherever those stand in the file.
+        if let profileList { profiles = try PolicyProfile.parse(profileList, base: self, source: source) }
+    }
+
+    /// Sets one top-level key (also a profile's key, on a copy of the top level).
+    mutating func apply(_ key: String, _ member: JSONValue, source: String) throws {
+        switch key {
+        case "connect": connect = try RuleList.parse(member, key: key, source: source)
+        case "listen": listen = try RuleList.parse(member, key: key, source: source)
+        case "accept": accept = try RuleList.parse(member, key: key, source: source)
+        case "allowBindToDevice", "allowCreateByFd", "allowFlyAway":
+            guard case .bool(let flag) = member else { throw PolicyError("\(source): '\(key)' must be a boolean") }
+            switch key {
+            case "allowBindToDevice": allowBindToDevice = flag
+            case "allowCreateByFd": allowCreateByFd = flag
+            default: allowFlyAway = flag
+            }
+        case "maxHandlesPerConnection":
+            guard case .int(let n) = member, n >= 1, n <= 1_000_000 else {
+                throw PolicyError("\(source): 'maxHandlesPerConnection' must be an integer in 1..1000000")
+            }
+            maxHandlesPerConnection = Int(n)
+        case "maxConnectionsPerUid":
+            guard case .int(let n) = member, n >= 1, n <= 1_000_000 else {
+                throw PolicyError("\(source): 'maxConnectionsPerUid' must be an integer in 1..1000000")
+            }
+            maxConnectionsPerUid = Int(n)
+        default:
+            throw PolicyError("\(source): unknown key '\(key)'")
         }
     }
 
+    /// The policy for a client with these credentials: the first profile whose uid or gid
+    /// matches, else the top level.
+    func effective(for client: PeerCredentials) -> Policy {
+        profiles.first(where: { $0.matches(client) })?.policy ?? self
+    }
+
     /// A destination of `tcp.createClient`, or the peer of a connected socket passed to
-    /// `tcp.createByFd`, judged as what it reaches (see `JudgedAddress`).
-    func check(connect address: SockAddr) throws {
-        guard let rules = connect else { return }
+    /// `tcp.createByFd`, judged as what it reaches (see `JudgedAddress`). `host` is the name
+    /// the client gave, for name rules.
+    func decide(connect address: SockAddr, host: String? = nil, action: PolicyDecision.Action = .connect) -> PolicyDecision {
         let judged = JudgedAddress(address, connecting: true)
-        if !rules.contains(where: { $0.matches(judged) }) {
-            throw RPCError.policy(
-                "connecting to \(address.addr) port \(address.port)\(judged.note(for: address)) is not in the policy's 'connect' list")
-        }
+        return PolicyDecision.judging(
+            connect, name: "connect", action: action, target: .init(address, host: host), judged: judged,
+            described: "connecting to \(address.addr) port \(address.port)\(judged.note(for: address))")
     }
 
     /// A local address a server listens on. An IPv6 listener on `::` that is not IPv6-only
     /// (`ipv6Only` false, or absent with the system's dual-stack default) also listens on IPv4
     /// `0.0.0.0`, and is checked as both.
-    func check(listen address: SockAddr, ipv6Only: Bool?) throws {
-        try check(listen: address, alsoIPv4: DualStack.coversIPv4(address, ipv6Only: ipv6Only))
+    func decide(listen address: SockAddr, ipv6Only: Bool?, action: PolicyDecision.Action = .listen) -> PolicyDecision {
+        decide(listen: address, alsoIPv4: DualStack.coversIPv4(address, ipv6Only: ipv6Only), action: action)
     }
 
     /// A local address a server listens on; `alsoIPv4` when the socket is dual-stack.
-    func check(listen address: SockAddr, alsoIPv4: Bool) throws {
-        guard let rules = listen else { return }
+    func decide(listen address: SockAddr, alsoIPv4: Bool, action: PolicyDecision.Action = .listen) -> PolicyDecision {
         let judged = JudgedAddress(address, connecting: false)
-        if !rules.contains(where: { $0.matches(judged) }) {
-            throw RPCError.policy(
-                "listening on \(address.addr) port \(address.port)\(judged.note(for: address)) is not in the policy's 'listen' list")
-        }
+        let target = PolicyDecision.Target(address)
+        var decisions = [
+            PolicyDecision.judging(
+                listen, name: "listen", action: action, target: target, judged: judged,
+                described: "listening on \(address.addr) port \(address.port)\(judged.note(for: address))")
+        ]
+        var wildcards = judged.isUnspecified ? [judged] : []
         if alsoIPv4 {
             let any = JudgedAddress(family: SockAddr.inet, bytes: [0, 0, 0, 0], port: address.port)
-            if !rules.contains(where: { $0.matches(any) }) {
-                throw RPCError.policy(
-                    "listening on \(address.addr) port \(address.port) without ipv6Only also listens on IPv4 0.0.0.0 port \(address.port), which is not in the policy's 'listen' list")
+            decisions.append(PolicyDecision.judging(
+                listen, name: "listen", action: action, target: target, judged: any,
+                described: "listening on \(address.addr) port \(address.port) without ipv6Only also listens on IPv4 0.0.0.0 port \(address.port)"))
+            wildcards.append(any)
+        }
+        // A listener on the unspecified address takes connections to every address of its
+        // family, so a deny rule for any of them (on that port) refuses it: a deny always wins.
+        for any in wildcards {
+            if let rule = listen?.denyRule(within: any) {
+                decisions.append(PolicyDecision(
+                    action: action, target: target, allowed: false, rule: rule.text,
+                    refusal: "listening on \(address.addr) port \(address.port) would also serve every \(any.family == SockAddr.inet ? "IPv4" : "IPv6") address: the policy's 'listen' deny rule '\(rule.text)' matches one of them"))
             }
         }
+        return decisions.first(where: { !$0.allowed }) ?? decisions[0]
     }
+
+    /// A remote address connecting in to a server (mapped addresses are judged as IPv4).
+    func decide(accept remote: SockAddr) -> PolicyDecision {
+        let judged = JudgedAddress(remote, connecting: false)
+        return PolicyDecision.judging(
+            accept, name: "accept", action: .accept, target: .init(remote), judged: judged,
+            described: "a connection from \(remote.addr) port \(remote.port)\(judged.note(for: remote))")
+    }
+
+    func check(connect address: SockAddr) throws { try decide(connect: address).enforce() }
+    func check(listen address: SockAddr, ipv6Only: Bool?) throws { try decide(listen: address, ipv6Only: ipv6Only).enforce() }
+    func check(listen address: SockAddr, alsoIPv4: Bool) throws { try decide(listen: address, alsoIPv4: alsoIPv4).enforce() }
 }
 
 /// An address as the policy judges it (contract §8): an IPv4-mapped IPv6 address
@@ -175,6 +218,9 @@ struct JudgedAddress: Equatable {
         family = fam
         bytes = raw
     }
+
+    /// `0.0.0.0` or `::` (after unmapping).
+    var isUnspecified: Bool { family != 0 && bytes.allSatisfy { $0 == 0 } }
 
     /// The IPv4 address an IPv4-mapped IPv6 address maps, or nil for any other address.
     static func unmapped(family: Int32, bytes: [UInt8]) -> [UInt8]? {
@@ -238,11 +284,12 @@ public struct AddressRule: Sendable {
             // Empty pieces are kept so they fail below: omitting them read "127.0.0.1:" as any
             // port and "80-" as 80, silently widening or changing a sandbox's rule.
             for piece in portPart.split(separator: ",", omittingEmptySubsequences: false) {
-                let bounds = piece.split(separator: "-", omittingEmptySubsequences: false).map { Int($0) }
-                guard (1...2).contains(bounds.count), bounds.allSatisfy({ $0 != nil && (0...65535).contains($0!) }),
-                    bounds.first!! <= bounds.last!!
+                let bounds = piece.split(separator: "-", omittingEmptySubsequences: false).compactMap { Int($0) }
+                guard (1...2).contains(bounds.count), bounds.count == piece.split(separator: "-", omittingEmptySubsequences: false).count,
+                    let low = bounds.first, let high = bounds.last, (0...65535).contains(low), (0...65535).contains(high),
+                    low <= high
                 else { throw PolicyError("rule '\(text)': bad port list '\(portPart)'") }
-                ports.append(bounds.first!!...bounds.last!!)
+                ports.append(low...high)
             }
         }
         self.ports = ports

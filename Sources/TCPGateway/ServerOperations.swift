@@ -13,10 +13,15 @@ enum ServerOperations {
     static func createServer(_ call: Call, _ p: TCPCreateServerParams) throws -> JSONValue? {
         let session = call.session
         let address = try SockAddr(params: p.sockaddr)
-        try session.gateway.policy.check(listen: address, ipv6Only: p.ipv6Only)
+        let policy = session.policy
+        let audit = CreationAudit(session)
+        defer { audit.finish() }
+        try audit.enforce(policy.decide(listen: address, ipv6Only: p.ipv6Only))
         let device = p.dev
-        if device != nil && !session.gateway.policy.allowBindToDevice {
-            throw RPCError.policy("binding to a device ('dev') is not allowed")
+        if let device {
+            try audit.enforce(.flag(
+                policy.allowBindToDevice, key: "allowBindToDevice", action: .bindToDevice,
+                target: .init(address, device: device), refusal: "binding to a device ('dev') is not allowed"))
         }
         let options = ServerHandle.Options(
             backlog: p.backlog, device: device, ipv6Only: p.ipv6Only)
@@ -24,6 +29,7 @@ enum ServerOperations {
         let socket = try ServerHandle.listen(on: address, options: options)
         let local = SockAddr.local(of: socket.raw) ?? address
         let server = try session.handles.openServer(socket, local: local, options: options)
+        audit.handle = server.id
         return ["handle": .int(server.id), "local": local.json]
     }
 
@@ -53,7 +59,10 @@ enum ServerOperations {
     static func mports(_ call: Call, _ p: TCPMportsParams) throws -> JSONValue? {
         let server = try call.session.handles.server(p.handle)
         let count = p.mports
-        try call.session.gateway.policy.check(mports: count, of: server)  // each port, dual-stack too
+        // Each extra port, dual-stack too, audited up to the first refusal.
+        for decision in call.session.policy.decisions(mports: count, of: server) {
+            try call.session.enforce(decision, handle: server.id)
+        }
         try call.session.handles.reserveExtraListeners(count, replacing: server.extraPorts)
         do {
             try server.setExtraPorts(count)

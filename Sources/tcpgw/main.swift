@@ -44,12 +44,13 @@ struct SocketOption: ParsableArguments {
 
 struct Serve: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Run the gateway in the foreground until SIGTERM or SIGINT.",
+        abstract: "Run the gateway in the foreground until SIGTERM or SIGINT (SIGHUP reloads the policy).",
         discussion: """
             Listens on the Unix socket (mode 0600, or --socket-mode). A stale socket file is replaced; a live one \
             (another gateway answering) or a file that is not a socket is refused. Prints one line \
             naming the socket when ready. On SIGTERM/SIGINT it stops accepting, closes every \
-            handle, removes the socket file and exits 0.
+            handle, removes the socket file and exits 0. On SIGHUP it re-reads the --policy file \
+            (a file that does not load keeps the old policy; the log says why).
 
             As a service: --socket-mode sets the file's mode; socket activation (LISTEN_PID, \
             LISTEN_FDS=1) serves the listening socket in descriptor 3 and never removes it; with \
@@ -61,6 +62,9 @@ struct Serve: ParsableCommand {
 
     @Option(help: "A JSON policy file limiting what clients may connect to, listen on and do.")
     var policy: String?
+
+    @Option(help: "Write one JSON line per policy decision to this file (appended; `-` for stderr).")
+    var audit: String?
 
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: String = "notice"
@@ -110,9 +114,10 @@ struct Serve: ParsableCommand {
         config.maxConnections = maxConnections
         config.outboundHighWatermark = outboundHighWatermark
         config.maxBufferBytes = maxBufferBytes
+        config.auditPath = audit
         if let policy {
             do {
-                config.policy = try Policy(file: policy)
+                config.loadedPolicy = try LoadedPolicy.file(policy)
             } catch {
                 FileHandle.standardError.write(Data("tcpgw: \(error)\n".utf8))
                 throw ExitCode(2)
@@ -158,11 +163,11 @@ struct Serve: ParsableCommand {
         var received: Int32 = 0
         while true {
             while sigwait(&stopSignals, &received) != 0 {}
+            // SIGHUP: re-read the policy (read here, swapped in on the loop); failures are logged.
             guard received == SIGHUP else { break }
-            // The manager hears of the reload before it starts and when it is done.
+            // The manager hears of the reload before it starts and when it is done (§9).
             notifier.reloading()
-            logger.info("SIGHUP: reloading")
-            // The policy reload (§8) runs here, between the two notifications.
+            _ = gateway.reloadPolicy()
             notifier.ready()
         }
         notifier.stopping()

@@ -240,7 +240,7 @@ final class PolicyTests: XCTestCase {
         XCTAssertEqual(v4Denied?.code, -32003)
         XCTAssertEqual(
             v4Denied?.message,
-            "denied by policy: connecting to 0.0.0.0 port 80 (judged as 127.0.0.1) is not in the policy's 'connect' list")
+            "denied by policy: connecting to 0.0.0.0 port 80 (judged as 127.0.0.1): no allow rule in the policy's 'connect' list matches")
         XCTAssertEqual(S.rpcError { try onlyAny.check(connect: v6("::", 80)) }?.code, -32003)
         let loopback = try Policy(json: ["connect": ["127.0.0.1", "::1"]])
         XCTAssertNoThrow(try loopback.check(connect: v4("0.0.0.0", 80)))
@@ -281,8 +281,8 @@ final class PolicyTests: XCTestCase {
              "maxHandlesPerConnection": 256}
             """)
         let policy = try Policy(json: json)
-        XCTAssertEqual(policy.connect?.count, 3)
-        XCTAssertEqual(policy.listen?.count, 2)
+        XCTAssertEqual(policy.connect?.allow?.count, 3)
+        XCTAssertEqual(policy.listen?.allow?.count, 2)
         XCTAssertFalse(policy.allowBindToDevice)
         XCTAssertTrue(policy.allowCreateByFd)
         XCTAssertTrue(policy.allowFlyAway)
@@ -293,7 +293,7 @@ final class PolicyTests: XCTestCase {
         XCTAssertNoThrow(try policy.check(connect: v4("10.1.2.3", 8080)))
         let denied = S.rpcError { try policy.check(connect: v6("::1", 6380)) }
         XCTAssertEqual(denied?.code, -32003)
-        XCTAssertEqual(denied?.message, "denied by policy: connecting to ::1 port 6380 is not in the policy's 'connect' list")
+        XCTAssertEqual(denied?.message, "denied by policy: connecting to ::1 port 6380: no allow rule in the policy's 'connect' list matches")
         XCTAssertNoThrow(try policy.check(listen: v6("::1", 0), ipv6Only: nil))
         let listenDenied = S.rpcError { try policy.check(listen: v4("0.0.0.0", 80), ipv6Only: nil) }
         XCTAssertEqual(listenDenied?.code, -32003)
@@ -316,8 +316,8 @@ final class PolicyTests: XCTestCase {
     func testRejectsUnknownKeysAndWrongTypes() {
         let cases: [(JSONValue, String)] = [
             (["conect": []], "unknown key 'conect'"),
-            (["connect": "127.0.0.1"], "'connect' must be an array of rules"),
-            (["listen": ["127.0.0.1": true]], "'listen' must be an array of rules"),
+            (["connect": "127.0.0.1"], "'connect' must be an array of rules or an object with 'allow' and 'deny' arrays"),
+            (["listen": ["127.0.0.1": true]], "'listen': unknown key '127.0.0.1' (only 'allow' and 'deny')"),
             (["connect": [1]], "'connect' rules must be strings"),
             (["listen": [.null]], "'listen' rules must be strings"),
             (["allowBindToDevice": 0], "'allowBindToDevice' must be a boolean"),
@@ -383,7 +383,7 @@ final class PolicyTests: XCTestCase {
         try Data(#"{"connect": ["10.0.0.0/8"], "connect": ["*"]}"#.utf8).write(to: URL(fileURLWithPath: path))
         XCTAssertEqual(S.policyError { _ = try Policy(file: path) }, "\(path): duplicate key 'connect'")
         try Data(#"{"connect": ["10.0.0.0/8"]}"#.utf8).write(to: URL(fileURLWithPath: path))
-        XCTAssertEqual(try Policy(file: path).connect?.count, 1)
+        XCTAssertEqual(try Policy(file: path).connect?.allow?.count, 1)
     }
 
     func testPolicyFileIsReadUntilEndOfFile() throws {
@@ -402,5 +402,218 @@ final class PolicyTests: XCTestCase {
     func testBadRuleInsidePolicyIsRejected() {
         let message = S.policyError { _ = try Policy(json: ["listen": ["127.0.0.1", "300.1.1.1"]]) }
         XCTAssertTrue(message?.contains("'300.1.1.1'") == true, message ?? "nil")
+    }
+}
+
+/// Allow and deny lists, accept rules, profiles, decisions and the digest (contract §8).
+final class PolicyListTests: XCTestCase {
+    typealias S = GatewayTestSupport
+
+    private func v4(_ addr: String, _ port: Int) -> SockAddr { SockAddr(domain: SockAddr.inet, addr: addr, port: port) }
+    private func v6(_ addr: String, _ port: Int) -> SockAddr { SockAddr(domain: SockAddr.inet6, addr: addr, port: port) }
+
+    func testDenyWinsOverAllow() throws {
+        let policy = try Policy(json: [
+            "connect": ["allow": ["127.0.0.0/8"], "deny": ["127.0.0.1:22"]],
+            "listen": ["allow": ["*"], "deny": ["127.0.0.5"]],
+        ])
+        XCTAssertNoThrow(try policy.check(connect: v4("127.0.0.1", 80)))
+        let denied = policy.decide(connect: v4("127.0.0.1", 22))
+        XCTAssertFalse(denied.allowed)
+        XCTAssertEqual(denied.rule, "127.0.0.1:22")
+        XCTAssertEqual(
+            S.rpcError { try denied.enforce() }?.message,
+            "denied by policy: connecting to 127.0.0.1 port 22: the policy's 'connect' deny rule '127.0.0.1:22' matches")
+        let allowed = policy.decide(connect: v4("127.9.9.9", 22))
+        XCTAssertTrue(allowed.allowed)
+        XCTAssertEqual(allowed.rule, "127.0.0.0/8")
+        XCTAssertEqual(S.rpcError { try policy.check(listen: v4("127.0.0.5", 1), ipv6Only: nil) }?.code, -32003)
+        XCTAssertNoThrow(try policy.check(listen: v4("127.0.0.6", 1), ipv6Only: nil))
+    }
+
+    func testDenyOnlyListAllowsTheRest() throws {
+        let policy = try Policy(json: ["connect": ["deny": ["10.0.0.0/8"]]])
+        XCTAssertNil(policy.connect?.allow)
+        let open = policy.decide(connect: v4("127.0.0.1", 1))
+        XCTAssertTrue(open.allowed)
+        XCTAssertNil(open.rule, "nothing restricted it")
+        XCTAssertEqual(policy.decide(connect: v4("10.1.1.1", 1)).rule, "10.0.0.0/8")
+        XCTAssertFalse(policy.decide(connect: v4("10.1.1.1", 1)).allowed)
+    }
+
+    func testEmptyAllowAllowsNothing() throws {
+        for json: JSONValue in [["accept": []], ["accept": ["allow": []]], ["accept": ["allow": [], "deny": []]]] {
+            let policy = try Policy(json: json)
+            let decision = policy.decide(accept: v4("127.0.0.1", 5000))
+            XCTAssertFalse(decision.allowed, "\(json)")
+            XCTAssertEqual(decision.rule, "no allow rule")
+            XCTAssertEqual(
+                decision.refusal,
+                "a connection from 127.0.0.1 port 5000: no allow rule in the policy's 'accept' list matches")
+        }
+        XCTAssertTrue(try Policy(json: ["accept": ["deny": []]]).decide(accept: v4("127.0.0.1", 1)).allowed)
+    }
+
+    func testDenyRulesSeeThroughMappedUnspecifiedAndDualStack() throws {
+        let connect = try Policy(json: ["connect": ["deny": ["127.0.0.1"]]])
+        XCTAssertFalse(connect.decide(connect: v6("::ffff:127.0.0.1", 80)).allowed, "mapped is its IPv4 address")
+        XCTAssertFalse(connect.decide(connect: v4("0.0.0.0", 80)).allowed, "0.0.0.0 reaches 127.0.0.1")
+        XCTAssertFalse(connect.decide(connect: v6("::ffff:0.0.0.0", 80)).allowed)
+        XCTAssertTrue(connect.decide(connect: v4("127.0.0.2", 80)).allowed)
+        let v6Deny = try Policy(json: ["connect": ["deny": ["::1"]]])
+        XCTAssertFalse(v6Deny.decide(connect: v6("::", 80)).allowed, ":: reaches ::1")
+        let listen = try Policy(json: ["listen": ["deny": ["0.0.0.0"]]])
+        let dual = listen.decide(listen: v6("::", 80), alsoIPv4: true)
+        XCTAssertFalse(dual.allowed, "a dual-stack :: listener also listens on 0.0.0.0")
+        XCTAssertEqual(dual.rule, "0.0.0.0")
+        XCTAssertEqual(
+            dual.refusal,
+            "listening on :: port 80 without ipv6Only also listens on IPv4 0.0.0.0 port 80: the policy's 'listen' deny rule '0.0.0.0' matches")
+        XCTAssertTrue(listen.decide(listen: v6("::", 80), alsoIPv4: false).allowed)
+        XCTAssertFalse(listen.decide(listen: v6("::ffff:0.0.0.0", 80), alsoIPv4: false).allowed)
+        let mappedRule = try Policy(json: ["accept": ["deny": ["::ffff:127.0.0.0/104"]]])
+        XCTAssertFalse(mappedRule.decide(accept: v4("127.0.0.3", 1)).allowed, "a mapped deny rule is the IPv4 rule")
+        XCTAssertFalse(mappedRule.decide(accept: v6("::ffff:127.0.0.3", 1)).allowed)
+        XCTAssertTrue(mappedRule.decide(accept: v6("::1", 1)).allowed)
+    }
+
+    func testListErrorsNameTheMember() {
+        let cases: [(JSONValue, String)] = [
+            (["connect": ["allow": "127.0.0.1"]], "'connect.allow' must be an array of rules"),
+            (["accept": ["deny": [5]]], "'accept.deny' rules must be strings"),
+            (["listen": ["deny": ["300.1.1.1"]]], "'listen.deny': rule '300.1.1.1': '300.1.1.1' is not an IP address"),
+            (["accept": ["allow": [], "except": []]], "'accept': unknown key 'except' (only 'allow' and 'deny')"),
+            (["accept": 3], "'accept' must be an array of rules or an object with 'allow' and 'deny' arrays"),
+            (["connect": ["deny": ["127.0.0.1:80-"]]], "'connect.deny': rule '127.0.0.1:80-': bad port list '80-'"),
+        ]
+        for (json, fragment) in cases {
+            XCTAssertEqual(S.policyError { _ = try Policy(json: json, source: "p.json") }, "p.json: \(fragment)", "for \(json)")
+        }
+    }
+
+    func testProfilesPickByUidThenGidAndReplaceKeys() throws {
+        let policy = try Policy(json: [
+            "connect": ["127.0.0.1:80"], "maxHandlesPerConnection": 7, "allowFlyAway": false,
+            "profiles": [
+                ["uid": 1000, "connect": ["deny": ["127.0.0.1"]]],
+                ["gid": 100, "maxHandlesPerConnection": 3],
+                ["uid": 1000, "maxHandlesPerConnection": 99],
+            ],
+        ])
+        let top = policy.effective(for: PeerCredentials(uid: 5, gid: 5, pid: 1))
+        XCTAssertEqual(top.maxHandlesPerConnection, 7)
+        XCTAssertTrue(top.decide(connect: v4("127.0.0.1", 80)).allowed)
+        let user = policy.effective(for: PeerCredentials(uid: 1000, gid: 100, pid: 1))
+        XCTAssertFalse(user.decide(connect: v4("127.0.0.1", 80)).allowed, "the profile's connect replaced the top level's")
+        XCTAssertTrue(user.decide(connect: v4("127.0.0.2", 9)).allowed)
+        XCTAssertEqual(user.maxHandlesPerConnection, 7, "the first matching profile wins; keys it omits stay top-level")
+        XCTAssertFalse(user.allowFlyAway)
+        let group = policy.effective(for: PeerCredentials(uid: 2000, gid: 100, pid: 1))
+        XCTAssertEqual(group.maxHandlesPerConnection, 3)
+        XCTAssertFalse(group.decide(connect: v4("127.0.0.2", 9)).allowed, "the top-level connect list still applies")
+        XCTAssertEqual(policy.effective(for: PeerCredentials(uid: -1, gid: -1, pid: -1)).maxHandlesPerConnection, 7)
+    }
+
+    func testProfilesSeeTopLevelKeysWrittenAfterThem() throws {
+        let policy = try Policy(json: ["profiles": [["uid": 0, "allowFlyAway": true]], "allowFlyAway": false, "listen": []])
+        let root = policy.effective(for: PeerCredentials(uid: 0, gid: 0, pid: 1))
+        XCTAssertTrue(root.allowFlyAway)
+        XCTAssertNotNil(root.listen, "a top-level key after 'profiles' is inherited")
+        XCTAssertFalse(policy.allowFlyAway)
+    }
+
+    func testProfileErrors() {
+        let cases: [(JSONValue, String)] = [
+            (["profiles": ["uid": 1]], "'profiles' must be an array of objects"),
+            (["profiles": [1]], "'profiles[0]' must be an object"),
+            (["profiles": [["connect": []]]], "'profiles[0]' needs a 'uid' or a 'gid'"),
+            (["profiles": [["uid": -1]]], "'profiles[0]': 'uid' must be an integer in 0..4294967294"),
+            (["profiles": [["gid": "100"]]], "'profiles[0]': 'gid' must be an integer in 0..4294967294"),
+            (["profiles": [["uid": 1], ["uid": 2, "conect": []]]], "'profiles[1]': unknown key 'conect'"),
+            (["profiles": [["uid": 1, "profiles": []]]], "'profiles[0]': unknown key 'profiles' (profiles do not nest)"),
+            (["profiles": [["uid": 1, "accept": ["deny": ["x"]]]]], "'profiles[0]': 'accept.deny': rule 'x': 'x' is not an IP address"),
+        ]
+        for (json, fragment) in cases {
+            XCTAssertEqual(S.policyError { _ = try Policy(json: json, source: "p.json") }, "p.json: \(fragment)", "for \(json)")
+        }
+    }
+
+    func testSwitchDecisions() {
+        let denied = PolicyDecision.flag(
+            false, key: "allowFlyAway", action: .flyAway, target: .init(addr: "127.0.0.1", port: 1), refusal: "tcp.flyAway is not allowed")
+        XCTAssertEqual(denied.rule, "allowFlyAway")
+        XCTAssertEqual(S.rpcError { try denied.enforce() }?.message, "denied by policy: tcp.flyAway is not allowed (the policy's 'allowFlyAway' is false)")
+        let allowed = PolicyDecision.flag(true, key: "allowFlyAway", action: .flyAway, target: .init(addr: nil, port: nil), refusal: "x")
+        XCTAssertNil(allowed.rule)
+        XCTAssertNoThrow(try allowed.enforce())
+        XCTAssertEqual(JanssonCodec.serializeToString(allowed.target.json), #"{"addr":null,"port":null}"#)
+    }
+
+    func testSHA256KnownVectors() {
+        XCTAssertEqual(SHA256.hex([]), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
+        XCTAssertEqual(SHA256.hex(Array("abc".utf8)), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
+        // Two blocks: the padding spills into a second one.
+        XCTAssertEqual(
+            SHA256.hex(Array("abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq".utf8)),
+            "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1")
+        XCTAssertEqual(
+            SHA256.hex([UInt8](repeating: 0x61, count: 1000)),
+            "41edece42d63e8d9bf515a9ba6932e1c20cbc9f5a5d134645adb5db1b9737ea3")
+    }
+
+    func testRFC3339() {
+        XCTAssertEqual(RFC3339.format(Date(timeIntervalSince1970: 0)), "1970-01-01T00:00:00.000Z")
+        XCTAssertEqual(RFC3339.format(Date(timeIntervalSince1970: 1_796_118_000.25)), "2026-12-01T09:40:00.250Z")
+    }
+}
+
+extension PolicyListTests {
+    func testWildcardListenUnderADenyOfOneAddress() throws {
+        let policy = try Policy(json: ["listen": ["deny": ["127.0.0.1:80", "[::1]"]]])
+        let any = policy.decide(listen: v4("0.0.0.0", 80), alsoIPv4: false)
+        XCTAssertFalse(any.allowed, "0.0.0.0 port 80 would serve 127.0.0.1 port 80")
+        XCTAssertEqual(any.rule, "127.0.0.1:80")
+        XCTAssertTrue(policy.decide(listen: v4("0.0.0.0", 81), alsoIPv4: false).allowed, "the rule names port 80 only")
+        XCTAssertTrue(policy.decide(listen: v4("127.0.0.2", 80), alsoIPv4: false).allowed)
+        XCTAssertFalse(policy.decide(listen: v6("::", 81), alsoIPv4: false).allowed, ":: would serve ::1")
+        let v4Only = try Policy(json: ["listen": ["deny": ["127.0.0.1:80"]]])
+        XCTAssertTrue(v4Only.decide(listen: v6("::", 80), alsoIPv4: false).allowed, "an IPv6-only :: serves no IPv4")
+        XCTAssertFalse(v4Only.decide(listen: v6("::", 80), alsoIPv4: true).allowed, "a dual-stack :: does")
+        XCTAssertFalse(v4Only.decide(listen: v6("::ffff:0.0.0.0", 80), alsoIPv4: false).allowed)
+    }
+}
+
+extension PolicyListTests {
+    /// The example of the README's Policy section, as written there.
+    func testReadmeV2Example() throws {
+        let text = #"""
+            {"connect": {"allow": ["127.0.0.0/8", "[::1]:6379", "*:8000-8100"], "deny": ["127.0.0.1:22"]},
+             "listen": ["127.0.0.1", "::1"],
+             "accept": {"deny": ["127.0.0.3"]},
+             "allowBindToDevice": false, "allowCreateByFd": true, "allowFlyAway": true,
+             "maxHandlesPerConnection": 256, "maxConnectionsPerUid": 16,
+             "profiles": [{"uid": 1000, "connect": ["*"]}, {"gid": 100, "allowFlyAway": false}]}
+            """#
+        let policy = try Policy(bytes: Array(text.utf8), source: "README")
+        XCTAssertFalse(policy.decide(connect: v4("127.0.0.1", 22)).allowed)
+        XCTAssertTrue(policy.decide(connect: v4("127.0.0.1", 23)).allowed)
+        XCTAssertFalse(policy.decide(accept: v4("127.0.0.3", 5)).allowed)
+        XCTAssertTrue(policy.decide(accept: v6("::1", 5)).allowed)
+        let user = policy.effective(for: PeerCredentials(uid: 1000, gid: 1000, pid: 1))
+        XCTAssertTrue(user.decide(connect: v4("127.0.0.1", 22)).allowed, "the profile's connect list replaces the deny too")
+        XCTAssertFalse(policy.effective(for: PeerCredentials(uid: 7, gid: 100, pid: 1)).allowFlyAway)
+        XCTAssertEqual(user.maxHandlesPerConnection, 256)
+    }
+}
+
+extension PolicyListTests {
+    func testDuplicateKeysInsideListsAndProfilesAreRefused() {
+        for (text, duplicate) in [
+            (#"{"connect": {"deny": [], "deny": ["127.0.0.1"]}}"#, "duplicate key 'deny' in connect"),
+            (#"{"profiles": [{"uid": 1, "uid": 2}]}"#, "duplicate key 'uid' in profiles[0]"),
+        ] {
+            let message = S.policyError { _ = try Policy(bytes: Array(text.utf8), source: "p.json") }
+            XCTAssertEqual(message, "p.json: \(duplicate)")
+        }
     }
 }

@@ -22,6 +22,8 @@ int tcpgw_unix_connect(const char *path);
    file, or ENOENT: no file), a negative errno when it cannot tell. */
 int tcpgw_unix_probe(const char *path, int timeout_ms);
 int tcpgw_peer_uid(int fd, int *uid, int *pid);
+/* SO_PEERCRED: uid, gid and pid of the peer of a Unix socket. */
+int tcpgw_peer_cred(int fd, int *uid, int *gid, int *pid);
 
 /* Send `len` bytes, with `passfd` attached by SCM_RIGHTS when >= 0. Non-blocking. */
 ssize_t tcpgw_send_with_fd(int fd, const void *buf, size_t len, int passfd, int nonblocking);

@@ -23,7 +23,7 @@ final class HandleTable {
 
     var count: Int { all.count }
     private var used: Int { all.count + extraListeners }
-    private var limit: Int { gateway.policy.maxHandlesPerConnection }
+    private var limit: Int { session.policy.maxHandlesPerConnection }
     var hasRoom: Bool { used < limit }
 
     /// The limit error when no handle can be added (checked before any work is done).

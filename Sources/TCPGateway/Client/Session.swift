@@ -21,18 +21,16 @@ final class Session {
     /// What this client has in the gateway's memory budget, and the unfinished line's share.
     private(set) var heldBytes = 0
     private var framedBytes = 0
-    let peerUID: Int
-    let peerPID: Int
+    /// SO_PEERCRED at connect time: picks the policy profile, and names the client in audit lines.
+    let credentials: PeerCredentials
+    var peerUID: Int { credentials.uid }
+    var peerPID: Int { credentials.pid }
 
-    init(id: Int, gateway: Gateway, socket: consuming OwnedFD) {
+    init(id: Int, gateway: Gateway, socket: consuming OwnedFD, credentials: PeerCredentials) {
         self.id = id
         self.gateway = gateway
         self.reactor = gateway.reactor
-        var uid: Int32 = -1
-        var pid: Int32 = -1
-        _ = tcpgw_peer_uid(socket.raw, &uid, &pid)
-        peerUID = Int(uid)
-        peerPID = Int(pid)
+        self.credentials = credentials
         self.transport = ClientTransport(
             socket: socket, reactor: gateway.reactor, readBuffer: gateway.clientReadScratch,
             highWatermark: gateway.config.outboundHighWatermark)

@@ -181,18 +181,36 @@ final class ServerHandle {
         apply(accepting.waiterLeft())
     }
 
-    /// One connection from any of the listeners, if the kernel has one queued.
+    /// Connections from addresses the policy's `accept` list refuses, reset per call at most:
+    /// a flood of them cannot hold the loop (the listener stays readable and is served again).
+    private static let maxRefusedPerCall = 64
+
+    /// One connection from any of the listeners, if the kernel has one queued that the policy's
+    /// `accept` list allows. A refused one is reset at once (RST, not FIN), audited, and never
+    /// handed on: the caller keeps waiting for the next.
     private func acceptNow(_ remote: inout SockAddr) -> OwnedFD? {
+        var refused = 0
         for listener in listeners {
-            var peer = tcpgw_sockaddr()
-            let newFD = tcpgw_accept(listener.socket.raw, &peer)
-            if newFD >= 0 {
-                remote = SockAddr(peer)
-                return OwnedFD(adopting: newFD)
-            }
-            if newFD == -EMFILE || newFD == -ENFILE {
-                apply(accepting.outOfDescriptors())
-                return nil
+            while refused < ServerHandle.maxRefusedPerCall {
+                var peer = tcpgw_sockaddr()
+                let newFD = tcpgw_accept(listener.socket.raw, &peer)
+                if newFD == -EMFILE || newFD == -ENFILE {
+                    apply(accepting.outOfDescriptors())
+                    return nil
+                }
+                if newFD < 0 { break }  // this listener's queue is empty
+                let socket = OwnedFD(adopting: newFD)
+                let from = SockAddr(peer)
+                let decision = session.policy.decide(accept: from)
+                session.record(decision, handle: id)
+                guard decision.allowed else {
+                    session.gateway.logger.info("server \(id): \(decision.refusal ?? "refused"); reset")
+                    _ = tcpgw_set_linger(socket.raw, 1, 0)
+                    refused += 1
+                    continue  // dropping `socket` closes it: with linger {1, 0}, a reset
+                }
+                remote = from
+                return socket
             }
         }
         return nil

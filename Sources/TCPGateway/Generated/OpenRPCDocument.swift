@@ -438,7 +438,7 @@ enum OpenRPCDocument {
     {
       "name": "tcp.accept",
       "summary": "Take the next pending connection of a server (sync or async).",
-      "description": "Synchronous (default): waits for the next connection queued on the server handle and answers the new connection handle with both addresses; `timeout` (ms) bounds the wait (absent = forever, 0 = only if one is already queued), running out is -32002 and loses nothing. Asynchronous (`async: true`): answers `true` at once, then keeps accepting and sends `tcp.onAccept` for every connection (the new handles start flowing) until the server is closed. `remoteAddr` is the seed's placeholder, accepted by name and ignored. -32001 on a connection handle.",
+      "description": "Synchronous (default): waits for the next connection queued on the server handle and answers the new connection handle with both addresses; `timeout` (ms) bounds the wait (absent = forever, 0 = only if one is already queued), running out is -32002 and loses nothing. Asynchronous (`async: true`): answers `true` at once, then keeps accepting and sends `tcp.onAccept` for every connection (the new handles start flowing) until the server is closed. `remoteAddr` is the seed's placeholder, accepted by name and ignored. -32001 on a connection handle. A connection from a remote address the policy's `accept` rules refuse is reset at once (RST) and audited; it is never answered, announced as `tcp.onAccept` or counted: the accept keeps waiting for the next allowed one.",
       "tags": [
         {
           "name": "server"
@@ -2584,7 +2584,7 @@ enum OpenRPCDocument {
     {
       "name": "gateway.info",
       "summary": "Gateway version, process and limits.",
-      "description": "Answers the gateway's name, version, pid, uptime (seconds, fractional), socket path, limits, the number of client connections and of handles (all connections). Synchronous; takes no params.",
+      "description": "Answers the gateway's name, version, pid, uptime (seconds, fractional), socket path, limits, the number of client connections and of handles (all connections), and the policy in force (its file, digest and load time; see SIGHUP). The limits that a policy profile sets are this client's own. Synchronous; takes no params.",
       "tags": [
         {
           "name": "gateway"
@@ -2626,7 +2626,12 @@ enum OpenRPCDocument {
                 "maxBufferBytes": 536870912
               },
               "connections": 1,
-              "handles": 2
+              "handles": 2,
+              "policy": {
+                "source": "/etc/tcpgw/policy.json",
+                "sha256": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+                "loadedAt": "2026-12-01T09:40:00.123Z"
+              }
             }
           }
         }
@@ -3696,7 +3701,8 @@ enum OpenRPCDocument {
           "socket",
           "limits",
           "connections",
-          "handles"
+          "handles",
+          "policy"
         ],
         "properties": {
           "name": {
@@ -3728,6 +3734,9 @@ enum OpenRPCDocument {
           "handles": {
             "type": "integer",
             "minimum": 0
+          },
+          "policy": {
+            "$ref": "#/components/schemas/PolicyInfo"
           }
         }
       },
@@ -3739,6 +3748,37 @@ enum OpenRPCDocument {
           "info",
           "methods"
         ]
+      },
+      "PolicyInfo": {
+        "title": "PolicyInfo",
+        "description": "The policy in force: the file it was read from (null without --policy), the SHA-256 of the bytes read (null without a file), and when it was loaded (at start, or by the last SIGHUP reload that succeeded). A reload that fails leaves all three as they were.",
+        "type": "object",
+        "required": [
+          "source",
+          "sha256",
+          "loadedAt"
+        ],
+        "properties": {
+          "source": {
+            "type": [
+              "string",
+              "null"
+            ],
+            "description": "Path of the policy file, as given to --policy."
+          },
+          "sha256": {
+            "type": [
+              "string",
+              "null"
+            ],
+            "description": "SHA-256 of the file's bytes, 64 lowercase hex digits."
+          },
+          "loadedAt": {
+            "type": "string",
+            "description": "When the policy was loaded: RFC 3339 date-time, UTC, milliseconds (2026-12-01T09:40:00.123Z)."
+          }
+        },
+        "additionalProperties": false
       }
     },
     "errors": {
