@@ -17,6 +17,8 @@ public struct GatewayConfig: Sendable {
     /// Everything held in memory for all clients together (contract §13).
     public var maxBufferBytes = 512 * 1024 * 1024
     public var policy = Policy.allowAll
+    /// How host names are resolved (on resolver threads); tests inject their own.
+    public var resolve: ResolveFunction = Resolver.system
 
     public init(socketPath: String) {
         self.socketPath = socketPath
@@ -46,6 +48,7 @@ public final class Gateway: @unchecked Sendable {
     let reactor: Reactor
     let catalog: MethodCatalog
     let budget: MemoryBudget
+    let resolver: Resolver
     private(set) var dispatcher: Dispatcher!
     private var sessions: [Int: Session] = [:]
     private var nextSessionID = 1
@@ -68,6 +71,7 @@ public final class Gateway: @unchecked Sendable {
         self.catalog = try MethodCatalog(json: OpenRPCDocument.json)
         self.reactor = try Reactor()
         self.budget = MemoryBudget(limit: config.maxBufferBytes)
+        self.resolver = Resolver(reactor: reactor, resolve: config.resolve)
         self.readScratch = .allocate(byteCount: ConnectionHandle.readChunk, alignment: 16)
         self.dispatcher = try Dispatcher(gateway: self)
         budget.onChange = { [unowned self] spent in
@@ -150,6 +154,7 @@ public final class Gateway: @unchecked Sendable {
                 self.listener = nil
             }
             for session in Array(sessions.values) { session.closeAll() }
+            resolver.stop()
             reactor.stop()
         }
         if loopThread != nil { loopDone.wait() }
