@@ -69,7 +69,7 @@ final class PolicyTests: XCTestCase {
 
     func testRejectsBadRules() {
         let cases: [(String, String)] = [
-            ("300.1.1.1", "is not an IP address"),
+            ("300.1.1.1", "is not an IP address or host name"),
             ("1.2.3.4/33", "prefix length out of range"),
             ("::1/129", "prefix length out of range"),
             ("1.2.3.4/", "bad prefix length"),
@@ -82,9 +82,8 @@ final class PolicyTests: XCTestCase {
             ("1.2.3.4:1-2-3", "bad port list"),
             ("1.2.3.4:http", "bad port list"),
             ("[::1]:x", "bad port list"),
-            ("localhost", "is not an IP address"),
-            ("1.2.3", "is not an IP address"),
-            ("fe80::1%lo", "is not an IP address"),
+            ("1.2.3", "is not an IP address or host name"),
+            ("fe80::1%lo", "is not an IP address or host name"),
             // An empty port list or piece is a typo, not "any port" (that is written '*').
             ("127.0.0.1:", "bad port list"),
             ("[::1]:", "bad port list"),
