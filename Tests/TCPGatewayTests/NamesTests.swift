@@ -437,4 +437,26 @@ final class ResolverGatewayTests: XCTestCase {
         XCTAssertEqual(other.call("gateway.info", .array([]))?["result"]?["name"], "tcpgw")
         XCTAssertEqual(other.call("tcp.list", .array([]))?["result"], [])
     }
+
+    func testHandleClosedDuringLookupGetsNoEvent() throws {
+        let (lfd, port) = try listener("127.0.0.1")
+        defer { close(lfd) }
+        dns.blocking = ["stuck.test"]
+        dns.answers["stuck.test"] = v4("127.0.0.1")
+        try start()
+        let c = try LineClient(path: path)
+        let created = c.call("tcp.createClient", ["sockaddr": ["addr": "stuck.test", "port": .int(Int64(port))], "async": true])
+        guard let handle = created?["result"]?["handle"] else { return XCTFail("no handle: \(String(describing: created))") }
+        // While resolving there is no socket: options say so, and the handle is connecting.
+        let option = c.call("tcp.setNoDelay", ["handle": handle, "enable": true])?["error"]
+        XCTAssertEqual(option?["code"], -32001)
+        XCTAssertEqual(c.call("tcp.getState", ["handle": handle])?["result"]?["name"], "SYN_SENT")
+        XCTAssertEqual(c.call("tcp.close", ["handle": handle])?["result"], true)
+        dns.gate.signal()
+        // The late result is dropped: no tcp.onConnect, no handle, nothing connected.
+        XCTAssertNil(c.nextMessage(within: 0.3))
+        XCTAssertEqual(c.call("tcp.list", .array([]))?["result"], [])
+        var pfd = pollfd(fd: lfd, events: Int16(POLLIN), revents: 0)
+        XCTAssertEqual(poll(&pfd, 1, 100), 0, "nothing connected to the listener")
+    }
 }

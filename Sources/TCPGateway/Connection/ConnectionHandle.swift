@@ -537,6 +537,9 @@ final class ConnectionHandle: ReactorSource {
 
     /// The socket's descriptor while the handle holds one; otherwise the handle-state error.
     func openFD() throws -> Int32 {
+        if socket == nil && isConnecting {
+            throw RPCError.handleState("handle \(id) has no socket yet: its host name is being resolved")
+        }
         guard let raw = socket?.raw, !isClosed else { throw RPCError.handleState("handle \(id) is closed") }
         return raw
     }
