@@ -34,6 +34,9 @@ enum ClientOperations {
                 switch result {
                 case .failure(let error):
                     connection.endConnect(.rejected(error.rpcError(host: host), event: error.eventJSON(host: host)))
+                case .success(let found) where found.isEmpty:
+                    let error = ResolveError(code: -2)  // no address is no such name
+                    connection.endConnect(.rejected(error.rpcError(host: host), event: error.eventJSON(host: host)))
                 case .success(let found):
                     let addresses = found.map { SockAddr($0, port: port) }
                     NameConnector(connection: connection, host: host, addresses: addresses, rules: rules).tryNext()

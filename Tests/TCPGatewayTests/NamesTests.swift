@@ -459,4 +459,14 @@ final class ResolverGatewayTests: XCTestCase {
         var pfd = pollfd(fd: lfd, events: Int16(POLLIN), revents: 0)
         XCTAssertEqual(poll(&pfd, 1, 100), 0, "nothing connected to the listener")
     }
+
+    func testNoAddressIsNoSuchName() throws {
+        dns.answers["empty.test"] = .success([])
+        try start()
+        let c = try LineClient(path: path)
+        let error = c.call("tcp.createClient", ["sockaddr": ["addr": "empty.test", "port": 80], "timeout": 1000])?["error"]
+        XCTAssertEqual(error?["code"], -32005)
+        XCTAssertEqual(error?["data"]?["errno"], "EAI_NONAME")
+        XCTAssertEqual(c.call("tcp.list", .array([]))?["result"], [])
+    }
 }
