@@ -331,3 +331,29 @@ def test_bad_name_rules_stop_the_gateway(start_gateway: GatewayFactory, rule: st
     proc = run_cli(["serve", "--socket", os.path.join(start_gateway.tmpdir(), "x.sock"), "--policy", path], timeout=10)
     assert proc.returncode != 0
     assert rule in proc.stderr or "connect" in proc.stderr, proc.stderr
+
+
+def test_policy_listen_gate_refuses_before_lookup(start_gateway: GatewayFactory) -> None:
+    gw = with_policy(start_gateway, {"listen": ["127.0.0.1"]})
+    w = gw.connect()
+    e = rpc_error(w, "tcp.createServer", {"sockaddr": {"addr": "localhost", "port": 0}})
+    assert e.code == DENIED and "'listen'" in e.message and "no allow rule" in e.message, e
+    assert w.call("tcp.list") == []
+
+
+def test_policy_all_addresses_refused_async(start_gateway: GatewayFactory) -> None:
+    lst = py_listener("127.0.0.1")
+    try:
+        gw = with_policy(start_gateway, {"connect": ["localhost:1"]})
+        w = gw.connect()
+        r = w.call("tcp.createClient", {"sockaddr": {"addr": "localhost", "port": port_of(lst)}, "async": True})
+        ev = w.wait_event("tcp.onConnect", r["handle"]).params
+        assert ev["host"] == "localhost" and "remote" not in ev
+        assert ev["error"]["code"] == DENIED and ev["error"]["errno"] == "EACCES", ev
+        assert "no allow rule" in ev["error"]["message"]
+        assert w.call("tcp.list") == []
+        lst.settimeout(0.3)
+        with pytest.raises((socket.timeout, TimeoutError)):
+            lst.accept()  # the refused address was never tried
+    finally:
+        lst.close()
