@@ -50,7 +50,10 @@ let package = Package(
         // Unit tests for the gateway's pure pieces: codecs, policy rules, schema binding, addresses.
         .testTarget(
             name: "TCPGatewayTests",
-            dependencies: ["TCPGateway", "JSONRPC", .product(name: "NIOCore", package: "swift-nio")]
+            dependencies: [
+                "TCPGateway", "JSONRPC", .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
         ),
     ]
 )

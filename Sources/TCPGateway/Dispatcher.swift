@@ -25,6 +25,7 @@ final class Dispatcher {
         OptionOperations.register(into: &table)
         DescriptorOperations.register(into: &table)
         GatewayOperations.register(into: &table)
+        LookupOperations.register(into: &table)
         let schemaMethods = Set(gateway.catalog.methods.values.filter { !$0.isEvent }.map(\.name))
         let implemented = Set(table.keys)
         guard schemaMethods == implemented else {

@@ -34,6 +34,8 @@ public struct GatewayConfig: Sendable {
         get { loadedPolicy.policy }
         set { loadedPolicy = LoadedPolicy(policy: newValue, source: nil, sha256: nil) }
     }
+    /// How host names are resolved (on resolver threads); tests inject their own.
+    public var resolve: ResolveFunction = Resolver.system
 
     public init(socketPath: String) {
         self.socketPath = socketPath
@@ -63,6 +65,7 @@ public final class Gateway: @unchecked Sendable {
     let reactor: Reactor
     let catalog: MethodCatalog
     let budget: MemoryBudget
+    let resolver: Resolver
     private(set) var dispatcher: Dispatcher!
     private var sessions: [Int: Session] = [:]
     private var nextSessionID = 1
@@ -93,6 +96,7 @@ public final class Gateway: @unchecked Sendable {
         self.budget = MemoryBudget(limit: config.maxBufferBytes)
         self.loadedPolicy = config.loadedPolicy
         self.audit = try config.auditPath.map { try AuditLog(path: $0, logger: logger) }
+        self.resolver = Resolver(reactor: reactor, resolve: config.resolve)
         self.readScratch = .allocate(byteCount: ConnectionHandle.readChunk, alignment: 16)
         self.clientReadScratch = .allocate(byteCount: 256 * 1024, alignment: 16)
         self.dispatcher = try Dispatcher(gateway: self)
@@ -217,6 +221,7 @@ public final class Gateway: @unchecked Sendable {
                 self.listener = nil
             }
             for session in Array(sessions.values) { session.closeAll() }
+            resolver.stop()
             reactor.stop()
         }
         if loopThread != nil { loopDone.wait() }

@@ -253,14 +253,20 @@ public struct PolicyError: Error, CustomStringConvertible {
     init(_ text: String) { description = text }
 }
 
-/// "127.0.0.0/8", "::1", "[::1]:6379", "10.0.0.1:80,443", "*:8000-8100".
+/// "127.0.0.0/8", "::1", "[::1]:6379", "10.0.0.1:80,443", "*:8000-8100", or a host name
+/// rule (NameRules.swift): "localhost:6379", "*.example.com:443".
 public struct AddressRule: Sendable {
-    let family: Int32  // 0 = any address
+    let family: Int32  // 0 = any address (or a name rule)
     let prefix: [UInt8]
     let prefixLength: Int
     let ports: [ClosedRange<Int>]  // empty = any port
+    /// Set for a name rule, which matches names only, never an address.
+    private(set) var name: HostPattern? = nil
+    /// The rule as written, for refusal messages.
+    let text: String
 
     public init(_ text: String) throws {
+        self.text = text
         // Rule text reaches inet_pton as a C string, which would end at a NUL.
         if text.utf8.contains(0) {
             throw PolicyError("rule '\(text.replacingOccurrences(of: "\u{0}", with: "\\u0000"))': contains a NUL byte")
@@ -306,7 +312,14 @@ public struct AddressRule: Sendable {
             if length == nil { throw PolicyError("rule '\(text)': bad prefix length") }
         }
         guard let (fam, bytes) = AddressRule.parse(addressPart) else {
-            throw PolicyError("rule '\(text)': '\(addressPart)' is not an IP address")
+            if length == nil, let pattern = HostPattern(addressPart) {
+                family = 0
+                prefix = []
+                prefixLength = 0
+                name = pattern
+                return
+            }
+            throw PolicyError("rule '\(text)': '\(addressPart)' is not an IP address or host name")
         }
         let bits = bytes.count * 8
         if let length, !(0...bits).contains(length) { throw PolicyError("rule '\(text)': prefix length out of range") }
@@ -342,6 +355,7 @@ public struct AddressRule: Sendable {
     }
 
     func matches(_ address: JudgedAddress) -> Bool {
+        if name != nil { return false }
         if !ports.isEmpty && !ports.contains(where: { $0.contains(address.port) }) { return false }
         if family == 0 { return true }
         guard address.family == family else { return false }

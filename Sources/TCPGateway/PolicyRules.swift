@@ -16,10 +16,20 @@ public struct PolicyRule: Sendable {
     }
 
     /// Whether the rule matches a target: an address rule matches the address as judged; a
-    /// name rule would match `host`, the name the client gave.
+    /// name rule (`localhost:6379`, `*.example.com`) matches `host`, the name the client gave.
     func matches(_ address: JudgedAddress, host: String?) -> Bool {
         switch kind {
-        case .address(let rule): return rule.matches(address)
+        case .address(let rule):
+            if rule.matches(address) { return true }
+            guard let host else { return false }
+            return rule.matches(host: host, port: address.port)
+        }
+    }
+
+    /// The rule as an address-or-name rule (what `NameRules` judges names with).
+    var addressRule: AddressRule {
+        switch kind {
+        case .address(let rule): return rule
         }
     }
 }

@@ -69,7 +69,7 @@ final class PolicyTests: XCTestCase {
 
     func testRejectsBadRules() {
         let cases: [(String, String)] = [
-            ("300.1.1.1", "is not an IP address"),
+            ("300.1.1.1", "is not an IP address or host name"),
             ("1.2.3.4/33", "prefix length out of range"),
             ("::1/129", "prefix length out of range"),
             ("1.2.3.4/", "bad prefix length"),
@@ -82,9 +82,8 @@ final class PolicyTests: XCTestCase {
             ("1.2.3.4:1-2-3", "bad port list"),
             ("1.2.3.4:http", "bad port list"),
             ("[::1]:x", "bad port list"),
-            ("localhost", "is not an IP address"),
-            ("1.2.3", "is not an IP address"),
-            ("fe80::1%lo", "is not an IP address"),
+            ("1.2.3", "is not an IP address or host name"),
+            ("fe80::1%lo", "is not an IP address or host name"),
             // An empty port list or piece is a typo, not "any port" (that is written '*').
             ("127.0.0.1:", "bad port list"),
             ("[::1]:", "bad port list"),
@@ -481,7 +480,7 @@ final class PolicyListTests: XCTestCase {
         let cases: [(JSONValue, String)] = [
             (["connect": ["allow": "127.0.0.1"]], "'connect.allow' must be an array of rules"),
             (["accept": ["deny": [5]]], "'accept.deny' rules must be strings"),
-            (["listen": ["deny": ["300.1.1.1"]]], "'listen.deny': rule '300.1.1.1': '300.1.1.1' is not an IP address"),
+            (["listen": ["deny": ["300.1.1.1"]]], "'listen.deny': rule '300.1.1.1': '300.1.1.1' is not an IP address or host name"),
             (["accept": ["allow": [], "except": []]], "'accept': unknown key 'except' (only 'allow' and 'deny')"),
             (["accept": 3], "'accept' must be an array of rules or an object with 'allow' and 'deny' arrays"),
             (["connect": ["deny": ["127.0.0.1:80-"]]], "'connect.deny': rule '127.0.0.1:80-': bad port list '80-'"),
@@ -531,7 +530,7 @@ final class PolicyListTests: XCTestCase {
             (["profiles": [["gid": "100"]]], "'profiles[0]': 'gid' must be an integer in 0..4294967294"),
             (["profiles": [["uid": 1], ["uid": 2, "conect": []]]], "'profiles[1]': unknown key 'conect'"),
             (["profiles": [["uid": 1, "profiles": []]]], "'profiles[0]': unknown key 'profiles' (profiles do not nest)"),
-            (["profiles": [["uid": 1, "accept": ["deny": ["x"]]]]], "'profiles[0]': 'accept.deny': rule 'x': 'x' is not an IP address"),
+            (["profiles": [["uid": 1, "accept": ["deny": ["1.2.3"]]]]], "'profiles[0]': 'accept.deny': rule '1.2.3': '1.2.3' is not an IP address or host name"),
         ]
         for (json, fragment) in cases {
             XCTAssertEqual(S.policyError { _ = try Policy(json: json, source: "p.json") }, "p.json: \(fragment)", "for \(json)")

@@ -39,6 +39,7 @@ final class TypedParamsTests: XCTestCase {
         OptionOperations.register(into: &table)
         DescriptorOperations.register(into: &table)
         GatewayOperations.register(into: &table)
+        LookupOperations.register(into: &table)
         XCTAssertEqual(Set(table.keys), Set(MethodParamsTypes.all.map { $0.method }))
     }
 

@@ -5,11 +5,14 @@ handles unharmed), and it must not leak descriptors. Bounded: a fixed number of 
 from __future__ import annotations
 
 import json
+import os
 import random
 import time
 from typing import Any
 
-from conftest import Gateway, client_pair
+import pytest
+
+from conftest import Gateway, GatewayFactory, client_pair
 from wire import Wire
 
 SEED = 20261126
@@ -19,6 +22,16 @@ METHODS = ["tcp.createServer", "tcp.createClient", "tcp.accept", "tcp.send", "tc
            "tcp.setTTL", "tcp.setLinger", "tcp.setKeepAlive", "tcp.mports", "tcp.shutdown", "tcp.getState",
            "tcp.pending", "tcp.list", "tcp.pause", "tcp.resume", "tcp.flyAway", "tcp.createByFd",
            "gateway.info", "rpc.discover", "tcp.nope", "tcp.onData", ""]
+
+
+@pytest.fixture
+def gw(start_gateway: GatewayFactory) -> Gateway:
+    """A gateway whose policy allows every address ("*") but names no host, so no host name
+    the fuzzer makes up ("x", "rw") is ever sent to a resolver (contract §8)."""
+    path = os.path.join(start_gateway.tmpdir(), "policy.json")
+    with open(path, "w") as f:
+        json.dump({"connect": ["*"], "listen": ["*"]}, f)
+    return start_gateway("--policy", path)
 
 
 def random_json(rng: random.Random, depth: int = 0) -> Any:

@@ -41,7 +41,7 @@ final class HandleTable {
 
     /// The one way a connection comes under a handle: connect, accept and createByFd all
     /// open it here.
-    func openConnection(_ socket: consuming OwnedFD, remote: SockAddr?, flowing: Bool, connecting: Bool = false) throws
+    func openConnection(_ socket: consuming OwnedFD?, remote: SockAddr?, flowing: Bool, connecting: Bool = false) throws
         -> ConnectionHandle
     {
         let id = try allocateID()

@@ -51,6 +51,8 @@ final class ConnectionHandle: ReactorSource {
     private var shutdownWaiters: [(Result<Void, RPCError>) -> Void] = []
     private var connectTimer: ReactorTimer?
     private var connectCompletion: ((Result<Void, ConnectFailure>) -> Void)?
+    /// Where a failed attempt of a multi-address connect goes instead of ending it.
+    private var retry: ((SystemError) -> Void)?
     private(set) var bytesIn: Int64 = 0
     private(set) var bytesOut: Int64 = 0
 
@@ -58,9 +60,13 @@ final class ConnectionHandle: ReactorSource {
         case system(SystemError)
         case timedOut
         case closed
+        /// A connect by name that never got to connect: the name did not resolve, or the
+        /// policy refused every address. `event` is the `error` of its tcp.onConnect.
+        case rejected(RPCError, event: JSONValue)
     }
 
-    init(id: Int64, session: Session, socket: consuming OwnedFD, remote: SockAddr?, flowing: Bool, connecting: Bool) {
+    /// `socket` is nil only for a connect by name still being resolved (`attempt` brings one).
+    init(id: Int64, session: Session, socket: consuming OwnedFD?, remote: SockAddr?, flowing: Bool, connecting: Bool) {
         self.id = id
         self.session = session
         self.reactor = session.gateway.reactor
@@ -85,8 +91,41 @@ final class ConnectionHandle: ReactorSource {
     /// Connects the socket to `address`; `completion` runs once, unless the client closes the
     /// handle first (then it gets `.closed`).
     func connect(to address: SockAddr, timeoutMS: Int?, completion: @escaping (Result<Void, ConnectFailure>) -> Void) {
-        let started = tcpgw_connect_start(fd, address.addr, Int32(address.port), address.domain)
+        beginConnecting(timeoutMS: timeoutMS, completion: completion)
+        startAttempt(address)
+    }
+
+    /// Starts a connect whose addresses come later, one at a time (a host name's): `timeoutMS`
+    /// bounds them all from now, and `close()` or the timeout end it as for one address.
+    func beginConnecting(timeoutMS: Int?, completion: @escaping (Result<Void, ConnectFailure>) -> Void) {
         connectCompletion = completion
+        if let ms = timeoutMS {
+            connectTimer = reactor.schedule(in: ms) { [weak self] in self?.connectFinished(.failure(.timedOut)) }
+        }
+    }
+
+    /// Whether a connect begun here is still waiting for its outcome.
+    var awaitsConnect: Bool { connectCompletion != nil }
+
+    /// One attempt of a connect begun with `beginConnecting`, on a fresh `socket` for
+    /// `address`. Success ends the connect; an OS failure goes to `failed`, the connect still
+    /// pending, so the caller may try the next address or `endConnect` with the error.
+    func attempt(_ address: SockAddr, socket fresh: consuming OwnedFD, failed: @escaping (SystemError) -> Void) {
+        guard connectCompletion != nil else { return }
+        watch.cancel(reactor: reactor)
+        socket = consume fresh
+        remote = address
+        retry = failed
+        startAttempt(address)
+    }
+
+    /// Ends a connect begun with `beginConnecting` with `failure`.
+    func endConnect(_ failure: ConnectFailure) {
+        connectFinished(.failure(failure))
+    }
+
+    private func startAttempt(_ address: SockAddr) {
+        let started = tcpgw_connect_start(fd, address.addr, Int32(address.port), address.domain)
         if started <= 0 {
             // Finished at once: report it after the creating call's answer, as a later one would be.
             let result: Result<Void, ConnectFailure> =
@@ -94,14 +133,19 @@ final class ConnectionHandle: ReactorSource {
             reactor.execute { [weak self] in self?.connectFinished(result) }
             return
         }
-        if let ms = timeoutMS {
-            connectTimer = reactor.schedule(in: ms) { [weak self] in self?.connectFinished(.failure(.timedOut)) }
-        }
         updateInterest()
     }
 
     private func connectFinished(_ result: Result<Void, ConnectFailure>) {
         guard let completion = connectCompletion else { return }
+        // An attempt of several failed: its caller decides what comes next.
+        if case .failure(.system(let error)) = result, let failed = retry {
+            retry = nil
+            watch.cancel(reactor: reactor)
+            failed(error)
+            return
+        }
+        retry = nil
         connectCompletion = nil
         connectTimer?.cancel()
         connectTimer = nil
@@ -402,6 +446,7 @@ final class ConnectionHandle: ReactorSource {
     func close() {
         if let completion = connectCompletion {
             connectCompletion = nil
+            retry = nil
             connectTimer?.cancel()
             apply(machine.handle(.clientClose))
             completion(.failure(.closed))
@@ -500,6 +545,9 @@ final class ConnectionHandle: ReactorSource {
 
     /// The socket's descriptor while the handle holds one; otherwise the handle-state error.
     func openFD() throws -> Int32 {
+        if socket == nil && isConnecting {
+            throw RPCError.handleState("handle \(id) has no socket yet: its host name is being resolved")
+        }
         guard let raw = socket?.raw, !isClosed else { throw RPCError.handleState("handle \(id) is closed") }
         return raw
     }

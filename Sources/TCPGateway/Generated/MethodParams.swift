@@ -54,7 +54,10 @@ extension SendDataParam {
 struct SockAddrParam: ParamValue, Equatable {
     /// 2 = AF_INET, 10 = AF_INET6.
     let domain: Int?
-    /// IPv4 or IPv6 literal (no host names).
+    /// An IPv4 or IPv6 literal, or (tcp.createClient and tcp.createServer) a host name: RFC 1123 labels of
+    /// letters, digits and hyphens, 1-63 bytes each, none starting or ending with a hyphen, at most 253
+    /// bytes plus one optional trailing dot, the last label not all digits. Anything else is -32602; a name
+    /// is resolved by the gateway, off its event loop, honouring domain.
     let addr: String
     let port: Int
 }
@@ -729,6 +732,25 @@ extension RPCDiscoverParams {
     init(_ params: Params) throws {}
 }
 
+/// Params of `dns.lookup`: Resolve a host name to its addresses.
+struct DNSLookupParams: MethodParams, Equatable {
+    static let method = "dns.lookup"
+    static let descriptor: DescriptorPassing? = nil
+
+    /// The host name to resolve.
+    let host: String
+    /// 2 = IPv4 addresses only, 10 = IPv6 only; absent = both.
+    let domain: Int?
+}
+
+extension DNSLookupParams {
+    init(_ params: Params) throws {
+        let reader = ParamReader(params)
+        host = try reader.required("host")
+        domain = try reader.optional("domain")
+    }
+}
+
 /// Every request method's params type, in the schema's order.
 enum MethodParamsTypes {
     static let all: [any MethodParams.Type] = [
@@ -768,5 +790,6 @@ enum MethodParamsTypes {
         TCPListParams.self,
         GatewayInfoParams.self,
         RPCDiscoverParams.self,
+        DNSLookupParams.self,
     ]
 }

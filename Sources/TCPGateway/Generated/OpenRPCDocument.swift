@@ -29,7 +29,7 @@ enum OpenRPCDocument {
     {
       "name": "tcp.createServer",
       "summary": "Create a listening TCP server bound to a local address.",
-      "description": "Creates a TCP socket, enables SO_REUSEADDR (as the seed does), optionally binds it to a network interface, binds it to `sockaddr` and listens with `backlog`. Port 0 lets the kernel pick a free port; the answer's `local` (and `tcp.sockName`) tells which. `domain` may be omitted: it follows from the address. `ipv6Only` sets IPV6_V6ONLY before bind (Linux only allows it then); absent = the kernel's default (`net.ipv6.bindv6only`). Synchronous. The address must be allowed by the policy's `listen` rules, and `dev` needs `allowBindToDevice`. The new handle starts paused (no events).",
+      "description": "Creates a TCP socket, enables SO_REUSEADDR (as the seed does), optionally binds it to a network interface, binds it to `sockaddr` and listens with `backlog`. Port 0 lets the kernel pick a free port; the answer's `local` (and `tcp.sockName`) tells which. `domain` may be omitted: it follows from the address. `ipv6Only` sets IPV6_V6ONLY before bind (Linux only allows it then); absent = the kernel's default (`net.ipv6.bindv6only`). Synchronous. The address must be allowed by the policy's `listen` rules, and `dev` needs `allowBindToDevice`. The new handle starts paused (no events). `sockaddr.addr` may be a host name: it is resolved off the event loop (honouring `domain`) and the first address is bound; the answer's `local` is numeric and `host` is the name as given. A name that does not resolve is -32005 (`data.syscall` \"getaddrinfo\", EAI_* `errno`, `host`). With a `listen` allow list, a name no allow rule names is -32003 before any lookup.",
       "tags": [
         {
           "name": "server"
@@ -157,13 +157,37 @@ enum OpenRPCDocument {
               }
             }
           }
+        },
+        {
+          "name": "listen by host name",
+          "params": [
+            {
+              "name": "sockaddr",
+              "value": {
+                "addr": "localhost",
+                "port": 0
+              }
+            }
+          ],
+          "result": {
+            "name": "result",
+            "value": {
+              "handle": 6,
+              "host": "localhost",
+              "local": {
+                "domain": 2,
+                "addr": "127.0.0.1",
+                "port": 40111
+              }
+            }
+          }
         }
       ]
     },
     {
       "name": "tcp.createClient",
       "summary": "Connect to a remote TCP address (sync or async).",
-      "description": "Creates a TCP socket and connects it to `sockaddr` (allowed by the policy's `connect` rules). Synchronous (default): answers when the connection is established with the handle and both addresses; `timeout` (ms) bounds the wait (absent = the kernel's default connect timeout, 0 = fail at once with -32002 unless already connected). A refused or unreachable peer is -32005 with the errno. Asynchronous (`async: true`): answers at once with just the handle; the outcome arrives as the event `tcp.onConnect` (`remote` on success, `error` on failure, after which the handle is gone). A synchronously created handle starts paused (read with `tcp.recv`); an async one starts flowing (data as `tcp.onData`).",
+      "description": "Creates a TCP socket and connects it to `sockaddr` (allowed by the policy's `connect` rules). Synchronous (default): answers when the connection is established with the handle and both addresses; `timeout` (ms) bounds the wait (absent = the kernel's default connect timeout, 0 = fail at once with -32002 unless already connected). A refused or unreachable peer is -32005 with the errno. Asynchronous (`async: true`): answers at once with just the handle; the outcome arrives as the event `tcp.onConnect` (`remote` on success, `error` on failure, after which the handle is gone). A synchronously created handle starts paused (read with `tcp.recv`); an async one starts flowing (data as `tcp.onData`). `sockaddr.addr` may be a host name: the gateway resolves it off its event loop (honouring `domain`: 2 IPv4 only, 10 IPv6 only) and tries the addresses in the resolver's order until one connects, all within the one `timeout`; the answer (and `tcp.onConnect`) then carries `remote` as the numeric address used and `host`, the name as given. A name that does not resolve is -32005 with `data.syscall` \"getaddrinfo\", `data.errno` the EAI_* name (e.g. EAI_NONAME), `data.errnoNumber` its (negative) number and `data.host`; when every address fails, the last address's OS error. Policy: each resolved address is checked before it is tried (allowed when an allow rule matches the name or the address, and no deny rule either); refused ones are skipped, all refused is -32003. With a `connect` allow list, a name no allow rule names is -32003 before any lookup.",
       "tags": [
         {
           "name": "connection"
@@ -281,6 +305,39 @@ enum OpenRPCDocument {
             "name": "result",
             "value": {
               "handle": 4
+            }
+          }
+        },
+        {
+          "name": "connect by host name",
+          "params": [
+            {
+              "name": "sockaddr",
+              "value": {
+                "addr": "localhost",
+                "port": 5000
+              }
+            },
+            {
+              "name": "timeout",
+              "value": 3000
+            }
+          ],
+          "result": {
+            "name": "result",
+            "value": {
+              "handle": 5,
+              "host": "localhost",
+              "local": {
+                "domain": 2,
+                "addr": "127.0.0.1",
+                "port": 41236
+              },
+              "remote": {
+                "domain": 2,
+                "addr": "127.0.0.1",
+                "port": 5000
+              }
             }
           }
         }
@@ -2680,9 +2737,115 @@ enum OpenRPCDocument {
       ]
     },
     {
+      "name": "dns.lookup",
+      "summary": "Resolve a host name to its addresses.",
+      "description": "Resolves `host` with the system resolver (getaddrinfo, TCP), off the gateway's event loop, and answers its addresses in the resolver's order without duplicates. `domain` 2 asks for IPv4 addresses only, 10 for IPv6 only; absent for both. `host` must be a host name as `sockaddr.addr` describes (an address literal is not a name: -32602). A name that does not resolve is -32005 with `data.syscall` \"getaddrinfo\", `data.errno` the EAI_* name, `data.errnoNumber` its negative number and `data.host`. When the policy's `connect` list has an `allow` list, only a name some allow rule names (exactly or by wildcard) is looked up; any other is -32003 and no query is made.",
+      "tags": [
+        {
+          "name": "gateway"
+        }
+      ],
+      "paramStructure": "either",
+      "params": [
+        {
+          "name": "host",
+          "required": true,
+          "description": "The host name to resolve.",
+          "schema": {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": 254
+          }
+        },
+        {
+          "name": "domain",
+          "required": false,
+          "description": "2 = IPv4 addresses only, 10 = IPv6 only; absent = both.",
+          "schema": {
+            "type": [
+              "integer",
+              "null"
+            ],
+            "enum": [
+              2,
+              10,
+              null
+            ]
+          }
+        }
+      ],
+      "result": {
+        "name": "addresses",
+        "description": "The addresses in the resolver's order, without duplicates.",
+        "schema": {
+          "type": "array",
+          "items": {
+            "$ref": "#/components/schemas/LookupAddress"
+          }
+        }
+      },
+      "errors": [
+        {
+          "$ref": "#/components/errors/InvalidParams"
+        },
+        {
+          "$ref": "#/components/errors/PolicyDenied"
+        },
+        {
+          "$ref": "#/components/errors/OsFailure"
+        }
+      ],
+      "examples": [
+        {
+          "name": "localhost",
+          "params": [
+            {
+              "name": "host",
+              "value": "localhost"
+            }
+          ],
+          "result": {
+            "name": "result",
+            "value": [
+              {
+                "domain": 2,
+                "addr": "127.0.0.1"
+              },
+              {
+                "domain": 10,
+                "addr": "::1"
+              }
+            ]
+          }
+        },
+        {
+          "name": "IPv4 only",
+          "params": [
+            {
+              "name": "host",
+              "value": "localhost"
+            },
+            {
+              "name": "domain",
+              "value": 2
+            }
+          ],
+          "result": {
+            "name": "result",
+            "value": [
+              {
+                "domain": 2,
+                "addr": "127.0.0.1"
+              }
+            ]
+          }
+        }
+      ]
+    },
+    {
       "name": "tcp.onConnect",
       "summary": "Outcome of an asynchronous tcp.createClient.",
-      "description": "Notification (no id, never answered) sent once per `tcp.createClient` with `async: true`: with `remote` when the connection is established (the handle then flows), or with `error` when it failed or timed out (the handle is then gone).",
+      "description": "Notification (no id, never answered) sent once per `tcp.createClient` with `async: true`: with `remote` when the connection is established (the handle then flows), or with `error` when it failed or timed out (the handle is then gone). For a connect by host name, `host` is the name as given and `remote` the numeric address used; a name that did not resolve gives an `error` with the EAI_* name and (negative) number, `syscall` and `host`.",
       "tags": [
         {
           "name": "event"
@@ -2713,6 +2876,14 @@ enum OpenRPCDocument {
           "description": "Why the connect failed.",
           "schema": {
             "$ref": "#/components/schemas/ErrorInfo"
+          }
+        },
+        {
+          "name": "host",
+          "required": false,
+          "description": "The host name as given, for a connect by name.",
+          "schema": {
+            "type": "string"
           }
         }
       ],
@@ -3117,8 +3288,8 @@ enum OpenRPCDocument {
           "addr": {
             "type": "string",
             "minLength": 1,
-            "maxLength": 64,
-            "description": "IPv4 or IPv6 literal (no host names)."
+            "maxLength": 254,
+            "description": "An IPv4 or IPv6 literal, or (tcp.createClient and tcp.createServer) a host name: RFC 1123 labels of letters, digits and hyphens, 1-63 bytes each, none starting or ending with a hyphen, at most 253 bytes plus one optional trailing dot, the last label not all digits. Anything else is -32602; a name is resolved by the gateway, off its event loop, honouring domain."
           },
           "port": {
             "$ref": "#/components/schemas/Port"
@@ -3221,16 +3392,27 @@ enum OpenRPCDocument {
         "properties": {
           "errno": {
             "type": "string",
-            "description": "errno name, e.g. ECONNREFUSED."
+            "description": "errno name, e.g. ECONNREFUSED; EAI_* for a resolver failure."
           },
           "errnoNumber": {
             "type": "integer",
-            "minimum": 0,
-            "description": "Linux errno number."
+            "description": "Linux errno number; for a resolver failure the EAI_* code, negative as glibc defines it (EAI_NONAME = -2)."
           },
           "message": {
             "type": "string",
             "description": "strerror text."
+          },
+          "syscall": {
+            "type": "string",
+            "description": "getaddrinfo, for a resolver failure."
+          },
+          "host": {
+            "type": "string",
+            "description": "The host name, for a resolver failure."
+          },
+          "code": {
+            "type": "integer",
+            "description": "-32003 when the policy refused every address of a host name (errno EACCES)."
           }
         }
       },
@@ -3249,11 +3431,15 @@ enum OpenRPCDocument {
           },
           "errnoNumber": {
             "type": "integer",
-            "minimum": 0
+            "description": "errno number; for syscall getaddrinfo the EAI_* code, negative as glibc defines it (EAI_NONAME = -2, EAI_AGAIN = -3, EAI_FAIL = -4, EAI_NODATA = -5, EAI_FAMILY = -6, EAI_SERVICE = -8, EAI_ADDRFAMILY = -9, EAI_MEMORY = -10, EAI_SYSTEM = -11)."
           },
           "syscall": {
             "type": "string",
             "description": "The failing call, e.g. connect."
+          },
+          "host": {
+            "type": "string",
+            "description": "The host name, when syscall is getaddrinfo."
           }
         }
       },
@@ -3329,6 +3515,10 @@ enum OpenRPCDocument {
           },
           "local": {
             "$ref": "#/components/schemas/SockAddrResult"
+          },
+          "host": {
+            "type": "string",
+            "description": "The host name as given, when sockaddr.addr was a name (the numeric address used is in remote/local)."
           }
         }
       },
@@ -3350,6 +3540,10 @@ enum OpenRPCDocument {
           },
           "remote": {
             "$ref": "#/components/schemas/SockAddrResult"
+          },
+          "host": {
+            "type": "string",
+            "description": "The host name as given, when sockaddr.addr was a name (the numeric address used is in remote/local)."
           }
         }
       },
@@ -3779,6 +3973,25 @@ enum OpenRPCDocument {
           }
         },
         "additionalProperties": false
+      },
+      "LookupAddress": {
+        "title": "LookupAddress",
+        "description": "One address of a host name.",
+        "type": "object",
+        "additionalProperties": false,
+        "required": [
+          "domain",
+          "addr"
+        ],
+        "properties": {
+          "domain": {
+            "$ref": "#/components/schemas/Domain"
+          },
+          "addr": {
+            "type": "string",
+            "description": "Numeric address."
+          }
+        }
       }
     },
     "errors": {

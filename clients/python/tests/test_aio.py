@@ -239,3 +239,17 @@ def test_aio_gateway_going_away(gateway: GatewayProcess) -> None:
         await gw.close()
 
     run(main)
+
+
+def test_aio_host_names(gateway: GatewayProcess) -> None:
+    async def main() -> None:
+        async with await tcpgw.aio.connect(gateway.path) as gw:
+            srv = await gw.createServer(tcpgw.sockaddr("localhost", 0))
+            assert srv.host == "localhost" and srv.local is not None
+            conn = await gw.createClient(tcpgw.sockaddr("localhost", srv.local["port"]), 5000)
+            assert conn.host == "localhost" and conn.remote is not None and conn.remote["addr"] == "127.0.0.1"
+            assert await gw.lookup("localhost", tcpgw.AF_INET) == [{"domain": 2, "addr": "127.0.0.1"}]
+            await conn.close()
+            await srv.close()
+
+    run(main)

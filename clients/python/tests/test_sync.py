@@ -590,3 +590,28 @@ def test_run_forever_in_a_thread_stops_on_close(gateway: GatewayProcess) -> None
     assert not loop.is_alive()
     peer.close()
     assert wait_until(lambda: threading.active_count() == threads_before, 2)
+
+
+# -- host names (contract §7) ----------------------------------------------------------------
+
+
+def test_host_names_in_sockaddr_and_lookup(gw: tcpgw.Gateway) -> None:
+    srv = gw.createServer(tcpgw.sockaddr("localhost", 0))
+    assert srv.host == "localhost" and srv.local is not None and srv.local["addr"] == "127.0.0.1"
+    port = srv.local["port"]
+    conn = gw.createClient(("localhost", port), 5000)
+    assert conn.host == "localhost"
+    assert conn.remote == {"domain": 2, "addr": "127.0.0.1", "port": port}
+    accepted = srv.accept(None, 5000)
+    accepted.close()
+    conn.close()
+    got: List[Any] = []
+    async_conn = gw.createClient(tcpgw.sockaddr("localhost", port), lambda tcp, remote: got.append(remote))
+    assert poll_until(gw, lambda: bool(got))
+    assert got[0]["addr"] == "127.0.0.1" and async_conn.host == "localhost"
+    async_conn.close()
+    srv.close()
+    assert gw.lookup("localhost", tcpgw.AF_INET) == [{"domain": 2, "addr": "127.0.0.1"}]
+    with pytest.raises(tcpgw.RPCError) as bad:
+        gw.createClient(tcpgw.sockaddr("bad_name", 1), 1000)
+    assert bad.value.code == -32602

@@ -351,6 +351,14 @@ rpc_discover() {
 		-- "$@"
 }
 
+# dns.lookup: Resolve a host name to its addresses.
+# Usage: dns_lookup HOST [DOMAIN]
+dns_lookup() {
+	_tcpgw_invoke dns.lookup value 'dns_lookup HOST [DOMAIN]' \
+		host:str! domain:int \
+		-- "$@"
+}
+
 # Usage line and summary of every generated function (tcpgw_help).
 # shellcheck disable=SC2034  # read by tcpgw_help in tcpgw.bash
 declare -gA _TCPGW_USAGE=(
@@ -398,6 +406,7 @@ declare -gA _TCPGW_USAGE=(
 	[tcp_list]='tcp_list — This connection'\''s handles.'
 	[gateway_info]='gateway_info — Gateway version, process and limits.'
 	[rpc_discover]='rpc_discover — This OpenRPC document.'
+	[dns_lookup]='dns_lookup HOST [DOMAIN] — Resolve a host name to its addresses.'
 )
 
 # Event (notification) names of the schema, in order (tcpgw_wait_event checks against them).

@@ -249,7 +249,7 @@ EVENT_NAMES: Final[Mapping[str, str]] = MappingProxyType({
 
 #: Event name -> the schema's description of its notification.
 EVENT_DOCS: Final[Mapping[str, str]] = MappingProxyType({
-    'connect': 'Outcome of an asynchronous tcp.createClient. Notification (no id, never answered) sent once per `tcp.createClient` with `async: true`: with `remote` when the connection is established (the handle then flows), or with `error` when it failed or timed out (the handle is then gone).',
+    'connect': 'Outcome of an asynchronous tcp.createClient. Notification (no id, never answered) sent once per `tcp.createClient` with `async: true`: with `remote` when the connection is established (the handle then flows), or with `error` when it failed or timed out (the handle is then gone). For a connect by host name, `host` is the name as given and `remote` the numeric address used; a name that did not resolve gives an `error` with the EAI_* name and (negative) number, `syscall` and `host`.',
     'accept': 'A server accepted a connection (async tcp.accept). Sent for every connection a server accepts after `tcp.accept` with `async: true`. `handle` is the server, `client` the new connection handle, which starts flowing.',
     'data': 'Bytes received on a flowing connection. Bytes read from a flowing connection, base64-encoded, in order. None follows the answer to `tcp.pause`.',
     'end': 'The peer finished sending (FIN) on a flowing connection. End of stream on a flowing connection; the handle stays usable for writing.',
@@ -296,12 +296,13 @@ METHOD_PARAMS: Final[Mapping[str, Tuple[Tuple[str, bool, bool], ...]]] = Mapping
     'tcp.list': (),
     'gateway.info': (),
     'rpc.discover': (),
+    'dns.lookup': (('host', True, False), ('domain', False, False)),
 })
 
 #: Request method -> summary and description, for docstrings.
 METHOD_DOCS: Final[Mapping[str, str]] = MappingProxyType({
-    'tcp.createServer': "Create a listening TCP server bound to a local address. Creates a TCP socket, enables SO_REUSEADDR (as the seed does), optionally binds it to a network interface, binds it to `sockaddr` and listens with `backlog`. Port 0 lets the kernel pick a free port; the answer's `local` (and `tcp.sockName`) tells which. `domain` may be omitted: it follows from the address. `ipv6Only` sets IPV6_V6ONLY before bind (Linux only allows it then); absent = the kernel's default (`net.ipv6.bindv6only`). Synchronous. The address must be allowed by the policy's `listen` rules, and `dev` needs `allowBindToDevice`. The new handle starts paused (no events).",
-    'tcp.createClient': "Connect to a remote TCP address (sync or async). Creates a TCP socket and connects it to `sockaddr` (allowed by the policy's `connect` rules). Synchronous (default): answers when the connection is established with the handle and both addresses; `timeout` (ms) bounds the wait (absent = the kernel's default connect timeout, 0 = fail at once with -32002 unless already connected). A refused or unreachable peer is -32005 with the errno. Asynchronous (`async: true`): answers at once with just the handle; the outcome arrives as the event `tcp.onConnect` (`remote` on success, `error` on failure, after which the handle is gone). A synchronously created handle starts paused (read with `tcp.recv`); an async one starts flowing (data as `tcp.onData`).",
+    'tcp.createServer': 'Create a listening TCP server bound to a local address. Creates a TCP socket, enables SO_REUSEADDR (as the seed does), optionally binds it to a network interface, binds it to `sockaddr` and listens with `backlog`. Port 0 lets the kernel pick a free port; the answer\'s `local` (and `tcp.sockName`) tells which. `domain` may be omitted: it follows from the address. `ipv6Only` sets IPV6_V6ONLY before bind (Linux only allows it then); absent = the kernel\'s default (`net.ipv6.bindv6only`). Synchronous. The address must be allowed by the policy\'s `listen` rules, and `dev` needs `allowBindToDevice`. The new handle starts paused (no events). `sockaddr.addr` may be a host name: it is resolved off the event loop (honouring `domain`) and the first address is bound; the answer\'s `local` is numeric and `host` is the name as given. A name that does not resolve is -32005 (`data.syscall` "getaddrinfo", EAI_* `errno`, `host`). With a `listen` allow list, a name no allow rule names is -32003 before any lookup.',
+    'tcp.createClient': 'Connect to a remote TCP address (sync or async). Creates a TCP socket and connects it to `sockaddr` (allowed by the policy\'s `connect` rules). Synchronous (default): answers when the connection is established with the handle and both addresses; `timeout` (ms) bounds the wait (absent = the kernel\'s default connect timeout, 0 = fail at once with -32002 unless already connected). A refused or unreachable peer is -32005 with the errno. Asynchronous (`async: true`): answers at once with just the handle; the outcome arrives as the event `tcp.onConnect` (`remote` on success, `error` on failure, after which the handle is gone). A synchronously created handle starts paused (read with `tcp.recv`); an async one starts flowing (data as `tcp.onData`). `sockaddr.addr` may be a host name: the gateway resolves it off its event loop (honouring `domain`: 2 IPv4 only, 10 IPv6 only) and tries the addresses in the resolver\'s order until one connects, all within the one `timeout`; the answer (and `tcp.onConnect`) then carries `remote` as the numeric address used and `host`, the name as given. A name that does not resolve is -32005 with `data.syscall` "getaddrinfo", `data.errno` the EAI_* name (e.g. EAI_NONAME), `data.errnoNumber` its (negative) number and `data.host`; when every address fails, the last address\'s OS error. Policy: each resolved address is checked before it is tried (allowed when an allow rule matches the name or the address, and no deny rule either); refused ones are skipped, all refused is -32003. With a `connect` allow list, a name no allow rule names is -32003 before any lookup.',
     'tcp.createByFd': "Adopt a TCP socket passed to the gateway with SCM_RIGHTS. Wraps an existing TCP socket in a handle. The descriptor itself travels as SCM_RIGHTS ancillary data attached to the bytes of this request's line; exactly one descriptor must be attached and it must be a TCP socket (listening or connected), otherwise -32006. `sockFd` is the number in the caller's process, accepted by name for parity with the seed and ignored. Needs the policy's `allowCreateByFd`; a connected socket's peer must pass the `connect` rules and a listening socket's local address the `listen` rules (a `::` socket without IPV6_V6ONLY also as `0.0.0.0`), else -32003 and the descriptor is closed. Synchronous; the handle starts paused.",
     'tcp.sockFd': "Descriptor number of the handle's socket inside the gateway. Answers the socket's descriptor number in the gateway process, which helps to match `ss -p` or `/proc/PID/fd` output. It means nothing in the client's process: use `tcp.flyAway` to obtain the socket itself. Synchronous.",
     'tcp.accept': "Take the next pending connection of a server (sync or async). Synchronous (default): waits for the next connection queued on the server handle and answers the new connection handle with both addresses; `timeout` (ms) bounds the wait (absent = forever, 0 = only if one is already queued), running out is -32002 and loses nothing. Asynchronous (`async: true`): answers `true` at once, then keeps accepting and sends `tcp.onAccept` for every connection (the new handles start flowing) until the server is closed. `remoteAddr` is the seed's placeholder, accepted by name and ignored. -32001 on a connection handle. A connection from a remote address the policy's `accept` rules refuse is reset at once (RST) and audited; it is never answered, announced as `tcp.onAccept` or counted: the accept keeps waiting for the next allowed one.",
@@ -336,6 +337,7 @@ METHOD_DOCS: Final[Mapping[str, str]] = MappingProxyType({
     'tcp.list': "This connection's handles. Answers every handle owned by the calling connection (handles of other connections are invisible), in increasing handle order, with kind, TCP state, addresses, mode and byte counters. Synchronous; takes no params.",
     'gateway.info': "Gateway version, process and limits. Answers the gateway's name, version, pid, uptime (seconds, fractional), socket path, limits, the number of client connections and of handles (all connections), and the policy in force (its file, digest and load time; see SIGHUP). The limits that a policy profile sets are this client's own. Synchronous; takes no params.",
     'rpc.discover': "This OpenRPC document. Answers the OpenRPC document the gateway embeds (schema/tcpgw.openrpc.json, the protocol's single source of truth; the gateway validates params against it). `tcpgw schema` prints the same document. Takes no params.",
+    'dns.lookup': 'Resolve a host name to its addresses. Resolves `host` with the system resolver (getaddrinfo, TCP), off the gateway\'s event loop, and answers its addresses in the resolver\'s order without duplicates. `domain` 2 asks for IPv4 addresses only, 10 for IPv6 only; absent for both. `host` must be a host name as `sockaddr.addr` describes (an address literal is not a name: -32602). A name that does not resolve is -32005 with `data.syscall` "getaddrinfo", `data.errno` the EAI_* name, `data.errnoNumber` its negative number and `data.host`. When the policy\'s `connect` list has an `allow` list, only a name some allow rule names (exactly or by wildcard) is looked up; any other is -32003 and no query is made.',
 })
 
 
@@ -1140,6 +1142,33 @@ class _SyncGatewayMethods:
         result = self._invoke('rpc.discover', params)
         return expect('rpc.discover', result, dict)
 
+    def lookup(self, host: str, domain: Optional[int] = None) -> List[Dict[str, Any]]:
+        """Resolve a host name to its addresses.
+
+        Resolves `host` with the system resolver (getaddrinfo, TCP), off the gateway's event
+        loop, and answers its addresses in the resolver's order without duplicates. `domain` 2
+        asks for IPv4 addresses only, 10 for IPv6 only; absent for both. `host` must be a host
+        name as `sockaddr.addr` describes (an address literal is not a name: -32602). A name
+        that does not resolve is -32005 with `data.syscall` "getaddrinfo", `data.errno` the
+        EAI_* name, `data.errnoNumber` its negative number and `data.host`. When the policy's
+        `connect` list has an `allow` list, only a name some allow rule names (exactly or by
+        wildcard) is looked up; any other is -32003 and no query is made.
+
+        Args:
+            host: The host name to resolve.
+            domain: 2 = IPv4 addresses only, 10 = IPv6 only; absent = both.
+
+        Returns:
+            The addresses in the resolver's order, without duplicates.
+
+        Wire method: ``dns.lookup``.
+        """
+        params: Dict[str, Any] = {'host': host}
+        if domain is not None:
+            params['domain'] = domain
+        result = self._invoke('dns.lookup', params)
+        return expect('dns.lookup', result, list)
+
 
 class _AsyncGatewayMethods:
     """Generated methods of the gateway connection (coroutines); ``_invoke`` is supplied by the
@@ -1216,3 +1245,30 @@ class _AsyncGatewayMethods:
         params: Dict[str, Any] = {}
         result = await self._invoke('rpc.discover', params)
         return expect('rpc.discover', result, dict)
+
+    async def lookup(self, host: str, domain: Optional[int] = None) -> List[Dict[str, Any]]:
+        """Resolve a host name to its addresses.
+
+        Resolves `host` with the system resolver (getaddrinfo, TCP), off the gateway's event
+        loop, and answers its addresses in the resolver's order without duplicates. `domain` 2
+        asks for IPv4 addresses only, 10 for IPv6 only; absent for both. `host` must be a host
+        name as `sockaddr.addr` describes (an address literal is not a name: -32602). A name
+        that does not resolve is -32005 with `data.syscall` "getaddrinfo", `data.errno` the
+        EAI_* name, `data.errnoNumber` its negative number and `data.host`. When the policy's
+        `connect` list has an `allow` list, only a name some allow rule names (exactly or by
+        wildcard) is looked up; any other is -32003 and no query is made.
+
+        Args:
+            host: The host name to resolve.
+            domain: 2 = IPv4 addresses only, 10 = IPv6 only; absent = both.
+
+        Returns:
+            The addresses in the resolver's order, without duplicates.
+
+        Wire method: ``dns.lookup``.
+        """
+        params: Dict[str, Any] = {'host': host}
+        if domain is not None:
+            params['domain'] = domain
+        result = await self._invoke('dns.lookup', params)
+        return expect('dns.lookup', result, list)

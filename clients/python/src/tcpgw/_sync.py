@@ -119,6 +119,8 @@ class Tcp(gen._SyncTcpMethods):
         kind: ``"server"`` or ``"connection"``.
         local: the local address from the creating answer (or ``None``).
         remote: the peer's address, once known (or ``None``).
+        host: the host name the handle was created with (``createClient``/``createServer``
+            by name), else ``None``.
         connect_error: the error object of a failed asynchronous connect (or ``None``).
 
     ``sockFd`` is a property, as in the seed (it asks the gateway each time).
@@ -130,6 +132,7 @@ class Tcp(gen._SyncTcpMethods):
         self.kind = kind
         self.local: Optional[SockAddr] = None
         self.remote: Optional[SockAddr] = None
+        self.host: Optional[str] = None
         self.connect_error: Optional[ErrorObject] = None
         self._state = HandleState()
 

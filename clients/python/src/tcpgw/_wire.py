@@ -74,6 +74,9 @@ def default_socket_path() -> str:
 def sockaddr(addr: str, port: int, domain: Optional[int] = None) -> SockAddr:
     """Build a sockaddr object, like the seed's ``Tcp.sockaddr(addr, port)``.
 
+    ``addr`` is an address literal or, for ``createClient`` and ``createServer``, a host name
+    (the gateway resolves it; the answer's ``host`` repeats it, ``remote``/``local`` are numeric).
+
     ``domain`` (``AF_INET`` or ``AF_INET6``) may be left out: the gateway infers it from ``addr``.
     """
     result: SockAddr = {"addr": addr, "port": port}
@@ -380,6 +383,7 @@ class HandleObject(Protocol):
     kind: str
     local: Optional[SockAddr]
     remote: Optional[SockAddr]
+    host: Optional[str]
     connect_error: Optional[ErrorObject]
     _state: HandleState
 
@@ -541,6 +545,8 @@ class Session(Generic[H, T]):
                 obj.local = result["local"]
             if "remote" in result:
                 obj.remote = result["remote"]
+            if isinstance(result.get("host"), str):
+                obj.host = result["host"]
             answer.handle_obj = obj
         elif pending.method == "tcp.flyAway":
             answer.fd = self._fds.popleft() if self._fds else None
@@ -579,6 +585,8 @@ class Session(Generic[H, T]):
             event.error = params.get("error")
             if event.remote is not None:
                 obj.remote = event.remote
+            if isinstance(params.get("host"), str):
+                obj.host = params["host"]
             obj.connect_error = event.error
         elif name == "close":
             event.error = params.get("error")

@@ -75,7 +75,7 @@ class Tcp(gen._AsyncTcpMethods):
     """A gateway handle (asyncio): the seed's methods as coroutines.
 
     Same attributes as :class:`tcpgw.Tcp` (``handle``, ``kind``, ``local``, ``remote``,
-    ``connect_error``, ``closed``). ``async with`` closes the handle.
+    ``host``, ``connect_error``, ``closed``). ``async with`` closes the handle.
     """
 
     def __init__(self, gateway: "Gateway", handle: int, kind: str) -> None:
@@ -84,6 +84,7 @@ class Tcp(gen._AsyncTcpMethods):
         self.kind = kind
         self.local: Optional[SockAddr] = None
         self.remote: Optional[SockAddr] = None
+        self.host: Optional[str] = None
         self.connect_error: Optional[ErrorObject] = None
         self._state = HandleState()
 
