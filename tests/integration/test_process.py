@@ -22,6 +22,10 @@ def test_socket_mode_is_0600(gw: Gateway) -> None:
 
 
 def test_ready_logs_one_line_naming_the_path(gw: Gateway) -> None:
+    # The line follows readiness (the socket accepts first), so it may come a moment later.
+    deadline = time.monotonic() + 3
+    while gw.path not in gw.log() and time.monotonic() < deadline:
+        time.sleep(0.02)
     assert gw.path in gw.log(), f"stderr does not name the socket path: {gw.log()!r}"
 
 
