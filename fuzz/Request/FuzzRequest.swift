@@ -10,7 +10,8 @@ nonisolated(unsafe) private let catalog: MethodCatalog = {
     do { return try MethodCatalog(json: OpenRPCDocument.json) } catch { FuzzInput.fail("schema: \(error)") }
 }()
 
-/// Frames the bytes in chunks of 1...64 bytes (one-byte chunks are the hard case).
+/// Frames the bytes in one piece, or in chunks of 1...512 bytes, a quarter of them tiny (1...4:
+/// the hard case for a framer).
 private func frames(_ bytes: [UInt8], limit: Int, chunked: Bool) -> (frames: [LineFramer.Frame], buffered: Int) {
     var framer = LineFramer(maxLineBytes: limit)
     var out: [LineFramer.Frame] = []
@@ -18,7 +19,7 @@ private func frames(_ bytes: [UInt8], limit: Int, chunked: Bool) -> (frames: [Li
     bytes.withUnsafeBytes { raw in
         var offset = 0
         while offset < raw.count {
-            let size = chunked ? min(raw.count - offset, 1 + generator.next(below: generator.next(below: 2) == 0 ? 4 : 64)) : raw.count
+            let size = chunked ? min(raw.count - offset, 1 + generator.next(below: generator.next(below: 4) == 0 ? 4 : 512)) : raw.count
             framer.append(UnsafeRawBufferPointer(rebasing: raw[offset..<(offset + size)]), into: &out)
             offset += size
         }
@@ -86,8 +87,10 @@ private func checkAnswer(_ value: JSONValue) {
 @_cdecl("LLVMFuzzerTestOneInput")
 func fuzzRequest(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
     let bytes = FuzzInput.expand(UnsafeRawBufferPointer(start: data, count: size))
-    _ = checkFraming(bytes, limit: 300)  // small: oversized lines are common
-    for case .line(let line, _, _) in checkFraming(bytes, limit: 1 << 20) {
+    // A small limit for one input in four, so that oversized lines are common.
+    var generator = FuzzInput.Generator(bytes)
+    let limit = generator.next(below: 4) == 0 ? 300 : 1 << 20
+    for case .line(let line, _, _) in checkFraming(bytes, limit: limit) {
         let message = line.withUnsafeBytes { RPCMessage.decode($0) }
         switch message {
         case .failure(let error):
