@@ -19,9 +19,6 @@ enum LongStringSplice {
     static let escapedMarker: [UInt8] = Array(#"\u0000tcpgw:"#.utf8)
     static let decodedMarker: [UInt8] = [0] + Array("tcpgw:".utf8)
 
-    @inline(__always)
-    static func isPlain(_ byte: UInt8) -> Bool { byte >= 0x20 && byte <= 0x7E && byte != 0x22 && byte != 0x5C }
-
     /// The text with long plain string values replaced, and where the originals are; nil when
     /// there is nothing to gain (or a placeholder could be ambiguous).
     static func cut(_ bytes: UnsafeRawBufferPointer) -> (reduced: [UInt8], pieces: [Range<Int>])? {
