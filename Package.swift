@@ -57,3 +57,18 @@ let package = Package(
         ),
     ]
 )
+
+// libFuzzer targets (fuzz/), declared only when scripts/fuzz asks for them (TCPGW_FUZZ=1): it
+// builds them with -sanitize=fuzzer,address into .build-fuzz. A debug build keeps compiling the
+// dependencies quick, while the code under test is optimized (several times the executions).
+if Context.environment["TCPGW_FUZZ"] != nil {
+    package.targets += [
+        .systemLibrary(name: "CLibFuzzer", path: "fuzz/CLibFuzzer"),
+        .target(name: "FuzzSupport", dependencies: ["CLibFuzzer"], path: "fuzz/Support"),
+        .executableTarget(name: "FuzzRequest", dependencies: ["FuzzSupport", "JSONRPC", "TCPGateway"], path: "fuzz/Request"),
+        .executableTarget(name: "FuzzCodec", dependencies: ["FuzzSupport", "JSONRPC"], path: "fuzz/Codec"),
+    ]
+    for target in package.targets where ["JSONRPC", "TCPGateway", "FuzzSupport", "FuzzRequest", "FuzzCodec"].contains(target.name) {
+        target.swiftSettings = (target.swiftSettings ?? []) + [.unsafeFlags(["-O"])]
+    }
+}

@@ -36,4 +36,19 @@ static inline size_t tcpgw_plain_run(const unsigned char *p, size_t n) {
     }
     return i;
 }
+
+/* Index of the first '"' or '\\' in p[0..n) (n when there is none): the string-aware walk over
+   jansson's output that finds the splice's placeholders by position. */
+static inline size_t tcpgw_quote_or_backslash(const unsigned char *p, size_t n) {
+    const uint64_t ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t v;
+        memcpy(&v, p + i, 8);
+        uint64_t q = v ^ (ones * 0x22), b = v ^ (ones * 0x5C);
+        if (((q - ones) & ~q & highs) | ((b - ones) & ~b & highs)) break;
+    }
+    while (i < n && p[i] != 0x22 && p[i] != 0x5C) i++;
+    return i;
+}
 #endif

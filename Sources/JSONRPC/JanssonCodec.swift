@@ -148,13 +148,15 @@ public enum JanssonCodec {
         }
     }
 
-    /// Builds the jansson tree for `value`. The caller owns the returned reference.
-    /// Gathers the long plain strings that `build` replaced with placeholders.
+    /// Gathers the long plain strings that `build` replaced with placeholders, and where each
+    /// one stands among all the strings jansson will write (keys and values, in writing order).
     private final class SpliceCollector {
         var strings: [String] = []
-        var ambiguous = false
+        var ordinals: [Int] = []
+        var stringsWritten = 0
     }
 
+    /// Builds the jansson tree for `value`. The caller owns the returned reference.
     private static func build(_ value: JSONValue, _ collector: SpliceCollector? = nil) -> UnsafeMutablePointer<json_t> {
         switch value {
         case .null: return json_null()
@@ -164,15 +166,15 @@ public enum JanssonCodec {
             // jansson refuses NaN and infinities; JSON has no spelling for them either.
             return number.isFinite ? json_real(number) : json_null()
         case .string(var text):
-            if text.isEmpty { return json_string("") }
             if let collector {
+                collector.stringsWritten += 1
                 if LongStringSplice.isLongPlain(&text) {
-                    let placeholder = "\u{0}tcpgw:\(collector.strings.count)"
+                    collector.ordinals.append(collector.stringsWritten - 1)
                     collector.strings.append(text)
-                    return build(.string(placeholder))
+                    return build(.string(LongStringSplice.placeholder(collector.strings.count - 1)))
                 }
-                if text.utf8.first == 0 { collector.ambiguous = true }  // could pass for a placeholder
             }
+            if text.isEmpty { return json_string("") }
             return text.withUTF8 { utf8 in
                 utf8.withMemoryRebound(to: CChar.self) { json_stringn_nocheck($0.baseAddress!, $0.count) }
             }
@@ -183,6 +185,7 @@ public enum JanssonCodec {
         case .object(let object):
             let node = json_object()!
             for (key, item) in object.members {
+                collector?.stringsWritten += 1  // jansson writes each key just before its value
                 if key.isEmpty {
                     json_object_set_new_nocheck(node, "", build(item, collector))
                     continue
@@ -210,12 +213,13 @@ public enum JanssonCodec {
         let root = build(value, collector)
         defer { tcpgw_json_decref(root) }
         if collector.strings.isEmpty { return serialize(root, precision: precision) }
-        if collector.ambiguous {
-            let plain = build(value)
-            defer { tcpgw_json_decref(plain) }
-            return serialize(plain, precision: precision)
+        if let pasted = LongStringSplice.paste(serialize(root, precision: precision), collector.strings, at: collector.ordinals) {
+            return pasted
         }
-        return LongStringSplice.paste(serialize(root, precision: precision), collector.strings)
+        // jansson wrote something other than what was built: never paste by guesswork.
+        let plain = build(value)
+        defer { tcpgw_json_decref(plain) }
+        return serialize(plain, precision: precision)
     }
 
     /// jansson prints every real with one precision. 15 significant digits read naturally

@@ -6,16 +6,18 @@ import CJansson
 /// copying the bytes costs next to nothing; so the strings are swapped for short placeholders
 /// before jansson works and swapped back after.
 ///
-/// A placeholder is the string "\u{0}tcpgw:N". Messages that already contain an escaped NUL
-/// (`\u0000`) are left entirely to jansson, so no client string can be mistaken for one.
+/// A placeholder is the string "\u{0}tcpgw:N". Neither direction trusts that text alone, since
+/// data can hold it (a peer's bytes, a client's method name):
+/// - Parsing: jansson only yields a NUL for an escaped `\u0000`, and a message holding one is
+///   left entirely to jansson, so every decoded placeholder is one of ours.
+/// - Printing: placeholders are found by position, as the Nth string jansson writes (counted by
+///   a walk that honours escapes), and each must read exactly as expected there; otherwise the
+///   answer is printed without splicing.
 enum LongStringSplice {
     static let threshold = 512
     /// The placeholder's text as it stands, escaped, inside a JSON string.
     static let escapedMarker: [UInt8] = Array(#"\u0000tcpgw:"#.utf8)
     static let decodedMarker: [UInt8] = [0] + Array("tcpgw:".utf8)
-
-    @inline(__always)
-    static func isPlain(_ byte: UInt8) -> Bool { byte >= 0x20 && byte <= 0x7E && byte != 0x22 && byte != 0x5C }
 
     /// The text with long plain string values replaced, and where the originals are; nil when
     /// there is nothing to gain (or a placeholder could be ambiguous).
@@ -78,7 +80,8 @@ enum LongStringSplice {
 
     /// The piece number a decoded jansson string names, if it is a placeholder.
     static func pieceIndex(_ chars: UnsafeRawBufferPointer) -> Int? {
-        guard chars.count > decodedMarker.count, chars[0] == 0 else { return nil }
+        // Ours are at most 18 digits, so the number cannot overflow.
+        guard chars.count > decodedMarker.count, chars.count <= decodedMarker.count + 18, chars[0] == 0 else { return nil }
         for (k, byte) in decodedMarker.enumerated() where chars[k] != byte { return nil }
         var value = 0
         for byte in chars[decodedMarker.count...] {
@@ -92,33 +95,73 @@ enum LongStringSplice {
     static func isLongPlain(_ text: inout String) -> Bool {
         guard text.utf8.count >= threshold else { return false }
         return text.withUTF8 { utf8 in
-            for byte in utf8 where !isPlain(byte) { return false }
-            return true
+            tcpgw_plain_run(utf8.baseAddress!, utf8.count) == utf8.count
         }
     }
 
-    /// Puts the long strings back into jansson's output, in order.
-    static func paste(_ output: [UInt8], _ strings: [String]) -> [UInt8] {
-        var result: [UInt8] = []
-        result.reserveCapacity(output.count + strings.reduce(0) { $0 + $1.utf8.count })
-        var i = 0
-        var next = 0
-        let marker = escapedMarker
-        while i < output.count {
-            if next < strings.count && output[i] == marker[0] && i + marker.count <= output.count
-                && output[i..<(i + marker.count)].elementsEqual(marker)
-            {
-                var j = i + marker.count
-                while j < output.count && output[j] >= 0x30 && output[j] <= 0x39 { j += 1 }
-                var text = strings[next]
-                text.withUTF8 { result.append(contentsOf: $0) }
-                next += 1
-                i = j
-                continue
+    /// The placeholder for piece `index`, as `build` hands it to jansson.
+    static func placeholder(_ index: Int) -> String { "\u{0}tcpgw:\(index)" }
+
+    /// Puts the long strings back into jansson's output. `ordinals[k]` is the position of
+    /// `strings[k]` among all the strings (keys included) in the order jansson writes them;
+    /// the string found there must be placeholder k. nil when the output does not have that
+    /// shape, so nothing is ever pasted where the placeholders were not put.
+    static func paste(_ output: [UInt8], _ strings: [String], at ordinals: [Int]) -> [UInt8]? {
+        precondition(strings.count == ordinals.count)
+        return output.withUnsafeBytes { out -> [UInt8]? in
+            guard let base = out.baseAddress?.assumingMemoryBound(to: UInt8.self) else { return nil }
+            let n = out.count
+            // Content ranges (between the quotes) of the placeholders, in order.
+            var holes: [Range<Int>] = []
+            holes.reserveCapacity(strings.count)
+            var ordinal = -1
+            var i = 0
+            while holes.count < strings.count {
+                i += tcpgw_quote_or_backslash(base + i, n - i)
+                guard i < n, base[i] == 0x22 else { return nil }  // outside strings: only a quote
+                ordinal += 1
+                let open = i + 1
+                i = open
+                while true {
+                    i += tcpgw_quote_or_backslash(base + i, n - i)
+                    guard i < n else { return nil }
+                    if base[i] == 0x22 { break }
+                    i += 2  // an escape: the byte after the backslash is never the end
+                    guard i <= n else { return nil }
+                }
+                if ordinal == ordinals[holes.count] {
+                    guard isPlaceholder(UnsafeRawBufferPointer(rebasing: out[open..<i]), holes.count) else { return nil }
+                    holes.append(open..<i)
+                }
+                i += 1
             }
-            result.append(output[i])
-            i += 1
+            var total = n
+            for (k, hole) in holes.enumerated() { total += strings[k].utf8.count - hole.count }
+            return [UInt8](unsafeUninitializedCapacity: total) { buffer, count in
+                var written = 0
+                var copied = 0
+                func put(_ source: UnsafeRawBufferPointer) {
+                    guard let from = source.baseAddress, !source.isEmpty else { return }
+                    UnsafeMutableRawPointer(buffer.baseAddress! + written).copyMemory(from: from, byteCount: source.count)
+                    written += source.count
+                }
+                for (k, hole) in holes.enumerated() {
+                    put(UnsafeRawBufferPointer(rebasing: out[copied..<hole.lowerBound]))
+                    var text = strings[k]
+                    text.withUTF8 { put(UnsafeRawBufferPointer($0)) }
+                    copied = hole.upperBound
+                }
+                put(UnsafeRawBufferPointer(rebasing: out[copied..<n]))
+                count = written
+            }
         }
-        return result
+    }
+
+    /// Whether jansson's text for a string (between its quotes) is placeholder `index`.
+    private static func isPlaceholder(_ text: UnsafeRawBufferPointer, _ index: Int) -> Bool {
+        let digits = String(index).utf8
+        guard text.count == escapedMarker.count + digits.count else { return false }
+        return text.prefix(escapedMarker.count).elementsEqual(escapedMarker)
+            && text.suffix(digits.count).elementsEqual(digits)
     }
 }

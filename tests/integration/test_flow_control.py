@@ -15,6 +15,10 @@ TOTAL = int(os.environ.get("TCPGW_FLOW_MB", "192")) * 1024 * 1024  # must dwarf 
 BLOCK = 1 << 20
 STALL_S = 2.0
 MAX_GROWTH_KB = 32 * 1024  # the bound is ~1 MiB (outbound watermark) + one read; RSS is noisy
+# Under AddressSanitizer freed memory stays resident in ASan's quarantine until as much again has
+# been freed, and draining frees a lot. scripts/sanitize sets this to the quarantine it configures
+# plus ASan's bookkeeping; it widens the drain-phase bound only (192 MB unbounded still fails it).
+RSS_SLACK_KB = int(os.environ.get("TCPGW_RSS_SLACK_MB", "0")) * 1024
 
 
 def _blocks() -> list[bytes]:
@@ -74,7 +78,7 @@ def test_stalled_client_bounds_memory_and_loses_nothing(gw: Gateway, wire: Wire)
     assert not failure, failure
     assert got == TOTAL == sent[0]
     assert got_hash.hexdigest() == sent_hash.hexdigest(), "bytes corrupted or reordered"
-    assert peak - rss0 < MAX_GROWTH_KB, f"gateway RSS grew {(peak - rss0) // 1024} MB while draining"
+    assert peak - rss0 < MAX_GROWTH_KB + RSS_SLACK_KB, f"gateway RSS grew {(peak - rss0) // 1024} MB while draining"
     # The connection is still fully usable for requests after the congestion.
     assert wire.call("gateway.info", timeout=5)["name"] == "tcpgw"
     peer.close()
