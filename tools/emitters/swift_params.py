@@ -24,7 +24,7 @@ name and its ``x-descriptor`` flag (``request``: the request's line brings a des
 
 Decoding reads the already validated values, so it throws (-32603) only on an internal mismatch;
 the support types it uses (MethodParams, ParamValue, ParamReader) are hand-written in
-Sources/TCPGateway/TypedParams.swift. Anything this emitter does not know how to type is an error
+Sources/TCPGateway/Schema/TypedParams.swift. Anything this emitter does not know how to type is an error
 at generation time, never a silent ``JSONValue``.
 """
 
@@ -427,7 +427,7 @@ def swift_source(doc: dict[str, Any]) -> str:
         HEADER,
         "import JSONRPC\n",
         "// Typed params of every request method, decoded from the bound and validated params.",
-        "// Support types: Sources/TCPGateway/TypedParams.swift. Shapes: tools/emitters/swift_params.py.\n",
+        "// Support types: Sources/TCPGateway/Schema/TypedParams.swift. Shapes: tools/emitters/swift_params.py.\n",
         "// MARK: - Value types\n",
     ]
     for name in sorted(emitter.named):

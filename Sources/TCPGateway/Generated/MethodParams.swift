@@ -3,7 +3,7 @@
 import JSONRPC
 
 // Typed params of every request method, decoded from the bound and validated params.
-// Support types: Sources/TCPGateway/TypedParams.swift. Shapes: tools/emitters/swift_params.py.
+// Support types: Sources/TCPGateway/Schema/TypedParams.swift. Shapes: tools/emitters/swift_params.py.
 
 // MARK: - Value types
 
