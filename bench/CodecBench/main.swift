@@ -44,6 +44,11 @@ let dumpBase = measure("print tcp.recv answer, all through jansson", bytes: prin
 _ = try measure("parse a small request (tcp.pending)", bytes: small.count, rounds: rounds * 10) {
     _ = try small.withUnsafeBytes { try JanssonCodec.parse($0) }
 }
+// Most answers are small: the splice's bookkeeping must cost them nothing.
+let smallAnswer: JSONValue = ["jsonrpc": "2.0", "id": 8, "result": ["data": "+PONG\r\n", "encoding": "utf8", "eof": false]]
+_ = measure("print a small answer (tcp.recv, utf8)", bytes: JanssonCodec.serialize(smallAnswer).count, rounds: rounds * 10) {
+    _ = JanssonCodec.serialize(smallAnswer)
+}
 precondition(JanssonCodec.serialize(answer) == JanssonCodec.serialize(answer, splicing: false), "spliced output differs")
 precondition(try! request.withUnsafeBytes { try JanssonCodec.parse($0) } == (try! request.withUnsafeBytes { try JanssonCodec.parse($0, splicing: false) }), "spliced parse differs")
 print(String(format: "  ratio spliced/jansson: parse %.1fx, print %.1fx", parseFast / parseBase, dumpFast / dumpBase))
