@@ -554,7 +554,10 @@ def test_buffer_budget_bounds_unfinished_lines_and_disconnects_nobody(start_gate
     pushed = [_push_without_blocking(s, line, 1.0) for s in hogs]
     growth_mib = (g.rss_kb() - rss0) / 1024
     assert sum(pushed) > 32 * MIB, pushed  # the kernel buffers a little beyond the budget
-    assert growth_mib < 32 + 24, f"RSS grew by {growth_mib:.1f} MiB with a 32 MiB budget"
+    # Under ASan freed memory stays resident for a while (its quarantine): scripts/sanitize
+    # says how much to allow for it.
+    slack = 24 + int(os.environ.get("TCPGW_RSS_SLACK_MB", "0"))
+    assert growth_mib < 32 + slack, f"RSS grew by {growth_mib:.1f} MiB with a 32 MiB budget"
     info = bystander.call("gateway.info")
     assert info["connections"] == 13, info  # nobody was disconnected
     for s in hogs:
