@@ -32,14 +32,7 @@ final class TypedParamsTests: XCTestCase {
     }
 
     func testOperationsAreRegisteredUnderTheTypesMethods() {
-        var table: [String: Dispatcher.Operation] = [:]
-        ServerOperations.register(into: &table)
-        ClientOperations.register(into: &table)
-        DataOperations.register(into: &table)
-        OptionOperations.register(into: &table)
-        DescriptorOperations.register(into: &table)
-        GatewayOperations.register(into: &table)
-        LookupOperations.register(into: &table)
+        let table = Dispatcher.operations()
         XCTAssertEqual(Set(table.keys), Set(MethodParamsTypes.all.map { $0.method }))
     }
 

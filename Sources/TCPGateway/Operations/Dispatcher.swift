@@ -16,8 +16,8 @@ final class Dispatcher {
     private var routes: [String: Route] = [:]
     unowned let gateway: Gateway
 
-    init(gateway: Gateway) throws {
-        self.gateway = gateway
+    /// Every operation, by method name: the groups register themselves.
+    static func operations() -> [String: Operation] {
         var table: [String: Operation] = [:]
         ServerOperations.register(into: &table)
         ClientOperations.register(into: &table)
@@ -26,6 +26,12 @@ final class Dispatcher {
         DescriptorOperations.register(into: &table)
         GatewayOperations.register(into: &table)
         LookupOperations.register(into: &table)
+        return table
+    }
+
+    init(gateway: Gateway) throws {
+        self.gateway = gateway
+        let table = Dispatcher.operations()
         let schemaMethods = Set(gateway.catalog.methods.values.filter { !$0.isEvent }.map(\.name))
         let implemented = Set(table.keys)
         guard schemaMethods == implemented else {
