@@ -233,7 +233,6 @@ final class ClientListener: ReactorSource {
     private var socket: OwnedFD?
     private var watch = IOWatch()
     unowned let gateway: Gateway
-    private var backingOff = false
 
     init(socket: consuming OwnedFD, gateway: Gateway) {
         self.socket = consume socket
