@@ -15,6 +15,13 @@ static inline int tcpgw_json_error_position(const json_error_t *error) { return 
    (SWAR): a byte is flagged when it is below 0x20, at or above 0x7F, or equals 0x22 or 0x5C. */
 #include <stdint.h>
 #include <string.h>
+/* The high bit of each byte of v that equals c. */
+static inline uint64_t tcpgw_byte_eq_mask(uint64_t v, unsigned char c) {
+    const uint64_t ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL;
+    uint64_t x = v ^ (ones * c);
+    return (x - ones) & ~x & highs;
+}
+
 static inline size_t tcpgw_plain_run(const unsigned char *p, size_t n) {
     const uint64_t ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL;
     size_t i = 0;
@@ -24,10 +31,7 @@ static inline size_t tcpgw_plain_run(const unsigned char *p, size_t n) {
         uint64_t below20 = (v - ones * 0x20) & ~v & highs;        /* byte < 0x20 */
         uint64_t above7e = (v + ones * 0x01) & highs;              /* byte >= 0x7F (incl. >= 0x80) */
         above7e |= v & highs;
-        uint64_t q = v ^ (ones * 0x22), b = v ^ (ones * 0x5C);
-        uint64_t quote = (q - ones) & ~q & highs;                  /* byte == '"' */
-        uint64_t slash = (b - ones) & ~b & highs;                  /* byte == '\\' */
-        if (below20 | above7e | quote | slash) break;
+        if (below20 | above7e | tcpgw_byte_eq_mask(v, 0x22) | tcpgw_byte_eq_mask(v, 0x5C)) break;
     }
     while (i < n) {
         unsigned char c = p[i];
@@ -40,13 +44,11 @@ static inline size_t tcpgw_plain_run(const unsigned char *p, size_t n) {
 /* Index of the first '"' or '\\' in p[0..n) (n when there is none): the string-aware walk over
    jansson's output that finds the splice's placeholders by position. */
 static inline size_t tcpgw_quote_or_backslash(const unsigned char *p, size_t n) {
-    const uint64_t ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL;
     size_t i = 0;
     for (; i + 8 <= n; i += 8) {
         uint64_t v;
         memcpy(&v, p + i, 8);
-        uint64_t q = v ^ (ones * 0x22), b = v ^ (ones * 0x5C);
-        if (((q - ones) & ~q & highs) | ((b - ones) & ~b & highs)) break;
+        if (tcpgw_byte_eq_mask(v, 0x22) | tcpgw_byte_eq_mask(v, 0x5C)) break;
     }
     while (i < n && p[i] != 0x22 && p[i] != 0x5C) i++;
     return i;
