@@ -28,6 +28,8 @@ public struct GatewayConfig: Sendable {
     public var loadedPolicy = LoadedPolicy.none()
     /// `--audit FILE`: where policy decisions are logged (`-` for stderr); nil for nowhere.
     public var auditPath: String? = nil
+    /// The seed of every fault's randomness (`--seed`); nil: a random one, logged at start.
+    public var faultSeed: UInt64? = nil
 
     /// The policy alone, as from no file.
     public var policy: Policy {
@@ -76,6 +78,8 @@ public final class Gateway: @unchecked Sendable {
     private var loopThread: Thread?
     private let loopDone = DispatchSemaphore(value: 0)
     let startTime = Date()
+    /// Every fault draw derives from this (contract §10: `--seed N` repeats them).
+    let faultSeed: UInt64
     private var stopped = false
     /// The policy in force: loop-confined, replaced by `reloadPolicy` (SIGHUP). Sessions read
     /// it at each decision, so new decisions follow a reload and existing handles stay.
@@ -97,6 +101,8 @@ public final class Gateway: @unchecked Sendable {
         self.loadedPolicy = config.loadedPolicy
         self.audit = try config.auditPath.map { try AuditLog(path: $0, logger: logger) }
         self.resolver = Resolver(reactor: reactor, resolve: config.resolve)
+        self.faultSeed = config.faultSeed ?? UInt64.random(in: 0...UInt64.max)
+        logger.debug("fault seed \(faultSeed) (repeat its draws with --seed \(faultSeed))")
         self.readScratch = .allocate(byteCount: ConnectionHandle.readChunk, alignment: 16)
         self.clientReadScratch = .allocate(byteCount: 256 * 1024, alignment: 16)
         self.dispatcher = try Dispatcher(gateway: self)

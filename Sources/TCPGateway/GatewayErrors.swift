@@ -19,6 +19,12 @@ extension RPCError {
     static func unknownHandle(_ handle: Int64) -> RPCError {
         .gateway(.unknownHandle, "unknown handle \(handle): it does not exist, is closed, or belongs to another connection")
     }
+    /// A fault (contract §10) reset the connection: the handle is gone, and says why.
+    static func endedByFault(_ handle: Int64, fault: String, errno: Int32) -> RPCError {
+        .gateway(
+            .unknownHandle, "handle \(handle) is gone: the fault '\(fault)' reset the connection",
+            data: ["fault": .string(fault), "errno": .string(Errno.name(errno)), "errnoNumber": .int(Int64(errno))])
+    }
     static func handleState(_ message: String) -> RPCError { .gateway(.handleState, message) }
     static func timedOut(_ what: String) -> RPCError {
         .gateway(.timedOut, "\(what) timed out")

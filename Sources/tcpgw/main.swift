@@ -84,6 +84,9 @@ struct Serve: ParsableCommand {
     @Option(help: "The socket file's mode, in octal (default 0600); set before bind. Ignored under socket activation.")
     var socketMode: String?
 
+    @Option(help: "Seed of every fault's randomness (jitter, slice sizes, toxicity), so runs repeat; default random.")
+    var seed: UInt64?
+
     func validate() throws {
         guard Logger.Level(rawValue: logLevel) != nil else {
             throw ValidationError("--log-level must be one of trace, debug, info, notice, warning, error, critical")
@@ -115,6 +118,7 @@ struct Serve: ParsableCommand {
         config.outboundHighWatermark = outboundHighWatermark
         config.maxBufferBytes = maxBufferBytes
         config.auditPath = audit
+        config.faultSeed = seed
         if let policy {
             do {
                 config.loadedPolicy = try LoadedPolicy.file(policy)

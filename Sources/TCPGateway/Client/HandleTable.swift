@@ -1,5 +1,7 @@
 import CNetShim
+import Glibc
 import JSONRPC
+import NIOCore
 
 /// The handles one client owns: registering them (within the policy's limit), finding them
 /// by number (another client's number is unknown here), and closing them all when the client
@@ -16,6 +18,11 @@ final class HandleTable {
     private(set) var all: [Int64: Handle] = [:]
     /// Listening sockets beyond a server's first (tcp.mports) count against the limit too.
     private var extraListeners = 0
+    /// Handles a fault ended, with the fault's name, for the next call's error (the most
+    /// recent ones only: a bounded memory of why a handle is gone).
+    private var endedByFault: [Int64: String] = [:]
+    private var endedOrder: CircularBuffer<Int64> = []
+    private static let endedMemory = 1024
 
     init(gateway: Gateway) {
         self.gateway = gateway
@@ -69,14 +76,24 @@ final class HandleTable {
         extraListeners += count - previous
     }
 
-    func forget(_ id: Int64) {
+    func forget(_ id: Int64, endedByFault fault: String? = nil) {
         guard let handle = all.removeValue(forKey: id) else { return }
+        if let fault {
+            endedByFault[id] = fault
+            endedOrder.append(id)
+            if endedOrder.count > HandleTable.endedMemory, let oldest = endedOrder.popFirst() {
+                endedByFault[oldest] = nil
+            }
+        }
         if case .server(let server) = handle { extraListeners -= server.extraPorts }
         gateway.logger.debug("client \(session.id): handle \(id) is gone")
     }
 
     func lookup(_ id: Int64) throws -> Handle {
-        guard let handle = all[id] else { throw RPCError.unknownHandle(id) }
+        guard let handle = all[id] else {
+            if let fault = endedByFault[id] { throw RPCError.endedByFault(id, fault: fault, errno: ECONNRESET) }
+            throw RPCError.unknownHandle(id)
+        }
         return handle
     }
 

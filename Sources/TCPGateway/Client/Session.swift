@@ -284,6 +284,7 @@ final class Session {
     /// A connection taken by async accepting: under a handle, then announced.
     func acceptedAsync(server: ServerHandle, socket: consuming OwnedFD, remote: SockAddr) {
         guard let connection = try? handles.openConnection(socket, remote: remote, flowing: true) else { return }
+        connection.inheritFaults(from: server)
         emit("tcp.onAccept", ["handle": .int(server.id), "client": .int(connection.id), "remote": remote.json])
         // Reading starts only now, so no tcp.onData can precede the tcp.onAccept.
         connection.updateInterest()

@@ -55,6 +55,12 @@ final class ConnectionHandle: ReactorSource {
     private var retry: ((SystemError) -> Void)?
     private(set) var bytesIn: Int64 = 0
     private(set) var bytesOut: Int64 = 0
+    /// Faults (contract §10); nil until the first is added, so a handle without any takes
+    /// the plain path at the cost of one nil check.
+    private(set) var faults: HandleFaults?
+    /// Slice lengths at the front of the inbox while a slicer works on `in`: a recv answers at
+    /// most one slice.
+    private var inboxSlices: CircularBuffer<Int> = []
 
     enum ConnectFailure: Error {
         case system(SystemError)
@@ -154,6 +160,7 @@ final class ConnectionHandle: ReactorSource {
             apply(machine.handle(.connected))
             local = SockAddr.local(of: fd)
             remote = SockAddr.remote(of: fd) ?? remote
+            faults?.establish()
         case .failure:
             apply(machine.handle(.connectFailed))
         }
@@ -185,6 +192,7 @@ final class ConnectionHandle: ReactorSource {
     /// `tcp.recv` waiting.
     private var wantsRead: Bool {
         guard machine.canRead else { return false }
+        if let faults, faults.stopsReading { return false }
         return machine.flowing ? !session.isCongested : !receivers.isEmpty
     }
 
@@ -213,7 +221,12 @@ final class ConnectionHandle: ReactorSource {
             for _ in 0..<ConnectionHandle.readsPerWakeup {
                 let n = tcpgw_read(fd, scratch.baseAddress, ConnectionHandle.readChunk)
                 guard readSucceeded(n) else { return }
-                session.emitData(handle: id, UnsafeRawBufferPointer(rebasing: scratch[0..<n]))
+                if let faults, faults.inActive {
+                    faults.feedIn(ByteBuffer(bytes: UnsafeRawBufferPointer(rebasing: scratch[0..<n])))
+                    if faults.stopsReading { break }
+                } else {
+                    session.emitData(handle: id, UnsafeRawBufferPointer(rebasing: scratch[0..<n]))
+                }
                 if n < ConnectionHandle.readChunk || session.isCongested || !machine.flowing { break }
             }
             updateInterest()
@@ -228,6 +241,17 @@ final class ConnectionHandle: ReactorSource {
     private func readIntoInbox(upTo limit: Int) -> Bool {
         let wanted = max(limit - inbox.readableBytes, 1)
         var result = 0
+        if let faults, faults.inActive {
+            // Through the in-chain: what it lets go reaches the inbox through its sink.
+            var chunk = ByteBufferAllocator().buffer(capacity: wanted)
+            chunk.writeWithUnsafeMutableBytes(minimumWritableBytes: wanted) { buffer in
+                result = tcpgw_read(fd, buffer.baseAddress, wanted)
+                return max(result, 0)
+            }
+            guard readSucceeded(result) else { return false }
+            faults.feedIn(chunk)
+            return true
+        }
         inbox.writeWithUnsafeMutableBytes(minimumWritableBytes: wanted) { buffer in
             result = tcpgw_read(fd, buffer.baseAddress, wanted)
             return max(result, 0)
@@ -241,7 +265,9 @@ final class ConnectionHandle: ReactorSource {
             bytesIn += Int64(n)
             return true
         }
-        if n == 0 {
+        if n == 0, let faults, faults.inActive {
+            faults.feedInEnd()  // the FIN must not overtake the bytes the chain holds
+        } else if n == 0 {
             apply(machine.handle(.peerFinished))
         } else if n != -Int(EAGAIN) && n != -Int(EINTR) {
             apply(machine.handle(.failed(errno: Int32(-n))))
@@ -283,7 +309,11 @@ final class ConnectionHandle: ReactorSource {
     }
 
     private func take(_ length: Int) -> (ByteBuffer, Bool) {
-        let count = min(length, inbox.readableBytes)
+        var count = min(length, inbox.readableBytes)
+        if let slice = inboxSlices.first {
+            count = min(count, slice)
+            if slice - count > 0 { inboxSlices[inboxSlices.startIndex] = slice - count } else { inboxSlices.removeFirst() }
+        }
         let slice = inbox.readSlice(length: count) ?? ByteBuffer()
         if inbox.readableBytes == 0 { inbox.clear() }
         return (slice, count == 0 && machine.inputEnded)
@@ -311,6 +341,7 @@ final class ConnectionHandle: ReactorSource {
         case .unknownHandle: error = .unknownHandle(id)
         case .system(let code): error = SystemError(errno: code, syscall: "recv").rpcError
         case .resumed: error = .handleState("handle \(id) was resumed: data now arrives as tcp.onData")
+        case .fault(let name, let code): error = .endedByFault(id, fault: name, errno: code)
         }
         while let first = receivers.popFirst() {
             first.timer?.cancel()
@@ -339,6 +370,15 @@ final class ConnectionHandle: ReactorSource {
         if !outbox.isEmpty && !budget.hasRoom(for: count) {
             complete(.failure(.limit(
                 "the gateway's buffer budget (--max-buffer-bytes \(budget.limit)) is spent; the \(count) bytes were not queued")))
+            return
+        }
+        if let faults, faults.outActive {
+            guard pendingWriteBytes + faults.heldOutBytes + count <= limit else {
+                complete(.failure(.limit("more than \(limit) bytes waiting to be sent on handle \(id)")))
+                return
+            }
+            faults.feedOut(data)  // answered once the out-chain has taken the bytes
+            complete(.success(count))
             return
         }
         var data = data
@@ -383,6 +423,14 @@ final class ConnectionHandle: ReactorSource {
 
     /// Calls `then` once everything queued so far has reached the kernel (or failed).
     func drainWrites(_ then: @escaping () -> Void) {
+        if let faults, faults.heldOutBytes > 0, machine.isOpen {
+            // What the out-chain holds goes first.
+            faults.whenOutDrained { [weak self] in
+                guard let self else { return then() }
+                self.drainWrites(then)
+            }
+            return
+        }
         if outbox.isEmpty || !machine.isOpen {
             then()
             return
@@ -473,11 +521,18 @@ final class ConnectionHandle: ReactorSource {
         apply(machine.handle(.detached))
         let data = inbox
         inbox = ByteBuffer()
+        inboxSlices.removeAll()
         return Detached(fd: owned, buffered: data, eof: eof)
     }
 
     private func releaseSocket() {
         watch.cancel(reactor: reactor)
+        if let faults {
+            faults.stop()
+            if machine.endedByFault == nil, let delay = faults.closeDelayMS, let held = socket.take() {
+                HandleFaults.closeLater(held, afterMS: delay, reactor: reactor)  // slowClose
+            }
+        }
         socket = nil  // closes it
         connectTimer?.cancel()
         let queued = outbox
@@ -499,15 +554,25 @@ final class ConnectionHandle: ReactorSource {
             case .emitClose(let errno):
                 var params: JSONObject = ["handle": .int(id)]
                 if let errno { params["error"] = Errno.json(errno) }
+                if let fault = machine.endedByFault { params["fault"] = .string(fault) }
                 session.emit("tcp.onClose", .object(params))
             case .emitBuffered:
                 if inbox.readableBytes > 0 {
                     let data = inbox
                     inbox = ByteBuffer()
+                    inboxSlices.removeAll()
                     data.withUnsafeReadableBytes { session.emitData(handle: id, $0) }
                 }
             case .shutdownSocket(let read, let write):
-                _ = tcpgw_shutdown(fd, read && write ? 2 : read ? 0 : 1)
+                if write, let delay = faults?.closeDelayMS {
+                    // slowClose: the FIN reaches the peer late (a reading shutdown takes effect now).
+                    if read { _ = tcpgw_shutdown(fd, 0) }
+                    reactor.schedule(in: delay) { [weak self] in
+                        if let self, let raw = self.socket?.raw { _ = tcpgw_shutdown(raw, 1) }
+                    }
+                } else {
+                    _ = tcpgw_shutdown(fd, read && write ? 2 : read ? 0 : 1)
+                }
             case .drainWrites:
                 drainWrites { [weak self] in
                     guard let self else { return }
@@ -524,11 +589,67 @@ final class ConnectionHandle: ReactorSource {
                 shutdownWaiters = []
                 for waiter in waiters { waiter(.success(())) }
             case .forget:
-                session.handles.forget(id)
+                session.handles.forget(id, endedByFault: machine.endedByFault)
             case .updateInterest:
                 updateInterest()
             }
         }
+    }
+
+    // MARK: faults
+
+    /// True while a fault chain on the handle holds stages or bytes: its bytes must pass
+    /// through userspace (a splice between handles must not bypass them).
+    var needsBytesInUserspace: Bool { faults?.needsBytesInUserspace ?? false }
+
+    /// The faults, created with their sinks on first use: the in-chain delivers to the inbox or
+    /// as tcp.onData, the out-chain writes to the socket.
+    func faultsCreatingIfNeeded() -> HandleFaults {
+        if let faults { return faults }
+        let created = HandleFaults(handleID: id, gateway: session.gateway)
+        created.sinks = HandleFaults.Sinks(
+            deliver: { [unowned self] bytes in
+                if machine.flowing {
+                    bytes.withUnsafeReadableBytes { session.emitData(handle: id, $0) }
+                } else {
+                    if self.faults?.keepsSliceBoundaries == true { inboxSlices.append(bytes.readableBytes) }
+                    inbox.writeImmutableBuffer(bytes)
+                }
+            },
+            deliveredEnd: { [unowned self] in apply(machine.handle(.peerFinished)) },
+            delivered: { [unowned self] in if !machine.flowing { serveReceivers() } },
+            write: { [unowned self] bytes in writeFromChain(bytes) },
+            reset: { [unowned self] name in
+                if let raw = socket?.raw { _ = tcpgw_set_linger(raw, 1, 0) }  // close sends RST
+                apply(machine.handle(.failed(errno: ECONNRESET, fault: name)))
+            },
+            interestChanged: { [unowned self] in updateInterest() },
+            account: { [unowned self] delta in session.account(delta) },
+            fd: { [unowned self] in fd })
+        faults = created
+        if machine.isOpen { created.establish() }
+        return created
+    }
+
+    /// Out-chain output: written as tcp.send would, with nobody waiting for the answer.
+    private func writeFromChain(_ chunk: ByteBuffer) {
+        guard machine.isOpen, socket != nil else { return }
+        var data = chunk
+        if outbox.isEmpty {
+            let written = data.withUnsafeReadableBytes { tcpgw_write(fd, $0.baseAddress, $0.count) }
+            if written < 0 && written != -Int(EAGAIN) && written != -Int(EINTR) {
+                apply(machine.handle(.failed(errno: Int32(-written))))
+                return
+            }
+            if written > 0 {
+                bytesOut += Int64(written)
+                data.moveReaderIndex(forwardBy: written)
+            }
+            if data.readableBytes == 0 { return }
+        }
+        pendingWriteBytes += data.readableBytes
+        outbox.append(PendingWrite(bytes: data, count: data.readableBytes, done: nil))
+        updateInterest()
     }
 
     // MARK: state

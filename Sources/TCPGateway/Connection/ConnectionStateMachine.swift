@@ -39,14 +39,17 @@ struct ConnectionStateMachine: Equatable {
         case unknownHandle
         case system(Int32)
         case resumed
+        /// A fault (contract §10) reset the connection.
+        case fault(name: String, errno: Int32)
     }
 
     enum Input: Equatable {
         case connected
         case connectFailed
         case peerFinished
-        /// A read or a write failed (reset, timeout of the kernel's own, ...).
-        case failed(errno: Int32)
+        /// A read or a write failed (reset, timeout of the kernel's own, ...), or a fault
+        /// reset the connection (`fault` names it: tcp.onClose and later calls say so).
+        case failed(errno: Int32, fault: String? = nil)
         case clientShutdown(read: Bool, write: Bool)
         /// Everything queued before a `shutdown("w")` has reached the kernel.
         case writesDrained
@@ -83,6 +86,8 @@ struct ConnectionStateMachine: Equatable {
     private(set) var flowing: Bool
     /// `tcp.onEnd` went out: one FIN, one event, however often the handle is paused and resumed.
     private(set) var endAnnounced = false
+    /// The fault that ended the handle, if one did.
+    private(set) var endedByFault: String?
 
     init(connecting: Bool, flowing: Bool) {
         self.phase = connecting ? .connecting : .open
@@ -130,14 +135,16 @@ struct ConnectionStateMachine: Equatable {
             }
             return actions
 
-        case .failed(let errno):
+        case .failed(let errno, let fault):
             switch phase {
             case .connecting:
                 phase = .gone
                 return [.closeSocket, .forget]
             case .open:
                 phase = .gone
-                return [.failReceivers(.system(errno)), .completeShutdowns, .closeSocket, .forget, .emitClose(errno: errno)]
+                endedByFault = fault
+                let failure: Failure = fault.map { .fault(name: $0, errno: errno) } ?? .system(errno)
+                return [.failReceivers(failure), .completeShutdowns, .closeSocket, .forget, .emitClose(errno: errno)]
             case .closed, .gone:
                 return []
             }

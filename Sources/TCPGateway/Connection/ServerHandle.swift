@@ -105,6 +105,8 @@ final class ServerHandle {
     private(set) var local: SockAddr
     var options: Options
     private(set) var extraPorts = 0
+    /// Faults every connection accepted from now on gets its own instance of (contract §10).
+    var faultTemplates: [FaultSpec] = []
     private var accepting = AcceptStateMachine()
     private var waiters: CircularBuffer<Waiter> = []
     private var nextWaiterID: UInt64 = 1

@@ -12,6 +12,89 @@ enum EncodingParam: String, ParamValue, CaseIterable {
     case utf8, base64, hex
 }
 
+/// The object `FaultAttributes`: A fault's attributes; each type takes only its own (another type's
+/// attribute is -32602 naming it). latency: latency (required), jitter. bandwidth: rate (required).
+/// slicer: averageSize (required), sizeVariation, delayUs. limitData: bytes (required). timeout:
+/// timeout (required). resetPeer: timeout. slowClose: delay (required). stall: none.
+struct FaultAttributesParam: ParamValue, Equatable {
+    /// latency: milliseconds each chunk waits.
+    let latency: Int?
+    /// latency: each chunk's wait is latency ± a uniform draw within jitter ms (never below 0); default 0.
+    let jitter: Int?
+    /// bandwidth: at most rate KiB (1024 bytes) per second; 0 passes nothing.
+    let rate: Int?
+    /// slicer: average slice size in bytes (a slice has at least 1).
+    let averageSize: Int?
+    /// slicer: each slice is averageSize ± a uniform draw within sizeVariation bytes; default 0.
+    let sizeVariation: Int?
+    /// slicer: microseconds between slices (the gateway's timers round up to whole milliseconds); default
+    /// 0.
+    let delayUs: Int?
+    /// limitData: bytes that pass in the stream before the connection is reset.
+    let bytes: Int64?
+    /// timeout: ms after which the connection is reset (0: never; bytes are dropped meanwhile). resetPeer:
+    /// ms after the fault takes effect the connection is reset; default 0.
+    let timeout: Int?
+    /// slowClose: ms by which the gateway's close or shutdown("w") reaches the peer late.
+    let delay: Int?
+}
+
+extension FaultAttributesParam {
+    init(paramJSON value: JSONValue, path: String) throws {
+        let reader = try ParamReader(object: value, path: path)
+        latency = try reader.optional("latency")
+        jitter = try reader.optional("jitter")
+        rate = try reader.optional("rate")
+        averageSize = try reader.optional("averageSize")
+        sizeVariation = try reader.optional("sizeVariation")
+        delayUs = try reader.optional("delayUs")
+        bytes = try reader.optional("bytes")
+        timeout = try reader.optional("timeout")
+        delay = try reader.optional("delay")
+    }
+}
+
+/// The object `FaultSpec`: A fault to put on a connection (tcp.createClient's faults).
+struct FaultSpecParam: ParamValue, Equatable {
+    /// A fault's type (contract §10).
+    let type: FaultTypeParam
+    /// in: peer to client (bytes read from the socket, before tcp.recv or tcp.onData delivers them); out:
+    /// client to peer (bytes accepted by tcp.send). Default `.`in``.
+    let stream: FaultStreamParam
+    /// The probability that the fault is active on a connection, drawn once per connection and stream;
+    /// default 1. Default `1.0`.
+    let toxicity: Double
+    /// A fault's attributes; each type takes only its own (another type's attribute is -32602 naming it).
+    /// latency: latency (required), jitter. bandwidth: rate (required). slicer: averageSize (required),
+    /// sizeVariation, delayUs. limitData: bytes (required). timeout: timeout (required). resetPeer:
+    /// timeout. slowClose: delay (required). stall: none.
+    let attributes: FaultAttributesParam?
+    /// The fault's name on its handle; default TYPE_STREAM (latency_in). A name already used on the handle
+    /// is -32602.
+    let name: String?
+}
+
+extension FaultSpecParam {
+    init(paramJSON value: JSONValue, path: String) throws {
+        let reader = try ParamReader(object: value, path: path)
+        type = try reader.required("type")
+        stream = try reader.optional("stream", default: .`in`)
+        toxicity = try reader.optional("toxicity", default: 1.0)
+        attributes = try reader.optional("attributes")
+        name = try reader.optional("name")
+    }
+}
+
+/// One of "in", "out".
+enum FaultStreamParam: String, ParamValue, CaseIterable {
+    case `in`, out
+}
+
+/// One of "latency", "bandwidth", "slicer", "limitData", "timeout", "resetPeer", "slowClose", "stall".
+enum FaultTypeParam: String, ParamValue, CaseIterable {
+    case latency, bandwidth, slicer, limitData, timeout, resetPeer, slowClose, stall
+}
+
 /// One of "r", "w", "rw".
 enum HowParam: String, ParamValue, CaseIterable {
     case r, w, rw
@@ -111,6 +194,9 @@ struct TCPCreateClientParams: MethodParams, Equatable {
     let timeout: Int?
     /// Answer at once and report through tcp.onConnect. Default `false`.
     let async: Bool
+    /// Faults in force before the first byte (each as fault.add takes it, without handle); validated before
+    /// any socket is made.
+    let faults: [FaultSpecParam]?
 }
 
 extension TCPCreateClientParams {
@@ -119,6 +205,7 @@ extension TCPCreateClientParams {
         sockaddr = try reader.required("sockaddr")
         timeout = try reader.optional("timeout")
         async = try reader.optional("async", default: false)
+        faults = try reader.optional("faults")
     }
 }
 
@@ -751,6 +838,72 @@ extension DNSLookupParams {
     }
 }
 
+/// Params of `fault.add`: Put a fault on a connection or a server.
+struct FaultAddParams: HandleParams, Equatable {
+    static let method = "fault.add"
+    static let descriptor: DescriptorPassing? = nil
+
+    /// The handle to act on.
+    let handle: Int64
+    /// The fault's type.
+    let type: FaultTypeParam
+    /// Which direction: in (peer to client, default) or out (client to peer). Default `.`in``.
+    let stream: FaultStreamParam
+    /// Probability (0..1) that the fault is active on a connection; default 1. Default `1.0`.
+    let toxicity: Double
+    /// The type's attributes (integers, times in ms).
+    let attributes: FaultAttributesParam?
+    /// The fault's name on the handle; default TYPE_STREAM.
+    let name: String?
+}
+
+extension FaultAddParams {
+    init(_ params: Params) throws {
+        let reader = ParamReader(params)
+        handle = try reader.required("handle")
+        type = try reader.required("type")
+        stream = try reader.optional("stream", default: .`in`)
+        toxicity = try reader.optional("toxicity", default: 1.0)
+        attributes = try reader.optional("attributes")
+        name = try reader.optional("name")
+    }
+}
+
+/// Params of `fault.remove`: Take a fault off a handle.
+struct FaultRemoveParams: HandleParams, Equatable {
+    static let method = "fault.remove"
+    static let descriptor: DescriptorPassing? = nil
+
+    /// The handle to act on.
+    let handle: Int64
+    /// The fault's name.
+    let name: String
+}
+
+extension FaultRemoveParams {
+    init(_ params: Params) throws {
+        let reader = ParamReader(params)
+        handle = try reader.required("handle")
+        name = try reader.required("name")
+    }
+}
+
+/// Params of `fault.list`: A handle's faults.
+struct FaultListParams: HandleParams, Equatable {
+    static let method = "fault.list"
+    static let descriptor: DescriptorPassing? = nil
+
+    /// The handle to act on.
+    let handle: Int64
+}
+
+extension FaultListParams {
+    init(_ params: Params) throws {
+        let reader = ParamReader(params)
+        handle = try reader.required("handle")
+    }
+}
+
 /// Every request method's params type, in the schema's order.
 enum MethodParamsTypes {
     static let all: [any MethodParams.Type] = [
@@ -791,5 +944,8 @@ enum MethodParamsTypes {
         GatewayInfoParams.self,
         RPCDiscoverParams.self,
         DNSLookupParams.self,
+        FaultAddParams.self,
+        FaultRemoveParams.self,
+        FaultListParams.self,
     ]
 }

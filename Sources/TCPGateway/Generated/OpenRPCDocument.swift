@@ -187,7 +187,7 @@ enum OpenRPCDocument {
     {
       "name": "tcp.createClient",
       "summary": "Connect to a remote TCP address (sync or async).",
-      "description": "Creates a TCP socket and connects it to `sockaddr` (allowed by the policy's `connect` rules). Synchronous (default): answers when the connection is established with the handle and both addresses; `timeout` (ms) bounds the wait (absent = the kernel's default connect timeout, 0 = fail at once with -32002 unless already connected). A refused or unreachable peer is -32005 with the errno. Asynchronous (`async: true`): answers at once with just the handle; the outcome arrives as the event `tcp.onConnect` (`remote` on success, `error` on failure, after which the handle is gone). A synchronously created handle starts paused (read with `tcp.recv`); an async one starts flowing (data as `tcp.onData`). `sockaddr.addr` may be a host name: the gateway resolves it off its event loop (honouring `domain`: 2 IPv4 only, 10 IPv6 only) and tries the addresses in the resolver's order until one connects, all within the one `timeout`; the answer (and `tcp.onConnect`) then carries `remote` as the numeric address used and `host`, the name as given. A name that does not resolve is -32005 with `data.syscall` \"getaddrinfo\", `data.errno` the EAI_* name (e.g. EAI_NONAME), `data.errnoNumber` its (negative) number and `data.host`; when every address fails, the last address's OS error. Policy: each resolved address is checked before it is tried (allowed when an allow rule matches the name or the address, and no deny rule either); refused ones are skipped, all refused is -32003. With a `connect` allow list, a name no allow rule names is -32003 before any lookup.",
+      "description": "Creates a TCP socket and connects it to `sockaddr` (allowed by the policy's `connect` rules). Synchronous (default): answers when the connection is established with the handle and both addresses; `timeout` (ms) bounds the wait (absent = the kernel's default connect timeout, 0 = fail at once with -32002 unless already connected). A refused or unreachable peer is -32005 with the errno. Asynchronous (`async: true`): answers at once with just the handle; the outcome arrives as the event `tcp.onConnect` (`remote` on success, `error` on failure, after which the handle is gone). A synchronously created handle starts paused (read with `tcp.recv`); an async one starts flowing (data as `tcp.onData`). `sockaddr.addr` may be a host name: the gateway resolves it off its event loop (honouring `domain`: 2 IPv4 only, 10 IPv6 only) and tries the addresses in the resolver's order until one connects, all within the one `timeout`; the answer (and `tcp.onConnect`) then carries `remote` as the numeric address used and `host`, the name as given. A name that does not resolve is -32005 with `data.syscall` \"getaddrinfo\", `data.errno` the EAI_* name (e.g. EAI_NONAME), `data.errnoNumber` its (negative) number and `data.host`; when every address fails, the last address's OS error. Policy: each resolved address is checked before it is tried (allowed when an allow rule matches the name or the address, and no deny rule either); refused ones are skipped, all refused is -32003. With a `connect` allow list, a name no allow rule names is -32003 before any lookup. `faults` puts faults on the new connection before its first byte (as `fault.add` would; a bad one is -32602 and no socket is made).",
       "tags": [
         {
           "name": "connection"
@@ -218,6 +218,21 @@ enum OpenRPCDocument {
           "schema": {
             "type": "boolean",
             "default": false
+          }
+        },
+        {
+          "name": "faults",
+          "required": false,
+          "description": "Faults in force before the first byte (each as fault.add takes it, without handle); validated before any socket is made.",
+          "schema": {
+            "type": [
+              "array",
+              "null"
+            ],
+            "maxItems": 32,
+            "items": {
+              "$ref": "#/components/schemas/FaultSpec"
+            }
           }
         }
       ],
@@ -2565,7 +2580,7 @@ enum OpenRPCDocument {
     {
       "name": "tcp.list",
       "summary": "This connection's handles.",
-      "description": "Answers every handle owned by the calling connection (handles of other connections are invisible), in increasing handle order, with kind, TCP state, addresses, mode and byte counters. Synchronous; takes no params.",
+      "description": "Answers every handle owned by the calling connection (handles of other connections are invisible), in increasing handle order, with kind, TCP state, addresses, mode, byte counters and fault names. Synchronous; takes no params.",
       "tags": [
         {
           "name": "gateway"
@@ -2610,7 +2625,8 @@ enum OpenRPCDocument {
                 "remote": null,
                 "flowing": false,
                 "bytesIn": 0,
-                "bytesOut": 0
+                "bytesOut": 0,
+                "faults": []
               },
               {
                 "handle": 7,
@@ -2631,7 +2647,8 @@ enum OpenRPCDocument {
                 },
                 "flowing": true,
                 "bytesIn": 5,
-                "bytesOut": 13
+                "bytesOut": 13,
+                "faults": []
               }
             ]
           }
@@ -2836,6 +2853,280 @@ enum OpenRPCDocument {
               {
                 "domain": 2,
                 "addr": "127.0.0.1"
+              }
+            ]
+          }
+        }
+      ]
+    },
+    {
+      "name": "fault.add",
+      "summary": "Put a fault on a connection or a server.",
+      "description": "Makes a real connection misbehave in a controlled way (contract §10). On a connection the fault applies from now on to `stream` (\"in\": bytes read from the socket, before delivery; \"out\": bytes accepted by tcp.send, before they are written); `tcp.send` answers once the fault has taken the bytes. On a server it is a template: every connection the server accepts from now on gets its own instance (its own toxicity draw and randomness); existing connections are untouched. `toxicity` (0..1, default 1) is the probability the fault is active on a connection, drawn once per connection and stream. Types: latency {latency, jitter}: each chunk waits latency ± jitter ms, order kept. bandwidth {rate}: at most rate KiB/s. slicer {averageSize, sizeVariation, delayUs}: the stream is cut into slices delivered (in: separate tcp.onData, a tcp.recv answers at most one) or written (out: TCP_NODELAY on while active) one by one. limitData {bytes}: once bytes have passed, the connection is reset. timeout {timeout}: nothing passes (bytes are dropped); after timeout ms (0: never) the connection is reset. resetPeer {timeout}: the connection is reset (RST) timeout ms after the fault takes effect. slowClose {delay}: the gateway's close or shutdown(\"w\") reaches the peer delay ms later. stall {}: in: the gateway stops reading the socket (the peer's window fills; nothing is dropped); out: writes wait; until the fault is removed. Bytes a fault holds count against the handle's send limit and the buffer budget, and an in-fault holding more than the outbound high watermark stops reading the socket. A connection a fault resets ends with `tcp.onClose {handle, error, fault}`; a paused handle's next call fails with -32000 and `data.fault`. Randomness repeats with `tcpgw serve --seed N`. Synchronous. Bad type, stream, toxicity, attribute or a name in use: -32602 naming it.",
+      "tags": [
+        {
+          "name": "faults"
+        }
+      ],
+      "paramStructure": "either",
+      "params": [
+        {
+          "$ref": "#/components/contentDescriptors/handle"
+        },
+        {
+          "name": "type",
+          "required": true,
+          "description": "The fault's type.",
+          "schema": {
+            "$ref": "#/components/schemas/FaultType"
+          }
+        },
+        {
+          "name": "stream",
+          "required": false,
+          "description": "Which direction: in (peer to client, default) or out (client to peer).",
+          "schema": {
+            "$ref": "#/components/schemas/FaultStream"
+          }
+        },
+        {
+          "name": "toxicity",
+          "required": false,
+          "description": "Probability (0..1) that the fault is active on a connection; default 1.",
+          "schema": {
+            "$ref": "#/components/schemas/FaultToxicity"
+          }
+        },
+        {
+          "name": "attributes",
+          "required": false,
+          "description": "The type's attributes (integers, times in ms).",
+          "schema": {
+            "$ref": "#/components/schemas/FaultAttributes"
+          }
+        },
+        {
+          "name": "name",
+          "required": false,
+          "description": "The fault's name on the handle; default TYPE_STREAM.",
+          "schema": {
+            "$ref": "#/components/schemas/FaultName"
+          }
+        }
+      ],
+      "result": {
+        "name": "fault",
+        "description": "The fault's name.",
+        "schema": {
+          "type": "object",
+          "additionalProperties": false,
+          "required": [
+            "name"
+          ],
+          "properties": {
+            "name": {
+              "type": "string"
+            }
+          }
+        }
+      },
+      "errors": [
+        {
+          "$ref": "#/components/errors/InvalidParams"
+        },
+        {
+          "$ref": "#/components/errors/UnknownHandle"
+        },
+        {
+          "$ref": "#/components/errors/WrongHandleState"
+        }
+      ],
+      "examples": [
+        {
+          "name": "latency on reads",
+          "params": [
+            {
+              "name": "handle",
+              "value": 7
+            },
+            {
+              "name": "type",
+              "value": "latency"
+            },
+            {
+              "name": "attributes",
+              "value": {
+                "latency": 300,
+                "jitter": 50
+              }
+            }
+          ],
+          "result": {
+            "name": "result",
+            "value": {
+              "name": "latency_in"
+            }
+          }
+        },
+        {
+          "name": "slice writes",
+          "params": [
+            {
+              "name": "handle",
+              "value": 7
+            },
+            {
+              "name": "type",
+              "value": "slicer"
+            },
+            {
+              "name": "stream",
+              "value": "out"
+            },
+            {
+              "name": "attributes",
+              "value": {
+                "averageSize": 10,
+                "sizeVariation": 5,
+                "delayUs": 2000
+              }
+            },
+            {
+              "name": "name",
+              "value": "chop"
+            }
+          ],
+          "result": {
+            "name": "result",
+            "value": {
+              "name": "chop"
+            }
+          }
+        }
+      ]
+    },
+    {
+      "name": "fault.remove",
+      "summary": "Take a fault off a handle.",
+      "description": "Removes the fault named `name` from a connection (what it held moves on at once, in order: nothing is lost; a stall lets the stream go again) or a server's templates (connections already accepted keep theirs). An unknown name is -32602. Synchronous.",
+      "tags": [
+        {
+          "name": "faults"
+        }
+      ],
+      "paramStructure": "either",
+      "params": [
+        {
+          "$ref": "#/components/contentDescriptors/handle"
+        },
+        {
+          "name": "name",
+          "required": true,
+          "description": "The fault's name.",
+          "schema": {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": 64
+          }
+        }
+      ],
+      "result": {
+        "name": "ok",
+        "description": "Always true on success.",
+        "schema": {
+          "type": "boolean",
+          "const": true
+        }
+      },
+      "errors": [
+        {
+          "$ref": "#/components/errors/InvalidParams"
+        },
+        {
+          "$ref": "#/components/errors/UnknownHandle"
+        },
+        {
+          "$ref": "#/components/errors/WrongHandleState"
+        }
+      ],
+      "examples": [
+        {
+          "name": "remove",
+          "params": [
+            {
+              "name": "handle",
+              "value": 7
+            },
+            {
+              "name": "name",
+              "value": "latency_in"
+            }
+          ],
+          "result": {
+            "name": "result",
+            "value": true
+          }
+        }
+      ]
+    },
+    {
+      "name": "fault.list",
+      "summary": "A handle's faults.",
+      "description": "Answers the faults of a connection or the fault templates of a server, in the order they were added, with defaults filled in; on a connection each says whether its toxicity draw made it `active`. Synchronous.",
+      "tags": [
+        {
+          "name": "faults"
+        }
+      ],
+      "paramStructure": "either",
+      "params": [
+        {
+          "$ref": "#/components/contentDescriptors/handle"
+        }
+      ],
+      "result": {
+        "name": "faults",
+        "description": "One entry per fault.",
+        "schema": {
+          "type": "array",
+          "items": {
+            "$ref": "#/components/schemas/FaultInfo"
+          }
+        }
+      },
+      "errors": [
+        {
+          "$ref": "#/components/errors/InvalidParams"
+        },
+        {
+          "$ref": "#/components/errors/UnknownHandle"
+        },
+        {
+          "$ref": "#/components/errors/WrongHandleState"
+        }
+      ],
+      "examples": [
+        {
+          "name": "one fault",
+          "params": [
+            {
+              "name": "handle",
+              "value": 7
+            }
+          ],
+          "result": {
+            "name": "result",
+            "value": [
+              {
+                "name": "latency_in",
+                "type": "latency",
+                "stream": "in",
+                "toxicity": 1,
+                "attributes": {
+                  "latency": 300,
+                  "jitter": 50
+                },
+                "active": true
               }
             ]
           }
@@ -3080,7 +3371,7 @@ enum OpenRPCDocument {
     {
       "name": "tcp.onClose",
       "summary": "A handle is gone without the client asking.",
-      "description": "Sent when the peer reset the connection, an error ended it, or both directions finished (our shutdown \"w\" and the peer's FIN). Not sent after `tcp.close` or `tcp.flyAway`. The handle is unknown afterwards.",
+      "description": "Sent when the peer reset the connection, an error ended it, or both directions finished (our shutdown \"w\" and the peer's FIN). Not sent after `tcp.close` or `tcp.flyAway`. The handle is unknown afterwards. When a fault reset the connection, `fault` names it.",
       "tags": [
         {
           "name": "event"
@@ -3103,6 +3394,14 @@ enum OpenRPCDocument {
           "description": "The error that ended it, if any.",
           "schema": {
             "$ref": "#/components/schemas/ErrorInfo"
+          }
+        },
+        {
+          "name": "fault",
+          "required": false,
+          "description": "The name of the fault that reset the connection, when one did.",
+          "schema": {
+            "type": "string"
           }
         }
       ],
@@ -3130,6 +3429,27 @@ enum OpenRPCDocument {
             {
               "name": "handle",
               "value": 8
+            }
+          ]
+        },
+        {
+          "name": "reset by a fault",
+          "params": [
+            {
+              "name": "handle",
+              "value": 8
+            },
+            {
+              "name": "error",
+              "value": {
+                "errno": "ECONNRESET",
+                "errnoNumber": 104,
+                "message": "Connection reset by peer"
+              }
+            },
+            {
+              "name": "fault",
+              "value": "limitData_in"
             }
           ]
         }
@@ -3794,7 +4114,8 @@ enum OpenRPCDocument {
           "remote",
           "flowing",
           "bytesIn",
-          "bytesOut"
+          "bytesOut",
+          "faults"
         ],
         "properties": {
           "handle": {
@@ -3836,6 +4157,13 @@ enum OpenRPCDocument {
           "bytesOut": {
             "type": "integer",
             "minimum": 0
+          },
+          "faults": {
+            "type": "array",
+            "items": {
+              "type": "string"
+            },
+            "description": "The names of the handle's faults (a server's: the templates its accepted connections get)."
           }
         }
       },
@@ -3992,6 +4320,236 @@ enum OpenRPCDocument {
             "description": "Numeric address."
           }
         }
+      },
+      "FaultType": {
+        "title": "FaultType",
+        "description": "A fault's type (contract §10).",
+        "type": "string",
+        "enum": [
+          "latency",
+          "bandwidth",
+          "slicer",
+          "limitData",
+          "timeout",
+          "resetPeer",
+          "slowClose",
+          "stall"
+        ]
+      },
+      "FaultStream": {
+        "title": "FaultStream",
+        "description": "in: peer to client (bytes read from the socket, before tcp.recv or tcp.onData delivers them); out: client to peer (bytes accepted by tcp.send).",
+        "type": [
+          "string",
+          "null"
+        ],
+        "enum": [
+          "in",
+          "out",
+          null
+        ],
+        "default": "in"
+      },
+      "FaultAttributes": {
+        "title": "FaultAttributes",
+        "description": "A fault's attributes; each type takes only its own (another type's attribute is -32602 naming it). latency: latency (required), jitter. bandwidth: rate (required). slicer: averageSize (required), sizeVariation, delayUs. limitData: bytes (required). timeout: timeout (required). resetPeer: timeout. slowClose: delay (required). stall: none.",
+        "type": [
+          "object",
+          "null"
+        ],
+        "additionalProperties": false,
+        "required": [],
+        "properties": {
+          "latency": {
+            "type": [
+              "integer",
+              "null"
+            ],
+            "minimum": 0,
+            "maximum": 86400000,
+            "description": "latency: milliseconds each chunk waits."
+          },
+          "jitter": {
+            "type": [
+              "integer",
+              "null"
+            ],
+            "minimum": 0,
+            "maximum": 86400000,
+            "description": "latency: each chunk's wait is latency ± a uniform draw within jitter ms (never below 0); default 0."
+          },
+          "rate": {
+            "type": [
+              "integer",
+              "null"
+            ],
+            "minimum": 0,
+            "maximum": 1048576,
+            "description": "bandwidth: at most rate KiB (1024 bytes) per second; 0 passes nothing."
+          },
+          "averageSize": {
+            "type": [
+              "integer",
+              "null"
+            ],
+            "minimum": 0,
+            "maximum": 16777216,
+            "description": "slicer: average slice size in bytes (a slice has at least 1)."
+          },
+          "sizeVariation": {
+            "type": [
+              "integer",
+              "null"
+            ],
+            "minimum": 0,
+            "maximum": 16777216,
+            "description": "slicer: each slice is averageSize ± a uniform draw within sizeVariation bytes; default 0."
+          },
+          "delayUs": {
+            "type": [
+              "integer",
+              "null"
+            ],
+            "minimum": 0,
+            "maximum": 86400000,
+            "description": "slicer: microseconds between slices (the gateway's timers round up to whole milliseconds); default 0."
+          },
+          "bytes": {
+            "type": [
+              "integer",
+              "null"
+            ],
+            "minimum": 0,
+            "maximum": 9007199254740991,
+            "description": "limitData: bytes that pass in the stream before the connection is reset."
+          },
+          "timeout": {
+            "type": [
+              "integer",
+              "null"
+            ],
+            "minimum": 0,
+            "maximum": 86400000,
+            "description": "timeout: ms after which the connection is reset (0: never; bytes are dropped meanwhile). resetPeer: ms after the fault takes effect the connection is reset; default 0."
+          },
+          "delay": {
+            "type": [
+              "integer",
+              "null"
+            ],
+            "minimum": 0,
+            "maximum": 86400000,
+            "description": "slowClose: ms by which the gateway's close or shutdown(\"w\") reaches the peer late."
+          }
+        }
+      },
+      "FaultSpec": {
+        "title": "FaultSpec",
+        "description": "A fault to put on a connection (tcp.createClient's faults).",
+        "type": "object",
+        "additionalProperties": false,
+        "required": [
+          "type"
+        ],
+        "properties": {
+          "type": {
+            "$ref": "#/components/schemas/FaultType"
+          },
+          "stream": {
+            "$ref": "#/components/schemas/FaultStream"
+          },
+          "toxicity": {
+            "$ref": "#/components/schemas/FaultToxicity"
+          },
+          "attributes": {
+            "$ref": "#/components/schemas/FaultAttributes"
+          },
+          "name": {
+            "$ref": "#/components/schemas/FaultName"
+          }
+        }
+      },
+      "FaultToxicity": {
+        "title": "FaultToxicity",
+        "description": "The probability that the fault is active on a connection, drawn once per connection and stream; default 1.",
+        "type": [
+          "number",
+          "null"
+        ],
+        "minimum": 0,
+        "maximum": 1,
+        "default": 1
+      },
+      "FaultName": {
+        "title": "FaultName",
+        "description": "The fault's name on its handle; default TYPE_STREAM (latency_in). A name already used on the handle is -32602.",
+        "type": [
+          "string",
+          "null"
+        ],
+        "minLength": 1,
+        "maxLength": 64
+      },
+      "FaultInfo": {
+        "title": "FaultInfo",
+        "description": "A fault as fault.list answers it, defaults filled in.",
+        "type": "object",
+        "additionalProperties": false,
+        "required": [
+          "name",
+          "type",
+          "stream",
+          "toxicity",
+          "attributes"
+        ],
+        "properties": {
+          "name": {
+            "type": "string"
+          },
+          "type": {
+            "$ref": "#/components/schemas/FaultType"
+          },
+          "stream": {
+            "type": "string",
+            "enum": [
+              "in",
+              "out"
+            ]
+          },
+          "toxicity": {
+            "type": "number",
+            "minimum": 0,
+            "maximum": 1
+          },
+          "attributes": {
+            "type": "object",
+            "description": "The type's attributes, defaults filled in."
+          },
+          "active": {
+            "type": "boolean",
+            "description": "On a connection: whether the toxicity draw made it active. Absent on a server, whose faults are templates for the connections it accepts."
+          }
+        }
+      },
+      "FaultEndedData": {
+        "title": "FaultEndedData",
+        "description": "data of error -32000 when a fault ended the handle (a paused handle's next call).",
+        "type": "object",
+        "required": [
+          "fault"
+        ],
+        "properties": {
+          "fault": {
+            "type": "string",
+            "description": "The name of the fault that reset the connection."
+          },
+          "errno": {
+            "type": "string"
+          },
+          "errnoNumber": {
+            "type": "integer"
+          }
+        }
       }
     },
     "errors": {
@@ -4017,7 +4575,10 @@ enum OpenRPCDocument {
       },
       "UnknownHandle": {
         "code": -32000,
-        "message": "Unknown handle: never existed, already closed, or owned by another connection"
+        "message": "Unknown handle: never existed, already closed, or owned by another connection; data.fault names the fault when one ended it",
+        "data": {
+          "$ref": "#/components/schemas/FaultEndedData"
+        }
       },
       "WrongHandleState": {
         "code": -32001,

@@ -12,6 +12,7 @@ enum ClientOperations {
         let session = call.session
         let destination = try Destination(params: p.sockaddr)
         let isAsync = p.async
+        let faults = try FaultSpec.list(p.faults)  // refused before any socket is made
         switch destination {
         case .address(let address):
             let audit = CreationAudit(session)
@@ -21,6 +22,7 @@ enum ClientOperations {
             let socket = OwnedFD(adopting: try SystemError.check(tcpgw_tcp_socket(address.domain), "socket"))
             let connection = try session.handles.openConnection(socket, remote: address, flowing: isAsync, connecting: true)
             audit.handle = connection.id
+            try connection.install(faults)
             connection.connect(to: address, timeoutMS: p.timeout, completion: outcome(call, connection, address, host: nil, isAsync: isAsync))
             return isAsync ? ["handle": .int(connection.id)] : nil
         case .name(let host, let domain, let port):
@@ -30,6 +32,7 @@ enum ClientOperations {
             try session.handles.ensureRoom()
             // No socket yet: each resolved address gets its own, of its family.
             let connection = try session.handles.openConnection(nil, remote: nil, flowing: isAsync, connecting: true)
+            try connection.install(faults)
             connection.beginConnecting(timeoutMS: p.timeout, completion: outcome(call, connection, nil, host: host, isAsync: isAsync))
             session.gateway.resolver.lookup(host, family: domain) { [weak session, weak connection] result in
                 // The client may have gone, closed the handle, or timed out meanwhile: drop it.

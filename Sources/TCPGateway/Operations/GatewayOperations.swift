@@ -32,7 +32,7 @@ enum GatewayOperations {
                 return [
                     "handle": .int(id), "kind": "server", "state": (server.isClosed ? TCPState.closed : .listen).json,
                     "local": server.local.json, "remote": .null, "flowing": .bool(server.asyncAccepting),
-                    "bytesIn": 0, "bytesOut": 0,
+                    "bytesIn": 0, "bytesOut": 0, "faults": .array(server.faultTemplates.map { .string($0.name) }),
                 ]
             case .connection(let connection):
                 return [
@@ -40,6 +40,7 @@ enum GatewayOperations {
                     "local": connection.local?.json ?? .null, "remote": connection.remote?.json ?? .null,
                     "flowing": .bool(connection.flowing), "bytesIn": .int(connection.bytesIn),
                     "bytesOut": .int(connection.bytesOut),
+                    "faults": .array((connection.faults?.names ?? []).map { .string($0) }),
                 ]
             }
         }

@@ -92,8 +92,9 @@ enum ServerOperations {
             accepted: { [weak session] socket, remote in
                 guard let session else { return }
                 do {
-                    call.succeed(DescriptorOperations.opened(
-                        try session.handles.openConnection(socket, remote: remote, flowing: false)))
+                    let connection = try session.handles.openConnection(socket, remote: remote, flowing: false)
+                    connection.inheritFaults(from: server)
+                    call.succeed(DescriptorOperations.opened(connection))
                 } catch {
                     call.fail(error)
                 }

@@ -14,10 +14,10 @@ tcp_createServer() {
 }
 
 # tcp.createClient: Connect to a remote TCP address (sync or async).
-# Usage: tcp_createClient ADDR PORT [TIMEOUT] [ASYNC]
+# Usage: tcp_createClient ADDR PORT [TIMEOUT] [ASYNC] [FAULTS]
 tcp_createClient() {
-	_tcpgw_invoke tcp.createClient handle 'tcp_createClient ADDR PORT [TIMEOUT] [ASYNC]' \
-		sockaddr.addr:str! sockaddr.port:int! timeout:int async:bool \
+	_tcpgw_invoke tcp.createClient handle 'tcp_createClient ADDR PORT [TIMEOUT] [ASYNC] [FAULTS]' \
+		sockaddr.addr:str! sockaddr.port:int! timeout:int async:bool faults:json \
 		-- "$@"
 }
 
@@ -359,11 +359,35 @@ dns_lookup() {
 		-- "$@"
 }
 
+# fault.add: Put a fault on a connection or a server.
+# Usage: fault_add HANDLE TYPE [STREAM] [TOXICITY] [ATTRIBUTES] [NAME]
+fault_add() {
+	_tcpgw_invoke fault.add value 'fault_add HANDLE TYPE [STREAM] [TOXICITY] [ATTRIBUTES] [NAME]' \
+		handle:int! type:str! stream:str toxicity:num attributes:json name:str \
+		-- "$@"
+}
+
+# fault.remove: Take a fault off a handle.
+# Usage: fault_remove HANDLE NAME
+fault_remove() {
+	_tcpgw_invoke fault.remove value 'fault_remove HANDLE NAME' \
+		handle:int! name:str! \
+		-- "$@"
+}
+
+# fault.list: A handle's faults.
+# Usage: fault_list HANDLE
+fault_list() {
+	_tcpgw_invoke fault.list value 'fault_list HANDLE' \
+		handle:int! \
+		-- "$@"
+}
+
 # Usage line and summary of every generated function (tcpgw_help).
 # shellcheck disable=SC2034  # read by tcpgw_help in tcpgw.bash
 declare -gA _TCPGW_USAGE=(
 	[tcp_createServer]='tcp_createServer ADDR PORT [BACKLOG] [DEV] [IPV6_ONLY] — Create a listening TCP server bound to a local address.'
-	[tcp_createClient]='tcp_createClient ADDR PORT [TIMEOUT] [ASYNC] — Connect to a remote TCP address (sync or async).'
+	[tcp_createClient]='tcp_createClient ADDR PORT [TIMEOUT] [ASYNC] [FAULTS] — Connect to a remote TCP address (sync or async).'
 	[tcp_createByFd]='tcp_createByFd  (not available in bash) — Adopt a TCP socket passed to the gateway with SCM_RIGHTS.'
 	[tcp_sockFd]='tcp_sockFd HANDLE — Descriptor number of the handle'\''s socket inside the gateway.'
 	[tcp_accept]='tcp_accept HANDLE [TIMEOUT] [ASYNC] — Take the next pending connection of a server (sync or async).'
@@ -407,6 +431,9 @@ declare -gA _TCPGW_USAGE=(
 	[gateway_info]='gateway_info — Gateway version, process and limits.'
 	[rpc_discover]='rpc_discover — This OpenRPC document.'
 	[dns_lookup]='dns_lookup HOST [DOMAIN] — Resolve a host name to its addresses.'
+	[fault_add]='fault_add HANDLE TYPE [STREAM] [TOXICITY] [ATTRIBUTES] [NAME] — Put a fault on a connection or a server.'
+	[fault_remove]='fault_remove HANDLE NAME — Take a fault off a handle.'
+	[fault_list]='fault_list HANDLE — A handle'\''s faults.'
 )
 
 # Event (notification) names of the schema, in order (tcpgw_wait_event checks against them).

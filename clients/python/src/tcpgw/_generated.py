@@ -166,8 +166,8 @@ class InternalError(RPCError):
 
 
 class UnknownHandleError(RPCError):
-    """Unknown handle: never existed, already closed, or owned by another connection (code -32000,
-    schema name ``UnknownHandle``).
+    """Unknown handle: never existed, already closed, or owned by another connection; data.fault
+    names the fault when one ended it (code -32000, schema name ``UnknownHandle``).
     """
 
     CODE = -32000
@@ -253,7 +253,7 @@ EVENT_DOCS: Final[Mapping[str, str]] = MappingProxyType({
     'accept': 'A server accepted a connection (async tcp.accept). Sent for every connection a server accepts after `tcp.accept` with `async: true`. `handle` is the server, `client` the new connection handle, which starts flowing.',
     'data': 'Bytes received on a flowing connection. Bytes read from a flowing connection, base64-encoded, in order. None follows the answer to `tcp.pause`.',
     'end': 'The peer finished sending (FIN) on a flowing connection. End of stream on a flowing connection; the handle stays usable for writing.',
-    'close': 'A handle is gone without the client asking. Sent when the peer reset the connection, an error ended it, or both directions finished (our shutdown "w" and the peer\'s FIN). Not sent after `tcp.close` or `tcp.flyAway`. The handle is unknown afterwards.',
+    'close': 'A handle is gone without the client asking. Sent when the peer reset the connection, an error ended it, or both directions finished (our shutdown "w" and the peer\'s FIN). Not sent after `tcp.close` or `tcp.flyAway`. The handle is unknown afterwards. When a fault reset the connection, `fault` names it.',
 })
 
 
@@ -261,7 +261,7 @@ EVENT_DOCS: Final[Mapping[str, str]] = MappingProxyType({
 #: Request method -> ((param, required, by_name_only), ...) in the schema's order.
 METHOD_PARAMS: Final[Mapping[str, Tuple[Tuple[str, bool, bool], ...]]] = MappingProxyType({
     'tcp.createServer': (('sockaddr', True, False), ('backlog', False, False), ('dev', False, False), ('ipv6Only', False, False)),
-    'tcp.createClient': (('sockaddr', True, False), ('timeout', False, False), ('async', False, False)),
+    'tcp.createClient': (('sockaddr', True, False), ('timeout', False, False), ('async', False, False), ('faults', False, False)),
     'tcp.createByFd': (('sockFd', False, True),),
     'tcp.sockFd': (('handle', True, False),),
     'tcp.accept': (('handle', True, False), ('timeout', False, False), ('async', False, False), ('remoteAddr', False, True)),
@@ -297,12 +297,15 @@ METHOD_PARAMS: Final[Mapping[str, Tuple[Tuple[str, bool, bool], ...]]] = Mapping
     'gateway.info': (),
     'rpc.discover': (),
     'dns.lookup': (('host', True, False), ('domain', False, False)),
+    'fault.add': (('handle', True, False), ('type', True, False), ('stream', False, False), ('toxicity', False, False), ('attributes', False, False), ('name', False, False)),
+    'fault.remove': (('handle', True, False), ('name', True, False)),
+    'fault.list': (('handle', True, False),),
 })
 
 #: Request method -> summary and description, for docstrings.
 METHOD_DOCS: Final[Mapping[str, str]] = MappingProxyType({
     'tcp.createServer': 'Create a listening TCP server bound to a local address. Creates a TCP socket, enables SO_REUSEADDR (as the seed does), optionally binds it to a network interface, binds it to `sockaddr` and listens with `backlog`. Port 0 lets the kernel pick a free port; the answer\'s `local` (and `tcp.sockName`) tells which. `domain` may be omitted: it follows from the address. `ipv6Only` sets IPV6_V6ONLY before bind (Linux only allows it then); absent = the kernel\'s default (`net.ipv6.bindv6only`). Synchronous. The address must be allowed by the policy\'s `listen` rules, and `dev` needs `allowBindToDevice`. The new handle starts paused (no events). `sockaddr.addr` may be a host name: it is resolved off the event loop (honouring `domain`) and the first address is bound; the answer\'s `local` is numeric and `host` is the name as given. A name that does not resolve is -32005 (`data.syscall` "getaddrinfo", EAI_* `errno`, `host`). With a `listen` allow list, a name no allow rule names is -32003 before any lookup.',
-    'tcp.createClient': 'Connect to a remote TCP address (sync or async). Creates a TCP socket and connects it to `sockaddr` (allowed by the policy\'s `connect` rules). Synchronous (default): answers when the connection is established with the handle and both addresses; `timeout` (ms) bounds the wait (absent = the kernel\'s default connect timeout, 0 = fail at once with -32002 unless already connected). A refused or unreachable peer is -32005 with the errno. Asynchronous (`async: true`): answers at once with just the handle; the outcome arrives as the event `tcp.onConnect` (`remote` on success, `error` on failure, after which the handle is gone). A synchronously created handle starts paused (read with `tcp.recv`); an async one starts flowing (data as `tcp.onData`). `sockaddr.addr` may be a host name: the gateway resolves it off its event loop (honouring `domain`: 2 IPv4 only, 10 IPv6 only) and tries the addresses in the resolver\'s order until one connects, all within the one `timeout`; the answer (and `tcp.onConnect`) then carries `remote` as the numeric address used and `host`, the name as given. A name that does not resolve is -32005 with `data.syscall` "getaddrinfo", `data.errno` the EAI_* name (e.g. EAI_NONAME), `data.errnoNumber` its (negative) number and `data.host`; when every address fails, the last address\'s OS error. Policy: each resolved address is checked before it is tried (allowed when an allow rule matches the name or the address, and no deny rule either); refused ones are skipped, all refused is -32003. With a `connect` allow list, a name no allow rule names is -32003 before any lookup.',
+    'tcp.createClient': 'Connect to a remote TCP address (sync or async). Creates a TCP socket and connects it to `sockaddr` (allowed by the policy\'s `connect` rules). Synchronous (default): answers when the connection is established with the handle and both addresses; `timeout` (ms) bounds the wait (absent = the kernel\'s default connect timeout, 0 = fail at once with -32002 unless already connected). A refused or unreachable peer is -32005 with the errno. Asynchronous (`async: true`): answers at once with just the handle; the outcome arrives as the event `tcp.onConnect` (`remote` on success, `error` on failure, after which the handle is gone). A synchronously created handle starts paused (read with `tcp.recv`); an async one starts flowing (data as `tcp.onData`). `sockaddr.addr` may be a host name: the gateway resolves it off its event loop (honouring `domain`: 2 IPv4 only, 10 IPv6 only) and tries the addresses in the resolver\'s order until one connects, all within the one `timeout`; the answer (and `tcp.onConnect`) then carries `remote` as the numeric address used and `host`, the name as given. A name that does not resolve is -32005 with `data.syscall` "getaddrinfo", `data.errno` the EAI_* name (e.g. EAI_NONAME), `data.errnoNumber` its (negative) number and `data.host`; when every address fails, the last address\'s OS error. Policy: each resolved address is checked before it is tried (allowed when an allow rule matches the name or the address, and no deny rule either); refused ones are skipped, all refused is -32003. With a `connect` allow list, a name no allow rule names is -32003 before any lookup. `faults` puts faults on the new connection before its first byte (as `fault.add` would; a bad one is -32602 and no socket is made).',
     'tcp.createByFd': "Adopt a TCP socket passed to the gateway with SCM_RIGHTS. Wraps an existing TCP socket in a handle. The descriptor itself travels as SCM_RIGHTS ancillary data attached to the bytes of this request's line; exactly one descriptor must be attached and it must be a TCP socket (listening or connected), otherwise -32006. `sockFd` is the number in the caller's process, accepted by name for parity with the seed and ignored. Needs the policy's `allowCreateByFd`; a connected socket's peer must pass the `connect` rules and a listening socket's local address the `listen` rules (a `::` socket without IPV6_V6ONLY also as `0.0.0.0`), else -32003 and the descriptor is closed. Synchronous; the handle starts paused.",
     'tcp.sockFd': "Descriptor number of the handle's socket inside the gateway. Answers the socket's descriptor number in the gateway process, which helps to match `ss -p` or `/proc/PID/fd` output. It means nothing in the client's process: use `tcp.flyAway` to obtain the socket itself. Synchronous.",
     'tcp.accept': "Take the next pending connection of a server (sync or async). Synchronous (default): waits for the next connection queued on the server handle and answers the new connection handle with both addresses; `timeout` (ms) bounds the wait (absent = forever, 0 = only if one is already queued), running out is -32002 and loses nothing. Asynchronous (`async: true`): answers `true` at once, then keeps accepting and sends `tcp.onAccept` for every connection (the new handles start flowing) until the server is closed. `remoteAddr` is the seed's placeholder, accepted by name and ignored. -32001 on a connection handle. A connection from a remote address the policy's `accept` rules refuse is reset at once (RST) and audited; it is never answered, announced as `tcp.onAccept` or counted: the accept keeps waiting for the next allowed one.",
@@ -334,10 +337,13 @@ METHOD_DOCS: Final[Mapping[str, str]] = MappingProxyType({
     'tcp.constants': "The module's constants as one flat object. Answers every constant of the seed (address families and well-known addresses) plus the TCP state numbers, as one flat object. Values are the seed's, except IN6ADDR_LINKLOCAL_ALLROUTERS, which is ff02::2 (the seed's ff01::2 is the node-local group). Synchronous; takes no params.",
     'tcp.pause': 'Stop pushing tcp.onData for a connection. Switches a connection handle to paused mode: data waits for `tcp.recv`. When the answer arrives, no further `tcp.onData` for that handle follows. Pausing a paused handle is fine. -32001 on a server handle. Synchronous.',
     'tcp.resume': 'Push data as tcp.onData (flowing mode). Switches a connection handle to flowing mode: buffered and newly received bytes are pushed as `tcp.onData` (base64), end of stream as `tcp.onEnd`. Flow-controlled: if the client stops reading its socket the gateway stops reading from the peer. -32001 on a server handle. Synchronous.',
-    'tcp.list': "This connection's handles. Answers every handle owned by the calling connection (handles of other connections are invisible), in increasing handle order, with kind, TCP state, addresses, mode and byte counters. Synchronous; takes no params.",
+    'tcp.list': "This connection's handles. Answers every handle owned by the calling connection (handles of other connections are invisible), in increasing handle order, with kind, TCP state, addresses, mode, byte counters and fault names. Synchronous; takes no params.",
     'gateway.info': "Gateway version, process and limits. Answers the gateway's name, version, pid, uptime (seconds, fractional), socket path, limits, the number of client connections and of handles (all connections), and the policy in force (its file, digest and load time; see SIGHUP). The limits that a policy profile sets are this client's own. Synchronous; takes no params.",
     'rpc.discover': "This OpenRPC document. Answers the OpenRPC document the gateway embeds (schema/tcpgw.openrpc.json, the protocol's single source of truth; the gateway validates params against it). `tcpgw schema` prints the same document. Takes no params.",
     'dns.lookup': 'Resolve a host name to its addresses. Resolves `host` with the system resolver (getaddrinfo, TCP), off the gateway\'s event loop, and answers its addresses in the resolver\'s order without duplicates. `domain` 2 asks for IPv4 addresses only, 10 for IPv6 only; absent for both. `host` must be a host name as `sockaddr.addr` describes (an address literal is not a name: -32602). A name that does not resolve is -32005 with `data.syscall` "getaddrinfo", `data.errno` the EAI_* name, `data.errnoNumber` its negative number and `data.host`. When the policy\'s `connect` list has an `allow` list, only a name some allow rule names (exactly or by wildcard) is looked up; any other is -32003 and no query is made.',
+    'fault.add': 'Put a fault on a connection or a server. Makes a real connection misbehave in a controlled way (contract §10). On a connection the fault applies from now on to `stream` ("in": bytes read from the socket, before delivery; "out": bytes accepted by tcp.send, before they are written); `tcp.send` answers once the fault has taken the bytes. On a server it is a template: every connection the server accepts from now on gets its own instance (its own toxicity draw and randomness); existing connections are untouched. `toxicity` (0..1, default 1) is the probability the fault is active on a connection, drawn once per connection and stream. Types: latency {latency, jitter}: each chunk waits latency ± jitter ms, order kept. bandwidth {rate}: at most rate KiB/s. slicer {averageSize, sizeVariation, delayUs}: the stream is cut into slices delivered (in: separate tcp.onData, a tcp.recv answers at most one) or written (out: TCP_NODELAY on while active) one by one. limitData {bytes}: once bytes have passed, the connection is reset. timeout {timeout}: nothing passes (bytes are dropped); after timeout ms (0: never) the connection is reset. resetPeer {timeout}: the connection is reset (RST) timeout ms after the fault takes effect. slowClose {delay}: the gateway\'s close or shutdown("w") reaches the peer delay ms later. stall {}: in: the gateway stops reading the socket (the peer\'s window fills; nothing is dropped); out: writes wait; until the fault is removed. Bytes a fault holds count against the handle\'s send limit and the buffer budget, and an in-fault holding more than the outbound high watermark stops reading the socket. A connection a fault resets ends with `tcp.onClose {handle, error, fault}`; a paused handle\'s next call fails with -32000 and `data.fault`. Randomness repeats with `tcpgw serve --seed N`. Synchronous. Bad type, stream, toxicity, attribute or a name in use: -32602 naming it.',
+    'fault.remove': "Take a fault off a handle. Removes the fault named `name` from a connection (what it held moves on at once, in order: nothing is lost; a stall lets the stream go again) or a server's templates (connections already accepted keep theirs). An unknown name is -32602. Synchronous.",
+    'fault.list': "A handle's faults. Answers the faults of a connection or the fault templates of a server, in the order they were added, with defaults filled in; on a connection each says whether its toxicity draw made it `active`. Synchronous.",
 })
 
 
@@ -703,6 +709,98 @@ class _SyncTcpMethods:
         result = self._invoke('tcp.resume', params)
         return expect('tcp.resume', result, bool)
 
+    def add(
+        self,
+        type: Literal["latency", "bandwidth", "slicer", "limitData", "timeout", "resetPeer", "slowClose", "stall"],
+        stream: Optional[Literal["in", "out"]] = 'in',
+        toxicity: Optional[float] = 1,
+        attributes: Optional[Mapping[str, Any]] = None,
+        name: Optional[str] = None,
+    ) -> Dict[str, Any]:
+        """Put a fault on a connection or a server.
+
+        Makes a real connection misbehave in a controlled way (contract §10). On a connection
+        the fault applies from now on to `stream` ("in": bytes read from the socket, before
+        delivery; "out": bytes accepted by tcp.send, before they are written); `tcp.send`
+        answers once the fault has taken the bytes. On a server it is a template: every
+        connection the server accepts from now on gets its own instance (its own toxicity draw
+        and randomness); existing connections are untouched. `toxicity` (0..1, default 1) is the
+        probability the fault is active on a connection, drawn once per connection and stream.
+        Types: latency {latency, jitter}: each chunk waits latency ± jitter ms, order kept.
+        bandwidth {rate}: at most rate KiB/s. slicer {averageSize, sizeVariation, delayUs}: the
+        stream is cut into slices delivered (in: separate tcp.onData, a tcp.recv answers at most
+        one) or written (out: TCP_NODELAY on while active) one by one. limitData {bytes}: once
+        bytes have passed, the connection is reset. timeout {timeout}: nothing passes (bytes are
+        dropped); after timeout ms (0: never) the connection is reset. resetPeer {timeout}: the
+        connection is reset (RST) timeout ms after the fault takes effect. slowClose {delay}:
+        the gateway's close or shutdown("w") reaches the peer delay ms later. stall {}: in: the
+        gateway stops reading the socket (the peer's window fills; nothing is dropped); out:
+        writes wait; until the fault is removed. Bytes a fault holds count against the handle's
+        send limit and the buffer budget, and an in-fault holding more than the outbound high
+        watermark stops reading the socket. A connection a fault resets ends with `tcp.onClose
+        {handle, error, fault}`; a paused handle's next call fails with -32000 and `data.fault`.
+        Randomness repeats with `tcpgw serve --seed N`. Synchronous. Bad type, stream, toxicity,
+        attribute or a name in use: -32602 naming it.
+
+        Args:
+            type: The fault's type.
+            stream: Which direction: in (peer to client, default) or out (client to peer).
+            toxicity: Probability (0..1) that the fault is active on a connection; default 1.
+            attributes: The type's attributes (integers, times in ms).
+            name: The fault's name on the handle; default TYPE_STREAM.
+
+        Returns:
+            The fault's name.
+
+        Wire method: ``fault.add``.
+        """
+        params: Dict[str, Any] = {'type': type}
+        if stream is not None:
+            params['stream'] = stream
+        if toxicity is not None:
+            params['toxicity'] = toxicity
+        if attributes is not None:
+            params['attributes'] = attributes
+        if name is not None:
+            params['name'] = name
+        result = self._invoke('fault.add', params)
+        return expect('fault.add', result, dict)
+
+    def remove(self, name: str) -> bool:
+        """Take a fault off a handle.
+
+        Removes the fault named `name` from a connection (what it held moves on at once, in
+        order: nothing is lost; a stall lets the stream go again) or a server's templates
+        (connections already accepted keep theirs). An unknown name is -32602. Synchronous.
+
+        Args:
+            name: The fault's name.
+
+        Returns:
+            Always true on success.
+
+        Wire method: ``fault.remove``.
+        """
+        params: Dict[str, Any] = {'name': name}
+        result = self._invoke('fault.remove', params)
+        return expect('fault.remove', result, bool)
+
+    def list(self) -> List[Dict[str, Any]]:
+        """A handle's faults.
+
+        Answers the faults of a connection or the fault templates of a server, in the order they
+        were added, with defaults filled in; on a connection each says whether its toxicity draw
+        made it `active`. Synchronous.
+
+        Returns:
+            One entry per fault.
+
+        Wire method: ``fault.list``.
+        """
+        params: Dict[str, Any] = {}
+        result = self._invoke('fault.list', params)
+        return expect('fault.list', result, list)
+
 
 class _AsyncTcpMethods:
     """Generated methods of a handle (coroutines); ``_invoke`` is supplied by the concrete class."""
@@ -1066,6 +1164,98 @@ class _AsyncTcpMethods:
         result = await self._invoke('tcp.resume', params)
         return expect('tcp.resume', result, bool)
 
+    async def add(
+        self,
+        type: Literal["latency", "bandwidth", "slicer", "limitData", "timeout", "resetPeer", "slowClose", "stall"],
+        stream: Optional[Literal["in", "out"]] = 'in',
+        toxicity: Optional[float] = 1,
+        attributes: Optional[Mapping[str, Any]] = None,
+        name: Optional[str] = None,
+    ) -> Dict[str, Any]:
+        """Put a fault on a connection or a server.
+
+        Makes a real connection misbehave in a controlled way (contract §10). On a connection
+        the fault applies from now on to `stream` ("in": bytes read from the socket, before
+        delivery; "out": bytes accepted by tcp.send, before they are written); `tcp.send`
+        answers once the fault has taken the bytes. On a server it is a template: every
+        connection the server accepts from now on gets its own instance (its own toxicity draw
+        and randomness); existing connections are untouched. `toxicity` (0..1, default 1) is the
+        probability the fault is active on a connection, drawn once per connection and stream.
+        Types: latency {latency, jitter}: each chunk waits latency ± jitter ms, order kept.
+        bandwidth {rate}: at most rate KiB/s. slicer {averageSize, sizeVariation, delayUs}: the
+        stream is cut into slices delivered (in: separate tcp.onData, a tcp.recv answers at most
+        one) or written (out: TCP_NODELAY on while active) one by one. limitData {bytes}: once
+        bytes have passed, the connection is reset. timeout {timeout}: nothing passes (bytes are
+        dropped); after timeout ms (0: never) the connection is reset. resetPeer {timeout}: the
+        connection is reset (RST) timeout ms after the fault takes effect. slowClose {delay}:
+        the gateway's close or shutdown("w") reaches the peer delay ms later. stall {}: in: the
+        gateway stops reading the socket (the peer's window fills; nothing is dropped); out:
+        writes wait; until the fault is removed. Bytes a fault holds count against the handle's
+        send limit and the buffer budget, and an in-fault holding more than the outbound high
+        watermark stops reading the socket. A connection a fault resets ends with `tcp.onClose
+        {handle, error, fault}`; a paused handle's next call fails with -32000 and `data.fault`.
+        Randomness repeats with `tcpgw serve --seed N`. Synchronous. Bad type, stream, toxicity,
+        attribute or a name in use: -32602 naming it.
+
+        Args:
+            type: The fault's type.
+            stream: Which direction: in (peer to client, default) or out (client to peer).
+            toxicity: Probability (0..1) that the fault is active on a connection; default 1.
+            attributes: The type's attributes (integers, times in ms).
+            name: The fault's name on the handle; default TYPE_STREAM.
+
+        Returns:
+            The fault's name.
+
+        Wire method: ``fault.add``.
+        """
+        params: Dict[str, Any] = {'type': type}
+        if stream is not None:
+            params['stream'] = stream
+        if toxicity is not None:
+            params['toxicity'] = toxicity
+        if attributes is not None:
+            params['attributes'] = attributes
+        if name is not None:
+            params['name'] = name
+        result = await self._invoke('fault.add', params)
+        return expect('fault.add', result, dict)
+
+    async def remove(self, name: str) -> bool:
+        """Take a fault off a handle.
+
+        Removes the fault named `name` from a connection (what it held moves on at once, in
+        order: nothing is lost; a stall lets the stream go again) or a server's templates
+        (connections already accepted keep theirs). An unknown name is -32602. Synchronous.
+
+        Args:
+            name: The fault's name.
+
+        Returns:
+            Always true on success.
+
+        Wire method: ``fault.remove``.
+        """
+        params: Dict[str, Any] = {'name': name}
+        result = await self._invoke('fault.remove', params)
+        return expect('fault.remove', result, bool)
+
+    async def list(self) -> List[Dict[str, Any]]:
+        """A handle's faults.
+
+        Answers the faults of a connection or the fault templates of a server, in the order they
+        were added, with defaults filled in; on a connection each says whether its toxicity draw
+        made it `active`. Synchronous.
+
+        Returns:
+            One entry per fault.
+
+        Wire method: ``fault.list``.
+        """
+        params: Dict[str, Any] = {}
+        result = await self._invoke('fault.list', params)
+        return expect('fault.list', result, list)
+
 
 class _SyncGatewayMethods:
     """Generated methods of the gateway connection; ``_invoke`` is supplied by the concrete class.
@@ -1097,8 +1287,8 @@ class _SyncGatewayMethods:
         """This connection's handles.
 
         Answers every handle owned by the calling connection (handles of other connections are
-        invisible), in increasing handle order, with kind, TCP state, addresses, mode and byte
-        counters. Synchronous; takes no params.
+        invisible), in increasing handle order, with kind, TCP state, addresses, mode, byte
+        counters and fault names. Synchronous; takes no params.
 
         Returns:
             One entry per handle.
@@ -1201,8 +1391,8 @@ class _AsyncGatewayMethods:
         """This connection's handles.
 
         Answers every handle owned by the calling connection (handles of other connections are
-        invisible), in increasing handle order, with kind, TCP state, addresses, mode and byte
-        counters. Synchronous; takes no params.
+        invisible), in increasing handle order, with kind, TCP state, addresses, mode, byte
+        counters and fault names. Synchronous; takes no params.
 
         Returns:
             One entry per handle.
