@@ -4,7 +4,8 @@
 final class FaultChain {
     struct Output: Equatable {
         var items: [FaultItem] = []
-        /// The fault whose stage asked for a reset; nothing after it runs.
+        /// The fault whose stage asked for a reset: the chain stops there, and the connection
+        /// is reset once `items` (what passed before it) are out.
         var resetBy: String?
         var wakeAt: UInt64?
     }
@@ -48,14 +49,14 @@ final class FaultChain {
         var output = Output()
         for index in stages.indices {
             let step = stages[index].stage.release(now: now)
-            if step.reset {
-                output.resetBy = stages[index].name
-                return output
-            }
             if index + 1 < stages.count {
                 for item in step.items { stages[index + 1].stage.accept(item, now: now) }
             } else {
                 carry += step.items
+            }
+            if step.reset {
+                output.resetBy = stages[index].name
+                break
             }
             if let at = step.wakeAt { output.wakeAt = min(output.wakeAt ?? at, at) }
         }

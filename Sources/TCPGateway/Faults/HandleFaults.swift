@@ -168,7 +168,6 @@ final class HandleFaults {
         defer { pumping = false }
         let now = HandleFaults.now()
         let inbound = inChain.run(now: now)
-        if let name = inbound.resetBy { return resetBy(name) }
         var deliveredAny = false
         for item in inbound.items {
             guard !stopped else { return }
@@ -182,10 +181,11 @@ final class HandleFaults {
         }
         if deliveredAny && !stopped { sinks.delivered() }
         guard !stopped else { return }
+        if let name = inbound.resetBy { return resetBy(name) }
         let outbound = outChain.run(now: now)
-        if let name = outbound.resetBy { return resetBy(name) }
         for case .bytes(let bytes) in outbound.items where !stopped { sinks.write(bytes) }
         guard !stopped else { return }
+        if let name = outbound.resetBy { return resetBy(name) }
         if outChain.heldBytes == 0 && !drainWaiters.isEmpty {
             let waiters = drainWaiters
             drainWaiters = []
