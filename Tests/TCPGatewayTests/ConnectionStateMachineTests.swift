@@ -304,6 +304,20 @@ final class ConnectionStateMachineTests: XCTestCase {
         expectInert(m)
     }
 
+    func testResetByAFaultNamesIt() {
+        var m = M(connecting: false, flowing: false)
+        XCTAssertNil(m.endedByFault)
+        expect(
+            &m, .failed(errno: ECONNRESET, fault: "limitData_in"),
+            [.failReceivers(.fault(name: "limitData_in", errno: ECONNRESET)), .completeShutdowns, .closeSocket, .forget,
+             .emitClose(errno: ECONNRESET)])
+        XCTAssertEqual(m.endedByFault, "limitData_in")
+        expectInert(m)
+        var plain = M(connecting: false, flowing: true)
+        _ = plain.handle(.failed(errno: ECONNRESET))
+        XCTAssertNil(plain.endedByFault, "a reset by the peer names no fault")
+    }
+
     func testErrorOnAPausedHandleAfterPeerFIN() {
         var m = openAfterPeerFIN(flowing: false)
         expect(

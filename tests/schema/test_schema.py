@@ -37,6 +37,8 @@ EXPECTED_METHODS = [
     "tcp.list", "gateway.info", "rpc.discover",
     # Part two (contract §7).
     "dns.lookup",
+    # Faults (contract §10).
+    "fault.add", "fault.remove", "fault.list",
 ]
 EXPECTED_EVENTS = ["tcp.onConnect", "tcp.onAccept", "tcp.onData", "tcp.onEnd", "tcp.onClose"]
 EXPECTED_CODES = {-32700, -32600, -32601, -32602, -32603, -32000, -32001, -32002, -32003, -32004, -32005, -32006}
