@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 MiB = 1 << 20
+GiB = 1 << 30
 CHUNK = 64 * 1024          # tcp.send payload / raw send size, bytes (before base64)
 SEND_WINDOW = 8            # tcp.send requests in flight (bench 1)
 CALL_WINDOW = 64           # requests in flight (bench 3)
@@ -605,6 +606,60 @@ def bench_receive(gw: GatewayProcess, sz: Sizes, memory: dict[str, int]) -> None
     for window in (1, 8):
         attempt(f"2b recv peer->gw tcp.recv 64K window {window}",
                 lambda: paused_recv(gw, sz, window, raw_receive))
+
+
+def flowing_cpu(gw: GatewayProcess, sz: Sizes, faults: list[dict[str, Any]]) -> tuple[int, float, float]:
+    """Bytes a peer pushed to a flowing handle with `faults`, and the gateway's CPU seconds and
+    the wall seconds it took to deliver them as tcp.onData."""
+    rpc = Rpc(gw.path)
+    server = rpc.call("tcp.createServer", {"sockaddr": {"addr": "127.0.0.1", "port": 0}})
+    for fault in faults:
+        rpc.call("fault.add", {"handle": server["handle"], **fault})  # a template: the accepted handle gets it
+    rpc.call("tcp.accept", {"handle": server["handle"], "async": True})
+    addr = (server["local"]["addr"], server["local"]["port"])
+    # Larger than bench 2: the CPU clock ticks in 10 ms.
+    total = max(sz.bulk_mib, 64) * 2 * MiB
+    cpu0 = gw.cpu_s()
+    t0 = time.perf_counter()
+    src = peer(_source, addr, total, CHUNK, cap=sz.phase_cap)
+    got = 0
+    ended = False
+    deadline = time.perf_counter() + sz.phase_cap + IO_TIMEOUT
+    while not ended and time.perf_counter() < deadline:
+        for raw in rpc.read_lines():
+            data = on_data_payload(raw)
+            if data is not None:
+                got += len(base64.b64decode(data))
+                continue
+            if json.loads(raw).get("method") == "tcp.onEnd":
+                ended = True
+    cpu = gw.cpu_s() - cpu0
+    wall = time.perf_counter() - t0
+    sent, _, _ = src.result(IO_TIMEOUT)
+    rpc.close()
+    src.join()
+    if got != sent:
+        raise RPCFailure(f"peer sent {sent} bytes, client decoded {got}")
+    return got, cpu, wall
+
+
+def bench_fault_cost(gw: GatewayProcess, sz: Sizes) -> None:
+    """What faults cost: a flowing handle whose bytes pass through a pass-through fault chain
+    (slowClose lets every byte through at once) against the same handle without faults, which
+    takes the plain path (one nil check)."""
+    progress("bench 2c: flowing onData through a pass-through fault chain vs no faults")
+    # Alternated, twice each; the lower CPU of each counts (the other helpers' load only adds).
+    runs: dict[bool, list[tuple[int, float, float]]] = {False: [], True: []}
+    for _ in range(2):
+        for with_fault in (False, True):
+            faults = [{"type": "slowClose", "attributes": {"delay": 1}}] if with_fault else []
+            runs[with_fault].append(flowing_cpu(gw, sz, faults))
+    plain = min(runs[False], key=lambda r: r[1] / max(r[0], 1))
+    chained = min(runs[True], key=lambda r: r[1] / max(r[0], 1))
+    per_gib = [cpu / n * GiB if n else 0.0 for n, cpu, _ in (chained, plain)]
+    ROWS.append(Row(f"2c flowing onData {plain[0] // MiB} MiB via a fault chain: gw CPU/GiB",
+                    f"{per_gib[0]:.2f} s", f"{per_gib[1]:.2f} s", f"{per_gib[0] / per_gib[1]:.3f}" if per_gib[1] else "-",
+                    f"baseline: no faults; wall {chained[2]:.2f} s vs {plain[2]:.2f} s"))
 
 
 def paused_recv(gw: GatewayProcess, sz: Sizes, window: int,
@@ -1230,6 +1285,7 @@ def main() -> int:
                 watermark = int(gi["limits"]["outboundHighWatermark"])
                 attempt("1 send gw->peer", lambda: bench_send(gw, sz))
                 attempt("2a recv peer->gw flowing", lambda: bench_receive(gw, sz, memory))
+                attempt("2c fault chain", lambda: bench_fault_cost(gw, sz))
                 attempt("3 calls/s", lambda: bench_calls(gw, sz, tmpdir))
                 attempt("4 latency", lambda: bench_latency(gw, sz, tmpdir))
                 attempt("5 slow reader", lambda: bench_slow_reader(gw, sz, memory, watermark))

@@ -373,8 +373,14 @@ final class ConnectionHandle: ReactorSource {
             return
         }
         if let faults, faults.outActive {
+            // What the chain holds counts as queued: the same limits apply.
             guard pendingWriteBytes + faults.heldOutBytes + count <= limit else {
                 complete(.failure(.limit("more than \(limit) bytes waiting to be sent on handle \(id)")))
+                return
+            }
+            guard budget.hasRoom(for: count) else {
+                complete(.failure(.limit(
+                    "the gateway's buffer budget (--max-buffer-bytes \(budget.limit)) is spent; the \(count) bytes were not queued")))
                 return
             }
             faults.feedOut(data)  // answered once the out-chain has taken the bytes
@@ -519,6 +525,11 @@ final class ConnectionHandle: ReactorSource {
         watch.cancel(reactor: reactor)
         let eof = machine.peerFinished
         apply(machine.handle(.detached))
+        if let faults {
+            // What the in-chain held was read from the socket already: it goes with the socket.
+            for chunk in faults.takeHeldIn() { inbox.writeImmutableBuffer(chunk) }
+            faults.stop()
+        }
         let data = inbox
         inbox = ByteBuffer()
         inboxSlices.removeAll()

@@ -228,6 +228,16 @@ final class HandleFaults {
         }
     }
 
+    /// For flyAway: every byte the in-chain holds, in order (the stages are taken off).
+    func takeHeldIn() -> [ByteBuffer] {
+        let now = HandleFaults.now()
+        for name in inChain.stages.map(\.name) { inChain.remove(name, now: now) }
+        return inChain.run(now: now).items.compactMap { item in
+            if case .bytes(let bytes) = item { return bytes }
+            return nil
+        }
+    }
+
     /// The handle is going: timers stop, held bytes are released from the budget.
     func stop() {
         guard !stopped else { return }
