@@ -182,6 +182,7 @@ def test_latency_bounds_what_it_holds(wire: Wire) -> None:
             sent += peer.send(block)
         except BlockingIOError:
             time.sleep(0.01)
+    print(f"peer got {sent} bytes in before the gateway stopped reading")
     assert sent < 64 * 1024 * 1024, f"the gateway kept reading: {sent} bytes taken"
     assert wire.call("fault.remove", {"handle": h, "name": "latency_in"}) is True
     peer.setblocking(True)
@@ -412,6 +413,34 @@ def test_stall_in_is_a_true_zero_window_and_loses_nothing(wire: Wire) -> None:
     peer.setblocking(True)
     got = wire.collect_data(h, len(sent), timeout=20)
     assert hashlib.sha256(got).hexdigest() == hashlib.sha256(bytes(sent)).hexdigest()
+    peer.close()
+
+
+def test_stall_in_on_a_paused_handle_reads_nothing_even_for_recv(wire: Wire) -> None:
+    h, peer = paused_client(wire, [{"type": "stall"}])
+    peer.setblocking(False)
+    sent = bytearray()
+    rng = random.Random(11)
+    for _ in range(2000):
+        block = rng.randbytes(65536)
+        try:
+            sent += block[:peer.send(block)]
+        except BlockingIOError:
+            break
+    else:
+        raise AssertionError("the peer's sends never blocked")
+    taken = len(sent)
+    for _ in range(5):  # each recv would read from the socket if the stall let it
+        with pytest.raises(RPCError) as e:
+            wire.call("tcp.recv", {"handle": h, "length": 65536, "timeout": 50})
+        assert e.value.code == -32002
+    entry = next(e for e in wire.call("tcp.list") if e["handle"] == h)
+    assert entry["bytesIn"] == 0, "the gateway read from a stalled socket"
+    assert len(sent) == taken
+    wire.call("fault.remove", {"handle": h, "name": "stall_in"})
+    peer.setblocking(True)
+    got = wire.recv_exact(h, len(sent), timeout_ms=10000)
+    assert hashlib.sha256(got).digest() == hashlib.sha256(bytes(sent)).digest()
     peer.close()
 
 

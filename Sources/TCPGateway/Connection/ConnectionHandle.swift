@@ -242,6 +242,8 @@ final class ConnectionHandle: ReactorSource {
         let wanted = max(limit - inbox.readableBytes, 1)
         var result = 0
         if let faults, faults.inActive {
+            // A stall (or a full chain) keeps the socket unread, even for a recv's own read.
+            guard !faults.stopsReading else { return false }
             // Through the in-chain: what it lets go reaches the inbox through its sink.
             var chunk = ByteBufferAllocator().buffer(capacity: wanted)
             chunk.writeWithUnsafeMutableBytes(minimumWritableBytes: wanted) { buffer in
