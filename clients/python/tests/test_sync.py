@@ -615,3 +615,32 @@ def test_host_names_in_sockaddr_and_lookup(gw: tcpgw.Gateway) -> None:
     with pytest.raises(tcpgw.RPCError) as bad:
         gw.createClient(tcpgw.sockaddr("bad_name", 1), 1000)
     assert bad.value.code == -32602
+
+
+# -- faults (contract §10) -----------------------------------------------------------------
+
+
+def test_faults_through_the_client(gw: tcpgw.Gateway) -> None:
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(5)
+    conn = gw.createClient(("127.0.0.1", listener.getsockname()[1]), 5000,
+                           faults=[{"type": "slicer", "attributes": {"averageSize": 4}}])
+    peer, _ = listener.accept()
+    listener.close()
+    assert [f["name"] for f in conn.faults()] == ["slicer_in"]
+    peer.sendall(b"0123456789")
+    time.sleep(0.1)
+    assert conn.recv(100, 2000) == b"0123"  # at most one slice per recv
+    assert conn.addFault("latency", "out", attributes={"latency": 200}) == {"name": "latency_out"}
+    started = time.monotonic()
+    conn.send("late")
+    assert recv_exactly(peer, 4) == b"late"
+    assert time.monotonic() - started >= 0.15
+    assert conn.removeFault("latency_out") is True
+    with pytest.raises(tcpgw.InvalidParamsError):
+        conn.removeFault("latency_out")
+    with pytest.raises(tcpgw.InvalidParamsError):
+        conn.addFault("latency", attributes={"jitter": 1})
+    assert [f["name"] for f in conn.faults()] == ["slicer_in"]
+    conn.close()
+    peer.close()

@@ -709,7 +709,7 @@ class _SyncTcpMethods:
         result = self._invoke('tcp.resume', params)
         return expect('tcp.resume', result, bool)
 
-    def add(
+    def addFault(
         self,
         type: Literal["latency", "bandwidth", "slicer", "limitData", "timeout", "resetPeer", "slowClose", "stall"],
         stream: Optional[Literal["in", "out"]] = 'in',
@@ -766,7 +766,7 @@ class _SyncTcpMethods:
         result = self._invoke('fault.add', params)
         return expect('fault.add', result, dict)
 
-    def remove(self, name: str) -> bool:
+    def removeFault(self, name: str) -> bool:
         """Take a fault off a handle.
 
         Removes the fault named `name` from a connection (what it held moves on at once, in
@@ -785,7 +785,7 @@ class _SyncTcpMethods:
         result = self._invoke('fault.remove', params)
         return expect('fault.remove', result, bool)
 
-    def list(self) -> List[Dict[str, Any]]:
+    def faults(self) -> List[Dict[str, Any]]:
         """A handle's faults.
 
         Answers the faults of a connection or the fault templates of a server, in the order they
@@ -1164,7 +1164,7 @@ class _AsyncTcpMethods:
         result = await self._invoke('tcp.resume', params)
         return expect('tcp.resume', result, bool)
 
-    async def add(
+    async def addFault(
         self,
         type: Literal["latency", "bandwidth", "slicer", "limitData", "timeout", "resetPeer", "slowClose", "stall"],
         stream: Optional[Literal["in", "out"]] = 'in',
@@ -1221,7 +1221,7 @@ class _AsyncTcpMethods:
         result = await self._invoke('fault.add', params)
         return expect('fault.add', result, dict)
 
-    async def remove(self, name: str) -> bool:
+    async def removeFault(self, name: str) -> bool:
         """Take a fault off a handle.
 
         Removes the fault named `name` from a connection (what it held moves on at once, in
@@ -1240,7 +1240,7 @@ class _AsyncTcpMethods:
         result = await self._invoke('fault.remove', params)
         return expect('fault.remove', result, bool)
 
-    async def list(self) -> List[Dict[str, Any]]:
+    async def faults(self) -> List[Dict[str, Any]]:
         """A handle's faults.
 
         Answers the faults of a connection or the fault templates of a server, in the order they

@@ -29,7 +29,9 @@ from typing import (
     TYPE_CHECKING,
     Any,
     Callable,
+    Dict,
     Iterator,
+    List,
     Mapping,
     MutableMapping,
     Optional,
@@ -580,13 +582,15 @@ class Gateway(gen._SyncGatewayMethods):
         return self._call_answer("tcp.createServer", params).new_handle("tcp.createServer")
 
     @overload
-    def createClient(self, sockaddr: AddressLike, timeout: Optional[int] = None) -> Tcp: ...
+    def createClient(self, sockaddr: AddressLike, timeout: Optional[int] = None, *, faults: Optional[List[Dict[str, Any]]] = None) -> Tcp: ...
 
     @overload
-    def createClient(self, sockaddr: AddressLike, timeout: ConnectCallback) -> Tcp: ...
+    def createClient(self, sockaddr: AddressLike, timeout: ConnectCallback, *, faults: Optional[List[Dict[str, Any]]] = None) -> Tcp: ...
 
     @schema_doc("tcp.createClient")
-    def createClient(self, sockaddr: AddressLike, timeout: Union[int, None, ConnectCallback] = None) -> Tcp:
+    def createClient(
+        self, sockaddr: AddressLike, timeout: Union[int, None, ConnectCallback] = None, *, faults: Optional[List[Dict[str, Any]]] = None
+    ) -> Tcp:
         """Connect to ``sockaddr``.
 
         ``createClient(sockaddr, timeout=None)`` waits for the connection (``timeout`` in ms;
@@ -594,15 +598,16 @@ class Gateway(gen._SyncGatewayMethods):
         ``createClient(sockaddr, callback)`` returns the Tcp at once; when the connect ends,
         ``callback(tcp, remoteAddr)`` runs in :meth:`poll`, ``remoteAddr`` ``None`` on failure
         (then ``tcp.connect_error`` says why). The connection starts flowing.
+        ``faults`` (as :meth:`Tcp.addFault` takes them, as dicts) are in force before the first byte.
         """
         addr = dict(normalize_sockaddr(sockaddr))
         if callable(timeout):
             callback = timeout
-            answer = self._call_answer("tcp.createClient", {"sockaddr": addr, "async": True})
+            answer = self._call_answer("tcp.createClient", drop_none(sockaddr=addr, faults=faults, **{"async": True}))
             obj = answer.new_handle("tcp.createClient")
             obj.once("connect", callback)
             return obj
-        answer = self._call_answer("tcp.createClient", drop_none(sockaddr=addr, timeout=timeout))
+        answer = self._call_answer("tcp.createClient", drop_none(sockaddr=addr, timeout=timeout, faults=faults))
         return answer.new_handle("tcp.createClient")
 
     @schema_doc("tcp.createByFd")

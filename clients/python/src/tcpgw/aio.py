@@ -23,6 +23,8 @@ from typing import (
     Any,
     AsyncIterator,
     Callable,
+    Dict,
+    List,
     Mapping,
     MutableMapping,
     Optional,
@@ -487,16 +489,18 @@ class Gateway(gen._AsyncGatewayMethods):
         self,
         sockaddr: AddressLike,
         timeout: Union[int, None, ConnectCallback] = None,
+        *,
+        faults: Optional[List[Dict[str, Any]]] = None,
     ) -> Tcp:
         """As :meth:`tcpgw.Gateway.createClient`: ``await gw.createClient(addr, timeout=None)``
         or ``await gw.createClient(addr, callback)`` (callback(tcp, remoteAddr), remoteAddr None on failure)."""
         addr = dict(normalize_sockaddr(sockaddr))
         if callable(timeout):
-            answer = await self._call_answer("tcp.createClient", {"sockaddr": addr, "async": True})
+            answer = await self._call_answer("tcp.createClient", drop_none(sockaddr=addr, faults=faults, **{"async": True}))
             obj = answer.new_handle("tcp.createClient")
             obj.once("connect", timeout)
             return obj
-        answer = await self._call_answer("tcp.createClient", drop_none(sockaddr=addr, timeout=timeout))
+        answer = await self._call_answer("tcp.createClient", drop_none(sockaddr=addr, timeout=timeout, faults=faults))
         return answer.new_handle("tcp.createClient")
 
     @schema_doc("tcp.createByFd")
