@@ -81,7 +81,7 @@ teardown() {
 @test "usage errors: status 2, checked before anything is sent" {
 	run --separate-stderr tcp_createClient 127.0.0.1
 	[ "$status" -eq 2 ]
-	[[ $stderr == "tcpgw: tcp.createClient: missing argument 'sockaddr.port'; usage: tcp_createClient ADDR PORT [TIMEOUT] [ASYNC]" ]]
+	[[ $stderr == "tcpgw: tcp.createClient: missing argument 'sockaddr.port'; usage: tcp_createClient ADDR PORT [TIMEOUT] [ASYNC] [FAULTS]" ]]
 	run --separate-stderr tcp_createClient 127.0.0.1 80x
 	[ "$status" -eq 2 ]
 	run --separate-stderr tcp_createClient 127.0.0.1 80 1000 maybe
