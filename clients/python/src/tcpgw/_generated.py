@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from enum import IntEnum
 from types import MappingProxyType
-from typing import Any, Dict, Final, List, Literal, Mapping, Optional, Tuple, Type
+from typing import Any, Dict, Final, FrozenSet, List, Literal, Mapping, Optional, Tuple, Type
 
 from ._errors import RPCError, _OSErrorReplyBase, _RPCTimeoutBase
 from ._types import SockAddr, expect, expect_sockaddr
@@ -339,6 +339,9 @@ METHOD_DOCS: Final[Mapping[str, str]] = MappingProxyType({
     'rpc.discover': "This OpenRPC document. Answers the OpenRPC document the gateway embeds (schema/tcpgw.openrpc.json, the protocol's single source of truth; the gateway validates params against it). `tcpgw schema` prints the same document. Takes no params.",
     'dns.lookup': 'Resolve a host name to its addresses. Resolves `host` with the system resolver (getaddrinfo, TCP), off the gateway\'s event loop, and answers its addresses in the resolver\'s order without duplicates. `domain` 2 asks for IPv4 addresses only, 10 for IPv6 only; absent for both. `host` must be a host name as `sockaddr.addr` describes (an address literal is not a name: -32602). A name that does not resolve is -32005 with `data.syscall` "getaddrinfo", `data.errno` the EAI_* name, `data.errnoNumber` its negative number and `data.host`. When the policy\'s `connect` list has an `allow` list, only a name some allow rule names (exactly or by wildcard) is looked up; any other is -32003 and no query is made.',
 })
+
+#: Methods that pass a descriptor with SCM_RIGHTS (``x-descriptor`` in the schema).
+DESCRIPTOR_METHODS: Final[FrozenSet[str]] = frozenset({'tcp.createByFd', 'tcp.flyAway'})
 
 
 class _SyncTcpMethods:
