@@ -43,7 +43,7 @@ from typing import (
 
 from . import _generated as gen
 from ._errors import ConnectionClosedError, ProtocolError, RPCError
-from ._transport import Transport, open_transport, read_handshake_line
+from ._transport import StreamSocket, Transport, open_stream, open_transport, read_handshake_line
 from ._types import ErrorObject, SockAddr
 from ._wire import (
     AddressLike,
@@ -391,6 +391,31 @@ class Tcp(gen._SyncTcpMethods):
         return _fly_away_socket(answer.fd, answer.value, self._state.drain_ahead())
 
 
+    def stream(self) -> StreamSocket:
+        """This connection's raw byte stream, both ways, as a real blocking socket (contract §11).
+
+        Calls ``tcp.stream``, opens a second connection to the same gateway address and
+        presents the token with ``tcp.attach``; the returned :class:`~tcpgw.StreamSocket`
+        then carries the TCP connection's bytes with no JSON: first those the gateway (or a
+        read-ahead ``recv`` here) had already read. ``shutdown(SHUT_WR)`` sends FIN to the
+        peer. The handle stays on this connection (``send``/``recv`` are -32001 there;
+        options and ``close`` work) and gets a ``"close"`` event when the stream has
+        finished. Over ``ssh://`` the stream runs through ``ssh ... tcpgw attach TOKEN``,
+        relayed through a socket pair.
+        """
+        kept = self._state.drain_ahead()
+        result = self._invoke("tcp.stream", {})
+        token = result.get("token") if isinstance(result, Mapping) else None
+        if not isinstance(token, str):
+            raise ProtocolError(f"tcp.stream answered {result!r}")
+        sock, attached = open_stream(self._gw.path, token, time.monotonic() + _HANDSHAKE_S)
+        sock.handle = self.handle
+        sock._kept = kept
+        if isinstance(attached, Mapping) and isinstance(attached.get("buffered"), int):
+            sock.buffered = attached["buffered"]
+        return sock
+
+
 class Gateway(gen._SyncGatewayMethods):
     """A connection to a tcpgw gateway; the seed's ``Tcp`` module functions are its methods.
 
@@ -587,6 +612,8 @@ class Gateway(gen._SyncGatewayMethods):
         if nbytes == 0:
             for fd in fds:
                 os.close(fd)
+            if failure is None and not self._closed:
+                failure = transport.end_reason()
             self._input_ended(failure)
             return
         try:
@@ -697,7 +724,7 @@ class Gateway(gen._SyncGatewayMethods):
         waiter = _Waiter()
         with self._lock:
             if self._dead:
-                raise ConnectionClosedError("connection to the gateway is closed")
+                raise self._closed_error()
             request_id, line = self._session.request(method, params, waiter)
             pending = self._session.pending[request_id]
             if self._leader_bg:
@@ -707,7 +734,9 @@ class Gateway(gen._SyncGatewayMethods):
         except OSError as exc:
             with self._lock:
                 self._session.forget(request_id)
-            raise ConnectionClosedError(f"cannot write to the gateway: {exc}") from exc
+            reason = self._transport.end_reason(1.0)
+            raise ConnectionClosedError(
+                f"cannot write to the gateway: {exc}" + (f"; {reason}" if reason is not None else "")) from exc
         with self._lock:
             try:
                 self._await(lambda: waiter.answer is not None, None, interruptible=False)
@@ -720,6 +749,14 @@ class Gateway(gen._SyncGatewayMethods):
         if answer.error is not None:
             raise answer.error
         return answer
+
+    def _closed_error(self) -> ConnectionClosedError:
+        failure = self._failure
+        if isinstance(failure, ConnectionClosedError):
+            return ConnectionClosedError(str(failure))
+        if failure is not None and not self._closed:
+            return ConnectionClosedError(f"connection to the gateway is closed: {failure}")
+        return ConnectionClosedError("connection to the gateway is closed")
 
     def _call(self, method: str, params: Mapping[str, Any]) -> Any:
         return self._call_answer(method, params).value

@@ -17,10 +17,10 @@ import signal
 import socket
 import subprocess
 import time
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import Any, List, Optional, Sequence, Tuple, Union
 
 from ._errors import ProtocolError
-from ._wire import MAX_FDS_PER_READ, default_socket_path
+from ._wire import MAX_FDS_PER_READ, default_socket_path, encode_line, handshake_result
 
 _ANC_SIZE = socket.CMSG_SPACE(MAX_FDS_PER_READ * array.array("i").itemsize)
 # ssh://[user@]host[:port][/socket]; an IPv6 host goes in brackets.
@@ -48,7 +48,7 @@ class SshAddress:
             raise ValueError(f"host or user may not start with '-': {url!r}")
 
     def argv(self, *remote: str) -> List[str]:
-        """``ssh -T -o BatchMode=yes [-p P] [-l U] HOST -- tcpgw REMOTE... [--socket PATH]``.
+        """``ssh -T -o BatchMode=yes [-p P] [-l U] HOST -- tcpgw REMOTE... [--socket PATH]`` (argv).
 
         ``$TCPGW_SSH`` replaces ``ssh`` (a command with options, split like a shell would);
         ``$TCPGW_REMOTE_BIN`` replaces the remote ``tcpgw``.
@@ -59,10 +59,12 @@ class SshAddress:
             argv += ["-p", str(self.port)]
         if self.user is not None:
             argv += ["-l", self.user]
-        argv += [self.host, "--", os.environ.get("TCPGW_REMOTE_BIN") or "tcpgw", *remote]
+        command = [os.environ.get("TCPGW_REMOTE_BIN") or "tcpgw", *remote]
         if self.socket is not None:
-            argv += ["--socket", self.socket]
-        return argv
+            command += ["--socket", self.socket]
+        # ssh joins the remote words with spaces for the remote shell: quote each (a no-op
+        # for plain words and paths).
+        return [*argv, self.host, "--", *(shlex.quote(word) for word in command)]
 
 
 def is_ssh(address: str) -> bool:
@@ -136,6 +138,9 @@ class UnixTransport:
     def describe(self) -> str:
         return self.path
 
+    def end_reason(self, wait: float = 1.0) -> Optional[BaseException]:
+        return None
+
 
 class PipeTransport:
     """A child process speaking the gateway's lines on its stdin/stdout (``ssh ... tcpgw bridge``)."""
@@ -200,6 +205,16 @@ class PipeTransport:
     def describe(self) -> str:
         return self.label
 
+    def end_reason(self, wait: float = 1.0) -> Optional[BaseException]:
+        """Why the child's output ended: its exit status (waited for up to ``wait`` s)."""
+        try:
+            status = self.proc.wait(wait)
+        except subprocess.TimeoutExpired:
+            return None
+        if status == 0:
+            return None
+        return ConnectionError(f"{self.argv[0]} exited with status {status} (for {self.label})")
+
 
 Transport = Union[UnixTransport, PipeTransport]
 
@@ -256,3 +271,111 @@ def read_handshake_line(transport: Transport, deadline: float) -> Tuple[bytes, b
             return bytes(got[:newline]), bytes(got[newline + 1:])
         if len(got) >= _HANDSHAKE_MAX:
             raise ProtocolError("the gateway's handshake answer has no end of line")
+
+
+def attach_line(token: str) -> bytes:
+    """The ``tcp.attach`` first line of a stream connection (contract §11)."""
+    return encode_line({"jsonrpc": "2.0", "id": 1, "method": "tcp.attach", "params": {"token": token}})
+
+
+class StreamSocket(socket.socket):
+    """The byte stream :meth:`Tcp.stream` returns: a real :class:`socket.socket`, blocking.
+
+    Its first bytes are those the gateway had already read (the attach answer's ``buffered``
+    count of them, plus any a read-ahead ``recv`` had brought to this client: those are
+    returned first by ``recv``/``recv_into``). ``shutdown(SHUT_WR)`` ends the TCP
+    connection's writing side; end of input is the peer's end of stream.
+
+    Attributes:
+        handle: the gateway handle the stream belongs to (it stays on the owning connection).
+        buffered: the attach answer's count of bytes the gateway had already read.
+    """
+
+    handle: int = 0
+    buffered: int = 0
+    _kept: bytes = b""
+
+    def recv(self, bufsize: int, flags: int = 0) -> bytes:
+        if self._kept and not flags:
+            chunk, self._kept = self._kept[:bufsize], self._kept[bufsize:]
+            return chunk
+        return super().recv(bufsize, flags)
+
+    def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
+        if self._kept and not flags:
+            view = memoryview(buffer).cast("B")
+            count = min(len(view) if nbytes <= 0 else nbytes, len(self._kept))
+            view[:count] = self._kept[:count]
+            self._kept = self._kept[count:]
+            return count
+        return super().recv_into(buffer, nbytes, flags)
+
+
+def _relay(source: int, sink: socket.socket) -> None:
+    try:
+        while True:
+            data = os.read(source, 256 * 1024)
+            if not data:
+                break
+            sink.sendall(data)
+    except OSError:
+        pass
+    finally:
+        try:
+            sink.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
+
+def _relay_back(source: socket.socket, sink: Any, proc: "subprocess.Popen[bytes]", inbound: Any) -> None:
+    try:
+        while True:
+            data = source.recv(256 * 1024)
+            if not data:
+                break
+            sink.write(data)
+    except OSError:
+        pass
+    finally:
+        try:
+            sink.close()  # the child's stdin ends: `tcpgw attach` shuts the TCP writing side
+        except OSError:
+            pass
+        inbound.join()  # everything the child wrote has reached the socket
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+        if proc.stdout is not None:
+            proc.stdout.close()
+        source.close()
+
+
+def open_stream(address: str, token: str, deadline: float) -> Tuple[StreamSocket, Optional[Any]]:
+    """Open the stream connection for ``token``: returns the socket and the attach answer
+    (``None`` over ssh, where ``tcpgw attach`` takes the answer itself)."""
+    if is_ssh(address):
+        import threading
+
+        argv = SshAddress(address).argv("attach", token)
+        proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0)
+        assert proc.stdin is not None and proc.stdout is not None
+        ours, theirs = socket.socketpair()
+        inbound = threading.Thread(target=_relay, args=(proc.stdout.fileno(), ours), name="tcpgw-stream-in", daemon=True)
+        inbound.start()
+        threading.Thread(target=_relay_back, args=(ours, proc.stdin, proc, inbound), name="tcpgw-stream-out",
+                         daemon=True).start()
+        sock = StreamSocket(fileno=theirs.detach())
+        return sock, None
+    transport = UnixTransport.connect(address)
+    try:
+        transport.sendall(attach_line(token))
+        line, _rest = read_handshake_line(transport, deadline)
+        result = handshake_result(line, "tcp.attach")
+    except BaseException:
+        transport.close()
+        raise
+    sock = StreamSocket(fileno=transport.sock.detach())
+    sock.setblocking(True)
+    return sock, result

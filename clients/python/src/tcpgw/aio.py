@@ -18,6 +18,7 @@ import asyncio
 import inspect
 import os
 import socket
+import time
 from typing import (
     TYPE_CHECKING,
     Any,
@@ -37,7 +38,7 @@ from typing import (
 from . import _generated as gen
 from ._errors import ConnectionClosedError, ProtocolError, RPCError
 from ._sync import _BACKOFF_FIRST_S, _BACKOFF_MAX_S, _HANDSHAKE_S, FlyAwaySocket, _fly_away_socket
-from ._transport import PipeTransport, SshAddress, Transport, UnixTransport, is_ssh
+from ._transport import PipeTransport, SshAddress, Transport, UnixTransport, is_ssh, open_stream
 from ._types import ErrorObject, SockAddr
 from ._wire import (
     AddressLike,
@@ -298,6 +299,30 @@ class Tcp(gen._AsyncTcpMethods):
         return _fly_away_socket(answer.fd, answer.value, self._state.drain_ahead())
 
 
+    async def stream(self) -> Tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """As :meth:`tcpgw.Tcp.stream`: the raw byte stream as asyncio ``(reader, writer)``.
+
+        The reader's first bytes are those already read (by the gateway, or by a read-ahead
+        ``recv`` here); ``writer.write_eof()`` sends FIN to the peer.
+        """
+        kept = self._state.drain_ahead()
+        result = await self._invoke("tcp.stream", {})
+        token = result.get("token") if isinstance(result, Mapping) else None
+        if not isinstance(token, str):
+            raise ProtocolError(f"tcp.stream answered {result!r}")
+        loop = asyncio.get_running_loop()
+        # The attach handshake is a short blocking exchange (bounded): off the loop.
+        sock, _attached = await loop.run_in_executor(
+            None, open_stream, self._gw.path, token, time.monotonic() + _HANDSHAKE_S)
+        sock.setblocking(False)
+        reader = asyncio.StreamReader(limit=1 << 20)
+        if kept:
+            reader.feed_data(kept)
+        protocol = asyncio.StreamReaderProtocol(reader)
+        transport, _ = await loop.connect_accepted_socket(lambda: protocol, sock=sock)
+        return reader, asyncio.StreamWriter(transport, protocol, reader, loop)
+
+
 class Gateway(gen._AsyncGatewayMethods):
     """An asyncio connection to the gateway. Make one with :func:`connect`; ``async with`` closes it."""
 
@@ -310,6 +335,7 @@ class Gateway(gen._AsyncGatewayMethods):
         )
         self._write_lock = asyncio.Lock()
         self._dead = False
+        self._failure: Optional[BaseException] = None
         self._closing = False
         self._reconnecting = False
         self._changed: "asyncio.Future[None]" = loop.create_future()
@@ -352,7 +378,7 @@ class Gateway(gen._AsyncGatewayMethods):
         if not nbytes:
             for fd in fds:
                 os.close(fd)
-            self._input_ended(None)
+            self._input_ended(None if self._closing else self._transport.end_reason(0.05))
             return
         try:
             answers, touched = self._session.process(nbytes, fds)
@@ -453,6 +479,7 @@ class Gateway(gen._AsyncGatewayMethods):
         if self._dead:
             return
         self._dead = True
+        self._failure = failure
         if not self._reconnecting:
             self._loop.remove_reader(self._transport.fileno())
         if isinstance(failure, ConnectionClosedError):
@@ -541,6 +568,11 @@ class Gateway(gen._AsyncGatewayMethods):
             raise gen.DescriptorError(
                 -32006, f"{method} passes a socket descriptor, which cannot travel over {self.path} (only a local Unix socket)")
         if self._dead:
+            failure = self._failure
+            if isinstance(failure, ConnectionClosedError):
+                raise ConnectionClosedError(str(failure))
+            if failure is not None and not self._closing:
+                raise ConnectionClosedError(f"connection to the gateway is closed: {failure}")
             raise ConnectionClosedError("connection to the gateway is closed")
         future: "asyncio.Future[Answer[Tcp]]" = self._loop.create_future()
         request_id, line = self._session.request(method, params, future)
@@ -548,7 +580,9 @@ class Gateway(gen._AsyncGatewayMethods):
             await self._write_line(line, fds, self._session.pending.get(request_id))
         except OSError as exc:
             self._session.forget(request_id)
-            raise ConnectionClosedError(f"cannot write to the gateway: {exc}") from exc
+            reason = self._transport.end_reason(0.05)
+            raise ConnectionClosedError(
+                f"cannot write to the gateway: {exc}" + (f"; {reason}" if reason is not None else "")) from exc
         except BaseException:
             self._session.forget(request_id)
             raise
