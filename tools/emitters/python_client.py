@@ -419,7 +419,7 @@ class _Emitter:
         info = self.doc.get("info", {})
         constants_text, constant_names = self.constants()
         errors_text, error_names = self.errors()
-        public = ["TcpState", "CONSTANTS", "ERROR_CLASSES", "EVENT_NAMES", *constant_names, *error_names]
+        public = ["TcpState", "CONSTANTS", "ERROR_CLASSES", "EVENT_NAMES", "DESCRIPTOR_METHODS", *constant_names, *error_names]
         head = [
             HEADER,
             '"""Schema-derived part of the tcpgw client: constants, error classes, events, method tables\n',

@@ -16,6 +16,7 @@ __all__ = [
     'CONSTANTS',
     'ERROR_CLASSES',
     'EVENT_NAMES',
+    'DESCRIPTOR_METHODS',
     'AF_INET',
     'AF_INET6',
     'INADDR_NONE',

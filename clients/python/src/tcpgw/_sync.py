@@ -403,8 +403,8 @@ class Tcp(gen._SyncTcpMethods):
         finished. Over ``ssh://`` the stream runs through ``ssh ... tcpgw attach TOKEN``,
         relayed through a socket pair.
         """
-        kept = self._state.drain_ahead()
         result = self._invoke("tcp.stream", {})
+        kept = self._state.drain_ahead()  # after the answer: a refused stream keeps them
         token = result.get("token") if isinstance(result, Mapping) else None
         if not isinstance(token, str):
             raise ProtocolError(f"tcp.stream answered {result!r}")

@@ -305,8 +305,8 @@ class Tcp(gen._AsyncTcpMethods):
         The reader's first bytes are those already read (by the gateway, or by a read-ahead
         ``recv`` here); ``writer.write_eof()`` sends FIN to the peer.
         """
-        kept = self._state.drain_ahead()
         result = await self._invoke("tcp.stream", {})
+        kept = self._state.drain_ahead()  # after the answer: a refused stream keeps them
         token = result.get("token") if isinstance(result, Mapping) else None
         if not isinstance(token, str):
             raise ProtocolError(f"tcp.stream answered {result!r}")
