@@ -575,6 +575,7 @@ class Gateway(gen._SyncGatewayMethods):
         view = self._session.read_space()
         transport = self._transport
         poller = self._poller
+        descriptors = self._session.descriptors_due > 0
         self._lock.release()
         nbytes = -1
         fds: List[int] = []
@@ -590,9 +591,9 @@ class Gateway(gen._SyncGatewayMethods):
                         else:
                             ready = True
                     if ready:
-                        nbytes, fds = transport.read_into(view)
+                        nbytes, fds = transport.read_into(view, descriptors)
                 else:
-                    nbytes, fds = transport.read_into(view)
+                    nbytes, fds = transport.read_into(view, descriptors)
             except OSError as exc:
                 if not self._closed:
                     failure = exc

@@ -104,8 +104,13 @@ class UnixTransport:
     def write_fileno(self) -> int:
         return self.sock.fileno()
 
-    def read_into(self, view: memoryview) -> Tuple[int, List[int]]:
-        """Read what is there (blocking or not, as the socket is); ``(0, [])`` at end of input."""
+    def read_into(self, view: memoryview, descriptors: bool = True) -> Tuple[int, List[int]]:
+        """Read what is there (blocking or not, as the socket is); ``(0, [])`` at end of input.
+
+        ``descriptors``: whether an answer carrying one may come (else a plain read, cheaper).
+        """
+        if not descriptors:
+            return self.sock.recv_into(view), []
         nbytes, ancdata, _flags, _addr = self.sock.recvmsg_into([view], _ANC_SIZE, socket.MSG_CMSG_CLOEXEC)
         return nbytes, (_fds_of(ancdata) if ancdata else [])
 
@@ -163,7 +168,7 @@ class PipeTransport:
     def write_fileno(self) -> int:
         return self._out
 
-    def read_into(self, view: memoryview) -> Tuple[int, List[int]]:
+    def read_into(self, view: memoryview, descriptors: bool = True) -> Tuple[int, List[int]]:
         return os.readv(self._in, [view]), []
 
     def write(self, data: Union[bytes, memoryview], fds: Sequence[int] = ()) -> int:

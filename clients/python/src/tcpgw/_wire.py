@@ -178,9 +178,19 @@ def sockaddr(addr: str, port: int, domain: Optional[int] = None) -> SockAddr:
     return result
 
 
+# One encoder for every line (json.dumps with separators builds a new one per call).
+_encode = json.JSONEncoder(separators=(",", ":")).encode
+
+
 def encode_line(message: Mapping[str, Any]) -> bytes:
     """One JSON-RPC message as a newline-terminated line (ASCII-only, so never a raw newline inside)."""
-    return json.dumps(message, separators=(",", ":")).encode("ascii") + b"\n"
+    return _encode(message).encode("ascii") + b"\n"
+
+
+def request_line(request_id: int, method: str, params: Mapping[str, Any]) -> bytes:
+    """A request's line; the same bytes as :func:`encode_line` of the whole message."""
+    return b'{"jsonrpc":"2.0","id":%d,"method":%s,"params":%s}\n' % (
+        request_id, _encode(method).encode("ascii"), _encode(params).encode("ascii"))
 
 
 def _as_bytes(chunk: Chunk) -> bytes:
@@ -729,6 +739,8 @@ class Session(Generic[H, T]):
         self.handles: Dict[int, H] = {}
         self.inbuf = InBuffer()
         self._fds: Deque[int] = collections.deque()
+        #: Requests whose answers may carry a descriptor (reads need ancillary data only then).
+        self.descriptors_due = 0
         #: Set once a session.keep was answered: lines are counted and kept (contract §12).
         self.keep: Optional[KeepState] = None
         #: Handles with queued events (an ordered set).
@@ -741,8 +753,10 @@ class Session(Generic[H, T]):
         """Register a request and return its id and encoded line."""
         request_id = next(self._ids)
         handle = params.get("handle")
-        line = encode_line({"jsonrpc": "2.0", "id": request_id, "method": method, "params": dict(params)})
+        line = request_line(request_id, method, params)
         self.pending[request_id] = Pending(method, token, handle if isinstance(handle, int) else None)
+        if method in gen.DESCRIPTOR_METHODS:
+            self.descriptors_due += 1
         return request_id, line
 
     def forget(self, request_id: int) -> None:
@@ -912,6 +926,8 @@ class Session(Generic[H, T]):
     def _answer(self, message: Mapping[str, Any], answers: List[Tuple[T, Answer[H]]]) -> None:
         request_id = message.get("id")
         pending = self.pending.pop(request_id, None) if isinstance(request_id, int) else None
+        if pending is not None and pending.method in gen.DESCRIPTOR_METHODS:
+            self.descriptors_due -= 1
         if pending is not None and pending.line and self.keep is not None:
             self.keep.gateway_read(pending.line)
         if "error" in message:
@@ -1027,6 +1043,7 @@ class Session(Generic[H, T]):
         """
         tokens = [pending.token for pending in self.pending.values() if pending.token is not None]
         self.pending.clear()
+        self.descriptors_due = 0
         self.inbuf.clear()
         for obj in list(self.handles.values()):
             self.drop_handle(obj)

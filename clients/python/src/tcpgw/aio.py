@@ -369,7 +369,7 @@ class Gateway(gen._AsyncGatewayMethods):
     # -- input ----------------------------------------------------------------------------
     def _on_readable(self) -> None:
         try:
-            nbytes, fds = self._transport.read_into(self._session.read_space())
+            nbytes, fds = self._transport.read_into(self._session.read_space(), self._session.descriptors_due > 0)
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:
