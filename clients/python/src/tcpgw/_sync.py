@@ -728,6 +728,7 @@ class Gateway(gen._SyncGatewayMethods):
                 raise self._closed_error()
             request_id, line = self._session.request(method, params, waiter)
             pending = self._session.pending[request_id]
+            self._last_fg = time.monotonic()  # keeps the background reader from taking over again
             if self._leader_bg:
                 self._poke()  # the background reader yields: this thread reads its own answer
         try:

@@ -470,6 +470,9 @@ class Gateway(gen._AsyncGatewayMethods):
         if lost is not None:
             self._lost(lost)
             return
+        if self._dead:  # closed while the resume was under way
+            self._transport.close()
+            return
         self._start_reading()
         if rest:
             self._deliver(*self._session.feed(rest, ()))
@@ -481,7 +484,10 @@ class Gateway(gen._AsyncGatewayMethods):
         self._dead = True
         self._failure = failure
         if not self._reconnecting:
-            self._loop.remove_reader(self._transport.fileno())
+            try:
+                self._loop.remove_reader(self._transport.fileno())
+            except (ValueError, OSError):
+                pass  # a transport already closed (a failed resume) is not registered
         if isinstance(failure, ConnectionClosedError):
             reason = str(failure)
         else:
