@@ -312,3 +312,24 @@ def test_answer_slots() -> None:
     answer: "Answer[FakeTcp]" = Answer(value=True)
     answer.payload = b"x"
     assert _wire.recv_answer(answer) == (b"x", True)
+
+
+def test_scalar_answers_without_json_and_creations_with_it() -> None:
+    session = new_session()
+    ids = {name: session.request(method, {"handle": 1}, name)[0]
+           for name, method in (("n", "tcp.pending"), ("t", "tcp.setNoDelay"), ("f", "tcp.isEOF"),
+                                ("z", "tcp.bindToDevice"), ("neg", "tcp.getSendBufferSize"))}
+    lines = b"".join(b'{"jsonrpc":"2.0","result":%s,"id":%d}\n' % (text, ids[name])
+                     for name, text in (("n", b"42"), ("t", b"true"), ("f", b"false"), ("z", b"null"), ("neg", b"-7")))
+    answers, _ = session.feed(lines, ())
+    assert {token: answer.value for token, answer in answers} == {"n": 42, "t": True, "f": False, "z": None, "neg": -7}
+    assert all(type(answer.value) in (int, bool, type(None)) for _, answer in answers)
+    assert session.pending == {}
+    # a creation answer is never scalar-shaped, but if one were it must still go through json
+    create_id, _ = session.request("tcp.createServer", {"sockaddr": {"addr": "127.0.0.1", "port": 0}}, "c")
+    answers, _ = session.feed(b'{"jsonrpc":"2.0","result":{"handle":9},"id":%d}\n' % create_id, ())
+    assert answers[0][1].handle_obj is session.handles[9]
+    # an error answer keeps its class
+    err_id, _ = session.request("tcp.pending", {"handle": 5}, "e")
+    answers, _ = session.feed(b'{"jsonrpc":"2.0","error":{"code":-32000,"message":"unknown handle"},"id":%d}\n' % err_id, ())
+    assert isinstance(answers[0][1].error, tcpgw.UnknownHandleError)

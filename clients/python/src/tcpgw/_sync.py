@@ -441,6 +441,7 @@ class Gateway(gen._SyncGatewayMethods):
         self._leader = False
         self._leader_bg = False
         self._waiting = 0
+        self._sleepers = 0  # threads in _cv.wait (notify only when there are some)
         self._last_fg = 0.0
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_w, False)
@@ -565,7 +566,7 @@ class Gateway(gen._SyncGatewayMethods):
     def _dispatch(self, answers: List[Tuple[_Waiter, Answer[Tcp]]], touched: List[Tcp]) -> None:
         for waiter, answer in answers:
             waiter.answer = answer
-        if answers or touched:
+        if (answers or touched) and self._sleepers:
             self._cv.notify_all()
 
     def _lead(self, deadline: Optional[float], interruptible: bool, background: bool = False) -> None:
@@ -607,7 +608,7 @@ class Gateway(gen._SyncGatewayMethods):
                 os.close(fd)
             return
         if nbytes < 0:
-            if self._waiting:
+            if self._sleepers:
                 self._cv.notify_all()  # someone wants to lead
             return
         if nbytes == 0:
@@ -634,8 +635,8 @@ class Gateway(gen._SyncGatewayMethods):
             finally:
                 self._lock.acquire()
                 self._leader = False
-        if self._waiting:
-            self._cv.notify_all()
+        if self._sleepers:
+            self._cv.notify_all()  # a waiting thread may lead now
 
     def _input_ended(self, failure: Optional[BaseException], resumable: bool = True) -> None:
         """End of input (lock held): resume a kept session, else shut down."""
@@ -665,7 +666,11 @@ class Gateway(gen._SyncGatewayMethods):
                     remaining = None if deadline is None else deadline - time.monotonic()
                     if remaining is not None and remaining <= 0:
                         return
-                    self._cv.wait(remaining)
+                    self._sleepers += 1
+                    try:
+                        self._cv.wait(remaining)
+                    finally:
+                        self._sleepers -= 1
                 if deadline is not None and time.monotonic() >= deadline:
                     return
         finally:

@@ -136,6 +136,10 @@ _ON_DATA_HEAD = b'{"jsonrpc":"2.0","method":"tcp.onData","params":{"handle":'
 _DATA_KEY = b',"data":"'
 _ON_DATA_TAIL = b'","encoding":"base64"}}'
 _RECV_HEAD = b'{"jsonrpc":"2.0","result":{"data":"'
+# A small answer with a scalar result (a count, a boolean, null): most calls' answers.
+_RESULT_HEAD = b'{"jsonrpc":"2.0","result":'
+_SCALAR_ANSWER = re.compile(rb'\{"jsonrpc":"2\.0","result":(true|false|null|-?[0-9]{1,15}),"id":([0-9]{1,18})\}')
+_SCALARS: Dict[bytes, Any] = {b"true": True, b"false": False, b"null": None}
 _RECV_TAIL = re.compile(rb'","encoding":"base64","eof":(true|false)},"id":([0-9]{1,18})}')
 
 #: What :meth:`Tcp.send` accepts: text (sent as UTF-8), bytes-like, or a list of them (gathered).
@@ -837,10 +841,16 @@ class Session(Generic[H, T]):
                     if self._fast_data(buf, inbuf.view, start, nl, touched):
                         counted += 1
                         continue
-                elif buf.startswith(_RECV_HEAD, start):
-                    if self._fast_recv(buf, inbuf.view, start, nl, answers):
-                        counted += 1
-                        continue
+                elif buf.startswith(_RESULT_HEAD, start):
+                    if buf.startswith(_RECV_HEAD, start):
+                        if self._fast_recv(buf, inbuf.view, start, nl, answers):
+                            counted += 1
+                            continue
+                    else:
+                        match = _SCALAR_ANSWER.fullmatch(buf, start, nl)
+                        if match is not None and self._fast_scalar(match, answers):
+                            counted += 1
+                            continue
                 line = bytes(inbuf.view[start:nl])
                 if line.strip():
                     counted += 1
@@ -879,6 +889,21 @@ class Session(Generic[H, T]):
         obj._state.queue.append(event)
         self.ready[obj] = None
         touched.append(obj)
+        return True
+
+    def _fast_scalar(self, match: "re.Match[bytes]", answers: List[Tuple[T, Answer[H]]]) -> bool:
+        """A scalar answer (``result`` a number, boolean or null) without json; False: use json."""
+        request_id = int(match.group(2))
+        pending = self.pending.get(request_id)
+        if pending is None or pending.method in _CREATES or pending.method in gen.DESCRIPTOR_METHODS:
+            return False  # those need the full answer handling
+        del self.pending[request_id]
+        if self.keep is not None and pending.line:
+            self.keep.gateway_read(pending.line)
+        if pending.token is not None:
+            text = match.group(1)
+            value = _SCALARS[text] if text in _SCALARS else int(text)
+            answers.append((pending.token, Answer(value=value)))
         return True
 
     def _fast_recv(self, buf: bytearray, view: memoryview, start: int, nl: int,
