@@ -548,6 +548,17 @@ class Gateway(gen._AsyncGatewayMethods):
     async def _write_line(self, line: Optional[bytes], fds: Sequence[int] = (),
                           pending: "Optional[Pending[asyncio.Future[Answer[Tcp]]]]" = None) -> None:
         """Write one line (``None``: a session.ack), counted and kept on a kept session."""
+        if line is not None and self._session.keep is None and not self._write_lock.locked():
+            # Nobody is writing: write what the socket takes now (usually all), no coroutine hop.
+            try:
+                sent = self._transport.write(line, fds)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            if sent == len(line):
+                return
+            async with self._write_lock:
+                await _write_all(self._loop, self._transport, line[sent:], fds if sent == 0 else ())
+            return
         async with self._write_lock:
             keep = self._session.keep
             if line is None:
