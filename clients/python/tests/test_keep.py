@@ -20,7 +20,7 @@ import pytest
 
 import tcpgw
 import tcpgw.aio
-from conftest import FakeSsh, GatewayProcess, recv_exactly, wait_until
+from conftest import FakeSsh, GatewayProcess, recv_exactly
 
 
 def kept(path: str, keep: int = 10_000) -> tcpgw.Gateway:

@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import time
-from typing import Iterator, Tuple
+import threading
+from typing import Tuple
 
 import pytest
 
 import tcpgw
 import tcpgw.aio
-from conftest import FakeSsh, GatewayProcess, recv_exactly, wait_until
+from conftest import FakeSsh, GatewayProcess, recv_exactly
 
 
 def stream_of(conn: tcpgw.Tcp) -> tcpgw.StreamSocket:
@@ -78,7 +78,7 @@ def test_big_stream_loses_nothing(gw: tcpgw.Gateway, py_server: socket.socket) -
     conn, peer = pair(gw, py_server)
     stream = stream_of(conn)
     payload = bytes(range(256)) * 40_000  # ~10 MiB
-    import threading
+
 
     sender = threading.Thread(target=lambda: (peer.sendall(payload), peer.shutdown(socket.SHUT_WR)))
     sender.start()
