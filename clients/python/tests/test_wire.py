@@ -333,3 +333,23 @@ def test_scalar_answers_without_json_and_creations_with_it() -> None:
     err_id, _ = session.request("tcp.pending", {"handle": 5}, "e")
     answers, _ = session.feed(b'{"jsonrpc":"2.0","error":{"code":-32000,"message":"unknown handle"},"id":%d}\n' % err_id, ())
     assert isinstance(answers[0][1].error, tcpgw.UnknownHandleError)
+
+
+def test_lines_cut_into_tiny_reads() -> None:
+    rng = random.Random(7)
+    session = new_session()
+    payloads = [os.urandom(rng.randint(0, 3000)) for _ in range(30)]
+    data = b"".join(on_data(1, p) for p in payloads)
+    pos = 0
+    while pos < len(data):
+        step = rng.randint(1, 7) if rng.random() < 0.9 else rng.randint(1000, 9000)
+        session.feed(data[pos:pos + step], ())
+        pos += step
+    obj = session.handles[1]
+    got = []
+    while True:
+        event = session.take_event(obj)
+        if event is None:
+            break
+        got.append(event.data)
+    assert got == payloads

@@ -536,20 +536,21 @@ class InBuffer:
     front only when the tail runs short, and the buffer grows for a line longer than it.
     """
 
-    __slots__ = ("buf", "view", "start", "end", "address")
+    __slots__ = ("buf", "view", "start", "end", "scan", "address")
 
     def __init__(self, size: int = READ_SIZE) -> None:
         self.buf = bytearray(size)
         self.view = memoryview(self.buf)
         self.start = 0
         self.end = 0
+        self.scan = 0  # no newline in buf[start:scan]: a long line's later reads are not rescanned
         # The buffer's address, for the libcrypto decoder (0: not in use).
         self.address = _crypto_b64.address(self.buf) if _crypto_b64 is not None else 0
 
     def space(self) -> memoryview:
         """Where the next read goes (at least ``MIN_FREE`` bytes)."""
         if self.start == self.end:
-            self.start = self.end = 0
+            self.start = self.end = self.scan = 0
         elif len(self.buf) - self.end < MIN_FREE:
             held = self.end - self.start
             if len(self.buf) - held < MIN_FREE:
@@ -561,12 +562,13 @@ class InBuffer:
                 self.address = _crypto_b64.address(grown) if _crypto_b64 is not None else 0
             else:
                 self.buf[:held] = self.view[self.start:self.end]
+            self.scan -= self.start
             self.start, self.end = 0, held
         return self.view[self.end:]
 
     def clear(self) -> None:
         """Drop what is held (a partial line of a connection that dropped)."""
-        self.start = self.end = 0
+        self.start = self.end = self.scan = 0
 
 
 class KeepState:
@@ -829,12 +831,15 @@ class Session(Generic[H, T]):
         counted = 0
         first = pos
         find = buf.find
+        scan = max(pos, inbuf.scan)
+        nl = -1
         try:
             while True:
-                nl = find(b"\n", pos, end)
+                nl = find(b"\n", scan, end)
                 if nl < 0:
                     break
                 start, pos = pos, nl + 1
+                scan = pos
                 if nl == start:
                     continue  # empty: not a message and not counted
                 if buf.startswith(_ON_DATA_HEAD, start):
@@ -857,6 +862,7 @@ class Session(Generic[H, T]):
                     self._line(line, answers, touched)
         finally:
             inbuf.start = pos
+            inbuf.scan = end if nl < 0 else pos  # after a break: no newline in [pos, end)
             if self.keep is not None:
                 self.keep.incoming(counted, pos - first)
         return answers, touched
