@@ -13,7 +13,7 @@ import pytest
 
 import tcpgw
 import tcpgw.aio
-from conftest import FakeSsh, GatewayProcess, recv_exactly
+from conftest import FakeSsh, GatewayProcess, recv_exactly, wait_until
 
 
 def ssh_url(gateway: GatewayProcess, user_host: str = "rig@gw.invalid:2222") -> str:
@@ -62,7 +62,7 @@ def test_ssh_that_fails_is_a_clear_closed_connection(gateway: GatewayProcess, fa
     gw = tcpgw.connect(ssh_url(gateway))
     with pytest.raises(tcpgw.ConnectionClosedError, match="status 255"):
         gw.info()
-    assert gw.closed
+    assert wait_until(lambda: gw.closed)  # the reader sees the end too
     gw.close()
 
 
