@@ -288,7 +288,8 @@ class StreamSocket(socket.socket):
 
     Its first bytes are those the gateway had already read (the attach answer's ``buffered``
     count of them, plus any a read-ahead ``recv`` had brought to this client: those are
-    returned first by ``recv``/``recv_into``). ``shutdown(SHUT_WR)`` ends the TCP
+    returned first by ``recv``/``recv_into``, and ``select``/``poll`` cannot see them, so read
+    once before waiting when ``pending_kept()`` is non-zero). ``shutdown(SHUT_WR)`` ends the TCP
     connection's writing side; end of input is the peer's end of stream.
 
     Attributes:
@@ -299,6 +300,10 @@ class StreamSocket(socket.socket):
     handle: int = 0
     buffered: int = 0
     _kept: bytes = b""
+
+    def pending_kept(self) -> int:
+        """Bytes held here (from a read-ahead) that ``recv`` returns before reading the socket."""
+        return len(self._kept)
 
     def recv(self, bufsize: int, flags: int = 0) -> bytes:
         if self._kept and not flags:
