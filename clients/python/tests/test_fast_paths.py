@@ -164,3 +164,28 @@ def test_aio_read_ahead_and_fast_paths(gateway: "object", py_server: socket.sock
                 assert recv_exactly(peer, 4) == b"done"
 
     asyncio.run(asyncio.wait_for(main(), 30))
+
+
+def test_concurrent_recvs_on_one_handle_lose_nothing(gw: tcpgw.Gateway, py_server: socket.socket) -> None:
+    conn, peer = pair(gw, py_server)
+    payload = bytes(range(256)) * 4096  # 1 MiB
+    peer.sendall(payload)
+    peer.shutdown(socket.SHUT_WR)
+    counts: List[int] = []
+    lock = threading.Lock()
+
+    def reader() -> None:
+        for _ in range(100_000):
+            chunk = conn.recv(1000, 5000)
+            with lock:
+                counts.append(len(chunk))
+            if not chunk:
+                return
+
+    threads = [threading.Thread(target=reader) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert sum(counts) == len(payload)
+    peer.close()

@@ -269,6 +269,10 @@ def test_read_ahead_bookkeeping() -> None:
     assert state.drain_ahead() == b"789"
     assert state.ahead_count() == 0 and state.take_ahead(5) is None
     assert state.keep_ahead(b"ab", 10) == b"ab" and state.ahead_count() == 0
+    # two recvs that both kept bytes (threads, tasks): both are kept, nothing is lost
+    assert state.keep_ahead(b"abcdef", 2) == b"ab"
+    assert state.keep_ahead(b"uvwxyz", 3) == b"uvw"
+    assert state.drain_ahead() == b"cdefxyz"
     assert _wire.recv_length(16) == _wire.RECV_AHEAD
     assert _wire.recv_length(_wire.RECV_AHEAD * 2) == _wire.RECV_AHEAD * 2
     assert _wire.recv_length(0) == 0 and _wire.recv_length(-5) == -5 and _wire.recv_length(True) is True

@@ -306,12 +306,15 @@ class Tcp(gen._SyncTcpMethods):
         ``timeout`` in ms (``None`` = wait forever, ``0`` = do not wait); on timeout raises
         :class:`~tcpgw.RPCTimeoutError` (a ``TimeoutError``) and nothing is lost.
         """
-        kept = self._state.take_ahead(length)
+        lock = self._gw._lock
+        with lock:
+            kept = self._state.take_ahead(length)
         if kept is not None:
             return kept
         params = drop_none(handle=self.handle, length=recv_length(length), timeout=timeout, encoding="base64")
         data, _eof = recv_answer(self._gw._call_answer("tcp.recv", params))
-        return self._state.keep_ahead(data, length)
+        with lock:
+            return self._state.keep_ahead(data, length)
 
     @schema_doc("tcp.recv")
     def recv_into(
@@ -332,7 +335,8 @@ class Tcp(gen._SyncTcpMethods):
     @schema_doc("tcp.recvfrom")
     def recvfrom(self, length: int = 65536, timeout: Optional[int] = None) -> Tuple[bytes, Optional[SockAddr]]:
         """Like :meth:`recv`, also returning the peer's address: ``(data, remoteAddr)``, as ``socket.recvfrom``."""
-        kept = self._state.take_ahead(length)
+        with self._gw._lock:
+            kept = self._state.take_ahead(length)
         if kept is not None:
             return kept, self.remote
         params = drop_none(length=length, timeout=timeout, encoding="base64")
@@ -388,7 +392,9 @@ class Tcp(gen._SyncTcpMethods):
         self._gw._drop(self)
         if answer.fd is None:
             raise gen.DescriptorError(-32006, "the gateway's flyAway answer carried no descriptor")
-        return _fly_away_socket(answer.fd, answer.value, self._state.drain_ahead())
+        with self._gw._lock:
+            kept = self._state.drain_ahead()
+        return _fly_away_socket(answer.fd, answer.value, kept)
 
 
     def stream(self) -> StreamSocket:
@@ -404,7 +410,8 @@ class Tcp(gen._SyncTcpMethods):
         relayed through a socket pair.
         """
         result = self._invoke("tcp.stream", {})
-        kept = self._state.drain_ahead()  # after the answer: a refused stream keeps them
+        with self._gw._lock:
+            kept = self._state.drain_ahead()  # after the answer: a refused stream keeps them
         token = result.get("token") if isinstance(result, Mapping) else None
         if not isinstance(token, str):
             raise ProtocolError(f"tcp.stream answered {result!r}")

@@ -489,7 +489,11 @@ class HandleState:
         """Of a read-ahead's ``data``, the first ``length`` bytes; the rest is kept for later reads."""
         if len(data) <= length:
             return data
-        self.ahead, self.ahead_pos = data, length
+        if self.ahead_pos < len(self.ahead):
+            # Another recv (another thread or task) kept bytes meanwhile: keep both, none lost.
+            self.ahead, self.ahead_pos = self.ahead[self.ahead_pos:] + data[length:], 0
+        else:
+            self.ahead, self.ahead_pos = data, length
         return data[:length]
 
     def drain_ahead(self) -> bytes:
