@@ -1289,6 +1289,7 @@ def main() -> int:
                 attempt("3 calls/s", lambda: bench_calls(gw, sz, tmpdir))
                 attempt("4 latency", lambda: bench_latency(gw, sz, tmpdir))
                 attempt("5 slow reader", lambda: bench_slow_reader(gw, sz, memory, watermark))
+                client_rows(gw, sz, tmpdir)
                 memory["end"] = gw.rss_kib()
                 hwm = gw.hwm_kib()
             finally:
@@ -1315,6 +1316,16 @@ def main() -> int:
     if not args.native_only:
         codec_bench(args)
     return 0
+
+
+def client_rows(gw: GatewayProcess, sz: Sizes, tmpdir: str) -> None:
+    """Rows 9 (bench/rows_client.py): the Python client through its public API."""
+    try:
+        import rows_client
+    except ImportError as exc:
+        progress(f"no rows 9: the Python client is not importable ({exc}); pip install -e clients/python")
+        return
+    rows_client.bench_client(sys.modules[__name__], gw, sz, tmpdir)
 
 
 def codec_bench(args: argparse.Namespace) -> None:

@@ -53,6 +53,9 @@ PY_NAMES: dict[str, str] = {
     "fault.remove": "removeFault",
     "fault.list": "faults",
 }
+# Methods of contract §11/§12 the hand-written client drives itself (sessions that resume,
+# streams) when the schema offers them; never generated as plain methods, not required.
+CLIENT_OWN: frozenset[str] = frozenset({"session.keep", "session.ack", "session.resume", "tcp.stream", "tcp.attach"})
 
 # Notifications the hand-written event routing understands, with the params it reads.
 KNOWN_EVENTS: dict[str, tuple[str, ...]] = {
@@ -78,6 +81,8 @@ ERROR_CLASS_NAMES: dict[int, str] = {
     -32004: "LimitError",
     -32005: "OSErrorReply",
     -32006: "DescriptorError",
+    -32007: "UnknownSessionError",
+    -32008: "StreamTokenInvalidError",
 }
 # Bases with behaviour (hand-written in _errors.py).
 ERROR_BASES: dict[int, str] = {-32002: "_RPCTimeoutBase", -32005: "_OSErrorReplyBase"}
@@ -346,7 +351,13 @@ class _Emitter:
         for method in self.requests:
             text = " ".join(str(method.get(k, "")).strip() for k in ("summary", "description")).strip()
             out.append(f"    {method['name']!r}: {text!r},\n")
-        out.append("})\n")
+        out.append("})\n\n")
+        # Descriptor passing (SCM_RIGHTS) works on a Unix socket only: the client refuses these
+        # methods before sending when it talks through a pipe (ssh://).
+        passing = sorted(m["name"] for m in self.requests if m.get("x-descriptor"))
+        out.append("#: Methods that pass a descriptor with SCM_RIGHTS (``x-descriptor`` in the schema).\n")
+        out.append("DESCRIPTOR_METHODS: Final[FrozenSet[str]] = frozenset({"
+                   + ", ".join(repr(n) for n in passing) + "})\n")
         return "".join(out)
 
     def mixin(self, cls: str, with_handle: bool, is_async: bool) -> str:
@@ -361,7 +372,7 @@ class _Emitter:
         out.append("        raise NotImplementedError\n")
         for method in self.requests:
             name = method["name"]
-            if name in HANDWRITTEN:
+            if name in HANDWRITTEN or name in CLIENT_OWN:
                 continue
             params = self.params(method)
             has_handle = bool(params) and params[0]["name"] == "handle"
@@ -415,7 +426,7 @@ class _Emitter:
         info = self.doc.get("info", {})
         constants_text, constant_names = self.constants()
         errors_text, error_names = self.errors()
-        public = ["TcpState", "CONSTANTS", "ERROR_CLASSES", "EVENT_NAMES", *constant_names, *error_names]
+        public = ["TcpState", "CONSTANTS", "ERROR_CLASSES", "EVENT_NAMES", "DESCRIPTOR_METHODS", *constant_names, *error_names]
         head = [
             HEADER,
             '"""Schema-derived part of the tcpgw client: constants, error classes, events, method tables\n',
@@ -424,7 +435,7 @@ class _Emitter:
             "from __future__ import annotations\n\n",
             "from enum import IntEnum\n",
             "from types import MappingProxyType\n",
-            "from typing import Any, Dict, Final, List, Literal, Mapping, Optional, Tuple, Type\n\n",
+            "from typing import Any, Dict, Final, FrozenSet, List, Literal, Mapping, Optional, Tuple, Type\n\n",
             "from ._errors import RPCError, _OSErrorReplyBase, _RPCTimeoutBase\n",
             "from ._types import SockAddr, expect, expect_sockaddr\n\n",
             "__all__ = [\n",

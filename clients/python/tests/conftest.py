@@ -162,3 +162,38 @@ def gw_recv_exactly(conn: tcpgw.Tcp, count: int, timeout_ms: int = 5000) -> byte
 
 def fd_count() -> int:
     return len(os.listdir("/proc/self/fd"))
+
+
+FAKE_SSH = """#!/bin/sh
+# A stand-in for ssh: logs its arguments, ignores the host and options, and runs the remote
+# command here through a shell, as sshd would run it on the remote host.
+printf '%s\\n' "$*" >> "$FAKE_SSH_LOG"
+while [ $# -gt 0 ]; do
+  if [ "$1" = "--" ]; then shift; break; fi
+  shift
+done
+exec sh -c "exec $*"
+"""
+
+
+class FakeSsh:
+    """``$TCPGW_SSH`` pointing at a local stand-in; ``runs()`` lists the argument lines it got."""
+
+    def __init__(self, directory: Path) -> None:
+        self.script = directory / "fake-ssh"
+        self.script.write_text(FAKE_SSH)
+        self.script.chmod(0o755)
+        self.log = directory / "fake-ssh.log"
+        self.log.write_text("")
+
+    def runs(self) -> list:
+        return [line for line in self.log.read_text().splitlines() if line]
+
+
+@pytest.fixture
+def fake_ssh(tmp_path: Path, gateway_bin: str, monkeypatch: pytest.MonkeyPatch) -> FakeSsh:
+    fake = FakeSsh(tmp_path)
+    monkeypatch.setenv("TCPGW_SSH", str(fake.script))
+    monkeypatch.setenv("TCPGW_REMOTE_BIN", gateway_bin)
+    monkeypatch.setenv("FAKE_SSH_LOG", str(fake.log))
+    return fake

@@ -26,6 +26,7 @@ from ._generated import *  # noqa: F401,F403 - constants, error classes, TcpStat
 from ._generated import __all__ as _generated_all
 from ._generated import SCHEMA_VERSION
 from ._sync import FlyAwaySocket, Gateway, Tcp, connect
+from ._transport import StreamSocket
 from ._types import ErrorObject, SockAddr
 from ._wire import Event, default_socket_path, sockaddr
 
@@ -36,6 +37,7 @@ __all__ = [
     "Gateway",
     "Tcp",
     "FlyAwaySocket",
+    "StreamSocket",
     "Event",
     "SockAddr",
     "ErrorObject",

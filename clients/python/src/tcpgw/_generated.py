@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from enum import IntEnum
 from types import MappingProxyType
-from typing import Any, Dict, Final, List, Literal, Mapping, Optional, Tuple, Type
+from typing import Any, Dict, Final, FrozenSet, List, Literal, Mapping, Optional, Tuple, Type
 
 from ._errors import RPCError, _OSErrorReplyBase, _RPCTimeoutBase
 from ._types import SockAddr, expect, expect_sockaddr
@@ -16,6 +16,7 @@ __all__ = [
     'CONSTANTS',
     'ERROR_CLASSES',
     'EVENT_NAMES',
+    'DESCRIPTOR_METHODS',
     'AF_INET',
     'AF_INET6',
     'INADDR_NONE',
@@ -345,6 +346,9 @@ METHOD_DOCS: Final[Mapping[str, str]] = MappingProxyType({
     'fault.remove': "Take a fault off a handle. Removes the fault named `name` from a connection (what it held moves on at once, in order: nothing is lost; a stall lets the stream go again) or a server's templates (connections already accepted keep theirs). An unknown name is -32602. Synchronous.",
     'fault.list': "A handle's faults. Answers the faults of a connection or the fault templates of a server, in the order they were added, with defaults filled in; on a connection each says whether its toxicity draw made it `active`. Synchronous.",
 })
+
+#: Methods that pass a descriptor with SCM_RIGHTS (``x-descriptor`` in the schema).
+DESCRIPTOR_METHODS: Final[FrozenSet[str]] = frozenset({'tcp.createByFd', 'tcp.flyAway'})
 
 
 class _SyncTcpMethods:

@@ -22,6 +22,7 @@ Every method is safe to call from several threads.
 from __future__ import annotations
 
 import os
+import select
 import socket
 import threading
 import time
@@ -42,25 +43,28 @@ from typing import (
 )
 
 from . import _generated as gen
-from ._errors import ConnectionClosedError, ProtocolError
+from ._errors import ConnectionClosedError, ProtocolError, RPCError
+from ._transport import StreamSocket, Transport, open_stream, open_transport, read_handshake_line
 from ._types import ErrorObject, SockAddr
 from ._wire import (
-    MAX_FDS_PER_READ,
-    READ_SIZE,
     AddressLike,
     Answer,
     Event,
     HandleState,
+    KeepState,
     Listener,
+    Pending,
     SendData,
     Session,
     decode_data,
-    default_socket_path,
     descriptor_of,
     drop_none,
     errno_from_result,
+    handshake_result,
+    keep_request_line,
     normalize_sockaddr,
-    recv_result,
+    recv_answer,
+    recv_length,
     recv_window,
     recvfrom_result,
     schema_doc,
@@ -73,6 +77,11 @@ if TYPE_CHECKING:
 
 ConnectCallback = Callable[["Tcp", Optional[SockAddr]], object]
 AcceptCallback = Callable[["Tcp", Optional[SockAddr]], object]
+
+_IDLE_S = 0.01  # the background reader leaves input to callers who wanted it this recently
+_HANDSHAKE_S = 10.0  # bound on a handshake answer (session.keep, session.resume, tcp.attach)
+_BACKOFF_FIRST_S = 0.05  # reconnect backoff of a kept session: doubling up to the max
+_BACKOFF_MAX_S = 1.0
 
 
 class FlyAwaySocket(socket.socket):
@@ -88,24 +97,24 @@ class FlyAwaySocket(socket.socket):
     eof: bool = False
 
 
-def _fly_away_socket(fd: int, result: Any) -> FlyAwaySocket:
+def _fly_away_socket(fd: int, result: Any, kept: bytes = b"") -> FlyAwaySocket:
+    """The flown socket; ``kept``: bytes a read-ahead had already brought (they come first)."""
     sock = FlyAwaySocket(fileno=fd)
     # The gateway works with O_NONBLOCK, which lives on the shared open file description;
     # the socket object must agree with the flag, so make both blocking.
     sock.setblocking(True)
     if isinstance(result, Mapping):
-        sock.buffered = decode_data(result.get("buffered", ""), result.get("encoding", "base64"))
+        sock.buffered = kept + decode_data(result.get("buffered", ""), result.get("encoding", "base64"))
         sock.eof = bool(result.get("eof"))
     return sock
 
 
 class _Waiter:
-    """A blocking caller's slot for its answer."""
+    """A blocking caller's slot for its answer (filled under the gateway's lock)."""
 
-    __slots__ = ("event", "answer")
+    __slots__ = ("answer",)
 
     def __init__(self) -> None:
-        self.event = threading.Event()
         self.answer: Optional[Answer[Tcp]] = None
 
 
@@ -175,14 +184,14 @@ class Tcp(gen._SyncTcpMethods):
         """
         with self._gw._cv:
             self._state.add_listener(name, fn, once=False)
-            self._gw._cv.notify_all()
+            self._gw._changed()
         return self
 
     def once(self, name: str, fn: Listener) -> "Tcp":
         """Like :meth:`on`, but the listener is removed after its first call."""
         with self._gw._cv:
             self._state.add_listener(name, fn, once=True)
-            self._gw._cv.notify_all()
+            self._gw._changed()
         return self
 
     def off(self, name: str, fn: Listener) -> bool:
@@ -298,8 +307,15 @@ class Tcp(gen._SyncTcpMethods):
         ``timeout`` in ms (``None`` = wait forever, ``0`` = do not wait); on timeout raises
         :class:`~tcpgw.RPCTimeoutError` (a ``TimeoutError``) and nothing is lost.
         """
-        data, _eof = recv_result(self._invoke("tcp.recv", drop_none(length=length, timeout=timeout, encoding="base64")))
-        return data
+        lock = self._gw._lock
+        with lock:
+            kept = self._state.take_ahead(length)
+        if kept is not None:
+            return kept
+        params = drop_none(handle=self.handle, length=recv_length(length), timeout=timeout, encoding="base64")
+        data, _eof = recv_answer(self._gw._call_answer("tcp.recv", params))
+        with lock:
+            return self._state.keep_ahead(data, length)
 
     @schema_doc("tcp.recv")
     def recv_into(
@@ -320,8 +336,23 @@ class Tcp(gen._SyncTcpMethods):
     @schema_doc("tcp.recvfrom")
     def recvfrom(self, length: int = 65536, timeout: Optional[int] = None) -> Tuple[bytes, Optional[SockAddr]]:
         """Like :meth:`recv`, also returning the peer's address: ``(data, remoteAddr)``, as ``socket.recvfrom``."""
+        with self._gw._lock:
+            kept = self._state.take_ahead(length)
+        if kept is not None:
+            return kept, self.remote
         params = drop_none(length=length, timeout=timeout, encoding="base64")
         return recvfrom_result(self._invoke("tcp.recvfrom", params))
+
+    @schema_doc("tcp.pending")
+    def pending(self) -> int:
+        """Bytes readable without waiting: the gateway's count plus bytes a read-ahead already brought here."""
+        return int(self._invoke("tcp.pending", {})) + self._state.ahead_count()
+
+    @schema_doc("tcp.resume")
+    def resume(self) -> bool:
+        """Switch to flowing mode; bytes a read-ahead already brought here are the first ``"data"`` event."""
+        self._gw._requeue_ahead(self)
+        return bool(self._invoke("tcp.resume", {}))
 
     @schema_doc("tcp.getState")
     def getState(self) -> int:
@@ -362,32 +393,77 @@ class Tcp(gen._SyncTcpMethods):
         self._gw._drop(self)
         if answer.fd is None:
             raise gen.DescriptorError(-32006, "the gateway's flyAway answer carried no descriptor")
-        return _fly_away_socket(answer.fd, answer.value)
+        with self._gw._lock:
+            kept = self._state.drain_ahead()
+        return _fly_away_socket(answer.fd, answer.value, kept)
+
+
+    def stream(self) -> StreamSocket:
+        """This connection's raw byte stream, both ways, as a real blocking socket (contract §11).
+
+        Calls ``tcp.stream``, opens a second connection to the same gateway address and
+        presents the token with ``tcp.attach``; the returned :class:`~tcpgw.StreamSocket`
+        then carries the TCP connection's bytes with no JSON: first those the gateway (or a
+        read-ahead ``recv`` here) had already read. ``shutdown(SHUT_WR)`` sends FIN to the
+        peer. The handle stays on this connection (``send``/``recv`` are -32001 there;
+        options and ``close`` work) and gets a ``"close"`` event when the stream has
+        finished. Over ``ssh://`` the stream runs through ``ssh ... tcpgw attach TOKEN``,
+        relayed through a socket pair.
+        """
+        result = self._invoke("tcp.stream", {})
+        with self._gw._lock:
+            kept = self._state.drain_ahead()  # after the answer: a refused stream keeps them
+        token = result.get("token") if isinstance(result, Mapping) else None
+        if not isinstance(token, str):
+            raise ProtocolError(f"tcp.stream answered {result!r}")
+        sock, attached = open_stream(self._gw.path, token, time.monotonic() + _HANDSHAKE_S)
+        sock.handle = self.handle
+        sock._kept = kept
+        if isinstance(attached, Mapping) and isinstance(attached.get("buffered"), int):
+            sock.buffered = attached["buffered"]
+        return sock
 
 
 class Gateway(gen._SyncGatewayMethods):
     """A connection to a tcpgw gateway; the seed's ``Tcp`` module functions are its methods.
 
     Use :func:`connect` to make one. A ``with`` block closes it (and so every handle it owns).
+    ``keep`` (ms) makes the session survive a dropped connection (see :func:`connect`).
     """
 
-    def __init__(self, path: Optional[str] = None) -> None:
-        self.path = path if path is not None else default_socket_path()
-        self._lock = threading.RLock()
-        self._cv = threading.Condition(self._lock)
+    def __init__(self, path: Optional[str] = None, *, keep: Optional[int] = None) -> None:
+        transport, self.path = open_transport(path)
+        self._transport: Transport = transport
+        self._lock = threading.Lock()
+        self._cv = threading.Condition(self._lock)  # answers, events, leadership changes
+        self._bg_cv = threading.Condition(self._lock)  # the background reader's own (rarely notified)
         self._write_lock = threading.Lock()
         self._session: Session[Tcp, _Waiter] = Session(lambda handle, kind: Tcp(self, handle, kind))
         self._closed = False  # close() was called
-        self._dead = False  # the reader has stopped: no answer or event will come any more
+        self._dead = False  # no answer or event will come any more
         self._stop = False
         self._failure: Optional[BaseException] = None
-        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        # Leader/follower: whichever thread needs input reads the transport itself while the
+        # others wait on _cv; the background reader only reads when no caller has wanted input
+        # for _IDLE seconds, and yields (woken through the pipe) when one does.
+        self._leader = False
+        self._leader_bg = False
+        self._waiting = 0
+        self._sleepers = 0  # threads in _cv.wait (notify only when there are some)
+        self._last_fg = 0.0
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_w, False)
+        self._poller = self._make_poller()
+        self._close_event = threading.Event()
         try:
-            self._sock.connect(self.path)
-        except OSError:
-            self._sock.close()
+            if keep is not None:
+                self._start_keep(keep)
+        except BaseException:
+            self._transport.close()
+            os.close(self._wake_r)
+            os.close(self._wake_w)
             raise
-        self._reader = threading.Thread(target=self._read_loop, name="tcpgw-reader", daemon=True)
+        self._reader = threading.Thread(target=self._background, name="tcpgw-reader", daemon=True)
         self._reader.start()
 
     def __repr__(self) -> str:
@@ -404,79 +480,298 @@ class Gateway(gen._SyncGatewayMethods):
         """Whether the connection has ended (closed here or by the gateway)."""
         return self._dead
 
-    # -- plumbing -------------------------------------------------------------------------
-    def _read_loop(self) -> None:
-        failure: Optional[BaseException] = None
-        try:
-            while True:
-                try:
-                    data, fds, _flags, _addr = socket.recv_fds(
-                        self._sock, READ_SIZE, MAX_FDS_PER_READ, socket.MSG_CMSG_CLOEXEC
-                    )
-                except OSError as exc:
-                    if not self._closed:
-                        failure = exc
-                    break
-                if not data:
-                    for fd in fds:
-                        os.close(fd)
-                    break
-                with self._cv:
-                    answers, touched = self._session.feed(data, fds)
-                    for waiter, answer in answers:
-                        waiter.answer = answer
-                        waiter.event.set()
-                    if touched:
-                        self._cv.notify_all()
-        except ProtocolError as exc:
-            failure = exc
-        finally:
-            self._shutdown_session(failure)
+    @property
+    def session_token(self) -> Optional[str]:
+        """The kept session's token (``keep=``), else ``None``."""
+        keep = self._session.keep
+        return keep.token if keep is not None else None
 
-    def _shutdown_session(self, failure: Optional[BaseException]) -> None:
-        """No more input: fail waiting calls, end iterators and polls, release descriptors."""
-        with self._cv:
-            self._dead = True
-            self._failure = failure
-            reason = "connection to the gateway closed" if failure is None else f"connection to the gateway lost: {failure}"
-            for waiter in self._session.end():
-                waiter.answer = Answer(error=ConnectionClosedError(reason))
-                waiter.event.set()
+    # -- kept sessions (contract §12) -----------------------------------------------------
+    def _start_keep(self, keep: int) -> None:
+        self._transport.sendall(keep_request_line(keep))
+        line, rest = read_handshake_line(self._transport, time.monotonic() + _HANDSHAKE_S)
+        result = handshake_result(line, "session.keep")
+        if not isinstance(result, Mapping) or not isinstance(result.get("token"), str):
+            raise ProtocolError(f"session.keep answered {result!r}")
+        self._session.keep = KeepState(result["token"], int(result.get("grace", keep)))
+        if rest:
+            self._session.feed(rest, ())
+
+    def _reconnect(self, failure: Optional[BaseException]) -> Optional[BaseException]:
+        """The connection dropped: open a new one, resume, resend. Lock held, leadership ours.
+
+        Returns ``None`` when resumed, else why the session is lost.
+        """
+        keep = self._session.keep
+        assert keep is not None
+        deadline = time.monotonic() + keep.grace / 1000.0
+        delay = _BACKOFF_FIRST_S
+        self._session.drop_input()
+        self._lock.release()
+        rest = b""
+        lost: Optional[BaseException] = None
+        try:
+            with self._write_lock:
+                self._transport.close()
+                while True:
+                    if self._closed:
+                        lost = ConnectionClosedError("connection to the gateway closed")
+                        break
+                    try:
+                        transport, _target = open_transport(self.path)
+                    except OSError as exc:
+                        failure = exc
+                    else:
+                        try:
+                            transport.sendall(keep.resume_line())
+                            line, rest = read_handshake_line(transport, min(deadline, time.monotonic() + _HANDSHAKE_S))
+                            result = handshake_result(line, "session.resume")
+                            received = result.get("received") if isinstance(result, Mapping) else None
+                            if not isinstance(received, int):
+                                raise ProtocolError(f"session.resume answered {result!r}")
+                            for kept in keep.resumed(received):
+                                transport.sendall(kept)
+                            self._transport = transport
+                            break
+                        except RPCError as exc:
+                            transport.close()
+                            lost = ConnectionClosedError(f"the gateway refused to resume the session: {exc}")
+                            break
+                        except (OSError, ProtocolError, EOFError) as exc:
+                            transport.close()
+                            failure = exc
+                    if time.monotonic() + delay >= deadline:
+                        lost = ConnectionClosedError(
+                            f"connection to the gateway lost and not resumed within the grace of {keep.grace} ms"
+                            + (f": {failure}" if failure is not None else ""))
+                        break
+                    self._close_event.wait(delay)
+                    delay = min(delay * 2, _BACKOFF_MAX_S)
+        finally:
+            self._lock.acquire()
+        if lost is not None:
+            return lost
+        self._poller = self._make_poller()
+        if rest:
+            self._dispatch(*self._session.feed(rest, ()))
+        return None
+
+    # -- plumbing -------------------------------------------------------------------------
+    def _make_poller(self) -> "select.poll":
+        poller = select.poll()
+        poller.register(self._transport.fileno(), select.POLLIN)
+        poller.register(self._wake_r, select.POLLIN)
+        return poller
+
+    def _poke(self) -> None:
+        """Wake a leader waiting in poll (the background reader, a poll(), an event iterator)."""
+        if self._wake_w >= 0:
+            try:
+                os.write(self._wake_w, b"x")
+            except (BlockingIOError, OSError):
+                pass  # the pipe is full: a wake-up is pending anyway
+
+    def _dispatch(self, answers: List[Tuple[_Waiter, Answer[Tcp]]], touched: List[Tcp]) -> None:
+        for waiter, answer in answers:
+            waiter.answer = answer
+        if (answers or touched) and self._sleepers:
             self._cv.notify_all()
 
-    def _send_line(self, line: bytes, fds: Sequence[int] = ()) -> None:
+    def _lead(self, deadline: Optional[float], interruptible: bool, background: bool = False) -> None:
+        """Read the transport once as the leader. Called and returns with the lock held."""
+        self._leader = True
+        self._leader_bg = background
+        view = self._session.read_space()
+        transport = self._transport
+        poller = self._poller
+        descriptors = self._session.descriptors_due > 0
+        self._lock.release()
+        nbytes = -1
+        fds: List[int] = []
+        failure: Optional[BaseException] = None
+        try:
+            try:
+                if interruptible or deadline is not None:
+                    timeout = None if deadline is None else max(0.0, (deadline - time.monotonic()) * 1000.0)
+                    ready = False
+                    for fd, _mask in poller.poll(timeout):
+                        if fd == self._wake_r:
+                            os.read(self._wake_r, 4096)
+                        else:
+                            ready = True
+                    if ready:
+                        nbytes, fds = transport.read_into(view, descriptors)
+                else:
+                    nbytes, fds = transport.read_into(view, descriptors)
+            except OSError as exc:
+                if not self._closed:
+                    failure = exc
+                nbytes = 0
+        finally:
+            self._lock.acquire()
+            self._leader = False
+            self._leader_bg = False
+        if self._dead:
+            for fd in fds:
+                os.close(fd)
+            return
+        if nbytes < 0:
+            if self._sleepers:
+                self._cv.notify_all()  # someone wants to lead
+            return
+        if nbytes == 0:
+            for fd in fds:
+                os.close(fd)
+            if failure is None and not self._closed:
+                failure = transport.end_reason()
+            self._input_ended(failure)
+            return
+        try:
+            answers, touched = self._session.process(nbytes, fds)
+        except ProtocolError as exc:
+            self._input_ended(exc, resumable=False)
+            return
+        self._dispatch(answers, touched)
+        keep = self._session.keep
+        if keep is not None and keep.ack_due():
+            self._leader = True  # nobody reads while the ack goes out
+            self._lock.release()
+            try:
+                self._write_line(None)
+            except OSError:
+                pass  # the reader will see the drop and resume
+            finally:
+                self._lock.acquire()
+                self._leader = False
+        if self._sleepers:
+            self._cv.notify_all()  # a waiting thread may lead now
+
+    def _input_ended(self, failure: Optional[BaseException], resumable: bool = True) -> None:
+        """End of input (lock held): resume a kept session, else shut down."""
+        if resumable and not self._closed and self._session.keep is not None:
+            self._leader = True
+            try:
+                lost = self._reconnect(failure)
+            finally:
+                self._leader = False
+            if lost is None:
+                self._cv.notify_all()
+                return
+            failure = lost
+        self._shutdown_session(failure)
+
+    def _await(self, done: Callable[[], bool], deadline: Optional[float], interruptible: bool) -> None:
+        """Wait (lock held) until ``done()``, the connection ends or ``deadline``, reading
+        the transport ourselves whenever no other thread does."""
+        self._waiting += 1
+        try:
+            while not done() and not self._dead:
+                if not self._leader:
+                    self._lead(deadline, interruptible)
+                else:
+                    if self._leader_bg:
+                        self._poke()
+                    remaining = None if deadline is None else deadline - time.monotonic()
+                    if remaining is not None and remaining <= 0:
+                        return
+                    self._sleepers += 1
+                    try:
+                        self._cv.wait(remaining)
+                    finally:
+                        self._sleepers -= 1
+                if deadline is not None and time.monotonic() >= deadline:
+                    return
+        finally:
+            self._waiting -= 1
+            self._last_fg = time.monotonic()
+
+    def _background(self) -> None:
+        """The background reader: keeps input flowing while no caller reads (events, EOF)."""
+        with self._lock:
+            while not self._dead:
+                if self._leader or self._waiting or time.monotonic() - self._last_fg < _IDLE_S:
+                    self._bg_cv.wait(_IDLE_S)
+                    continue
+                self._lead(None, interruptible=True, background=True)
+
+    def _shutdown_session(self, failure: Optional[BaseException]) -> None:
+        """No more input (lock held): fail waiting calls, end iterators and polls, release descriptors."""
+        if self._dead:
+            return
+        self._dead = True
+        self._failure = failure
+        if isinstance(failure, ConnectionClosedError):
+            reason = str(failure)
+        else:
+            reason = "connection to the gateway closed" if failure is None else f"connection to the gateway lost: {failure}"
+        for waiter in self._session.end():
+            waiter.answer = Answer(error=ConnectionClosedError(reason))
+        self._cv.notify_all()
+        self._bg_cv.notify_all()
+        self._poke()
+
+    def _write_line(self, line: Optional[bytes], fds: Sequence[int] = (), pending: Optional[Pending[_Waiter]] = None) -> None:
+        """Write one line (``None``: a session.ack), counted and kept on a kept session."""
         with self._write_lock:
-            if fds:
-                # The descriptor rides on the first bytes of the request's line.
-                sent = socket.send_fds(self._sock, [line], list(fds))
-                if sent < len(line):
-                    self._sock.sendall(line[sent:])
-            else:
-                self._sock.sendall(line)
+            keep = self._session.keep
+            if line is None:
+                if keep is None:
+                    return
+                line = keep.ack_line()
+            if keep is not None:
+                number = keep.outgoing(line)
+                if pending is not None:
+                    pending.line = number
+                try:
+                    self._transport.sendall(line, fds)
+                except OSError:
+                    if self._closed:
+                        raise
+                    # Dropped: the line is kept and goes out again after the resume.
+                return
+            self._transport.sendall(line, fds)
 
     def _call_answer(self, method: str, params: Mapping[str, Any], fds: Sequence[int] = ()) -> Answer[Tcp]:
+        if method in gen.DESCRIPTOR_METHODS and not self._transport.passes_fds:
+            raise gen.DescriptorError(
+                -32006, f"{method} passes a socket descriptor, which cannot travel over {self.path} (only a local Unix socket)")
         waiter = _Waiter()
-        with self._cv:
+        with self._lock:
             if self._dead:
-                raise ConnectionClosedError("connection to the gateway is closed")
+                raise self._closed_error()
             request_id, line = self._session.request(method, params, waiter)
+            pending = self._session.pending[request_id]
+            self._last_fg = time.monotonic()  # keeps the background reader from taking over again
+            if self._leader_bg:
+                self._poke()  # the background reader yields: this thread reads its own answer
         try:
-            self._send_line(line, fds)
+            self._write_line(line, fds, pending)
         except OSError as exc:
-            with self._cv:
+            with self._lock:
                 self._session.forget(request_id)
-            raise ConnectionClosedError(f"cannot write to the gateway: {exc}") from exc
-        try:
-            waiter.event.wait()
-        except BaseException:
-            with self._cv:
+            reason = self._transport.end_reason(1.0)
+            raise ConnectionClosedError(
+                f"cannot write to the gateway: {exc}" + (f"; {reason}" if reason is not None else "")) from exc
+        with self._lock:
+            try:
+                self._await(lambda: waiter.answer is not None, None, interruptible=False)
+            except BaseException:
                 self._session.forget(request_id)
-            raise
-        answer = waiter.answer
-        assert answer is not None
+                raise
+            answer = waiter.answer
+        if answer is None:
+            raise ConnectionClosedError("connection to the gateway closed")
         if answer.error is not None:
             raise answer.error
         return answer
+
+    def _closed_error(self) -> ConnectionClosedError:
+        failure = self._failure
+        if isinstance(failure, ConnectionClosedError):
+            return ConnectionClosedError(str(failure))
+        if failure is not None and not self._closed:
+            return ConnectionClosedError(f"connection to the gateway is closed: {failure}")
+        return ConnectionClosedError("connection to the gateway is closed")
 
     def _call(self, method: str, params: Mapping[str, Any]) -> Any:
         return self._call_answer(method, params).value
@@ -488,20 +783,24 @@ class Gateway(gen._SyncGatewayMethods):
         with self._cv:
             self._session.drop_handle(obj)
             self._cv.notify_all()
+            self._poke()
+
+    def _requeue_ahead(self, obj: Tcp) -> None:
+        with self._cv:
+            self._session.requeue_ahead(obj)
+            self._changed()
+
+    def _changed(self) -> None:
+        """Listeners changed: a poll() waiting may now have something to deliver."""
+        self._cv.notify_all()
+        self._poke()
 
     def _next_event(self, obj: Tcp, timeout: Optional[float]) -> Optional[Event]:
         deadline = None if timeout is None else time.monotonic() + timeout
+        state = obj._state
         with self._cv:
-            while True:
-                event = self._session.take_event(obj)
-                if event is not None:
-                    return event
-                if obj._state.gone or self._dead:
-                    return None
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    return None
-                self._cv.wait(remaining)
+            self._await(lambda: bool(state.queue) or state.gone, deadline, interruptible=True)
+            return self._session.take_event(obj)
 
     # -- event loop -----------------------------------------------------------------------
     def poll(self, timeout: Optional[float] = None) -> int:
@@ -514,16 +813,21 @@ class Gateway(gen._SyncGatewayMethods):
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         delivered = 0
+        found: List[Optional[Tuple[Event, List[Listener]]]] = [None]
+
+        def ready() -> bool:
+            found[0] = self._session.next_deliverable()
+            return found[0] is not None or self._stop
+
         while True:
             with self._cv:
-                while True:
-                    item = self._session.next_deliverable()
-                    if item is not None or delivered or self._dead or self._stop:
-                        break
-                    remaining = None if deadline is None else deadline - time.monotonic()
-                    if remaining is not None and remaining <= 0:
-                        break
-                    self._cv.wait(remaining)
+                if delivered:
+                    found[0] = self._session.next_deliverable()
+                else:
+                    self._await(ready, deadline, interruptible=True)
+                    if found[0] is None and not self._dead:
+                        found[0] = self._session.next_deliverable()
+                item = found[0]
             if item is None:
                 return delivered
             event, listeners = item
@@ -547,25 +851,44 @@ class Gateway(gen._SyncGatewayMethods):
         with self._cv:
             self._stop = True
             self._cv.notify_all()
+            self._poke()
 
     def close(self) -> None:
         """Close the connection: the gateway closes every handle it owns. Idempotent.
 
-        Joins the reader thread and closes every descriptor this client holds
-        (descriptors already handed out by :meth:`Tcp.flyAway` are yours).
+        A kept session ends too (its grace is set to 0 first). Joins the reader thread and
+        closes every descriptor this client holds (descriptors already handed out by
+        :meth:`Tcp.flyAway` are yours).
         """
         with self._cv:
             already = self._closed
             self._closed = True
+            dead = self._dead
+            keep = self._session.keep
         if not already:
-            try:
-                self._sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass  # already disconnected
+            self._close_event.set()
+            if keep is not None and not dead:
+                try:
+                    self._write_line(keep_request_line(0))
+                except OSError:
+                    pass
+            with self._cv:
+                self._transport.wake()
+                self._poke()
+                self._cv.notify_all()
+                self._bg_cv.notify_all()
         if self._reader is not threading.current_thread():
             self._reader.join()
+        with self._cv:
+            # A kept session's reader could be between connections: make sure it is over.
+            self._shutdown_session(None)
         with self._write_lock:
-            self._sock.close()
+            self._transport.close()
+        with self._cv:
+            if self._wake_w >= 0 and not self._leader:
+                os.close(self._wake_w)
+                os.close(self._wake_r)
+                self._wake_w = self._wake_r = -1
 
     # -- module functions of the seed ------------------------------------------------------
     @schema_doc("tcp.createServer")
@@ -622,8 +945,20 @@ class Gateway(gen._SyncGatewayMethods):
         return self._call_answer("tcp.createByFd", {"sockFd": fd}, fds=[fd]).new_handle("tcp.createByFd")
 
 
-def connect(path: Optional[str] = None) -> Gateway:
+def connect(path: Optional[str] = None, *, keep: Optional[int] = None) -> Gateway:
     """Connect to the gateway at ``path`` (default: as the server chooses it:
     ``$TCPGW_SOCKET``, else ``$XDG_RUNTIME_DIR/tcpgw.sock``, else ``/tmp/tcpgw-<uid>.sock``).
+
+    ``path`` may also be ``ssh://[user@]host[:port][/socket]``: the client runs
+    ``ssh -T -o BatchMode=yes [-p P] [-l U] HOST -- tcpgw bridge [--socket PATH]`` and talks
+    through its stdin/stdout (``$TCPGW_SSH`` replaces ``ssh``, ``$TCPGW_REMOTE_BIN`` the
+    remote ``tcpgw``); methods that pass descriptors raise :class:`~tcpgw.DescriptorError`
+    there before sending.
+
+    ``keep`` (ms) sends ``session.keep {grace: keep}`` first: when the connection drops, the
+    client reconnects (re-running ssh for ``ssh://``) with backoff within the grace, resumes
+    the session and resends what the gateway had not read, so blocked calls and event
+    iterators simply continue. When that fails, calls raise :class:`~tcpgw.ConnectionClosedError`.
+    A gateway without sessions answers :class:`~tcpgw.MethodNotFoundError`.
     """
-    return Gateway(path)
+    return Gateway(path, keep=keep)

@@ -3,7 +3,14 @@
 It frames lines, matches answers to requests, turns notifications into per-handle
 :class:`Event` queues, pairs descriptors received with SCM_RIGHTS with the
 ``tcp.flyAway`` answers they belong to, and encodes/decodes the ``data`` members.
-Callers hold their own lock around every method of :class:`Session`.
+:class:`KeepState` counts lines both ways and keeps unacknowledged lines for a session
+that resumes (contract §12). Callers hold their own lock around every method of
+:class:`Session`.
+
+Speed: input is read into one large buffer (:class:`InBuffer`) and split with
+``bytearray.find``; ``tcp.onData`` notifications and ``tcp.recv`` answers in the gateway's
+own fixed shape have their base64 text decoded straight from that buffer without
+``json.loads`` of the line (any other shape takes the JSON path).
 """
 from __future__ import annotations
 
@@ -14,7 +21,9 @@ import inspect
 import itertools
 import json
 import os
+import re
 import socket
+import sys
 from typing import (
     Any,
     TYPE_CHECKING,
@@ -40,10 +49,98 @@ from ._types import ErrorObject, SockAddr, expect_sockaddr
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
 
-# Reads: big enough for a full default recv answer in few reads; descriptors: one per
-# flyAway answer, and a few lines may share a read.
-READ_SIZE = 256 * 1024
+# Reads: one large buffer, so a read takes many lines (a 64 KiB data line is ~87 KiB);
+# descriptors: one per flyAway answer, and a few lines may share a read.
+READ_SIZE = 1 << 20
+MIN_FREE = 256 * 1024  # room a read gets at least (the buffer is compacted or grown below it)
 MAX_FDS_PER_READ = 16
+
+# A session.ack goes out after this many gateway lines or bytes since the last one: often
+# enough that the gateway's replay store (default 8 MiB) never holds the client back.
+ACK_LINES = 256
+ACK_BYTES = 1 << 20
+
+
+def _make_b64() -> Callable[[Any], bytes]:
+    """The strict base64 decoder for the fast paths (rejects any byte outside the alphabet)."""
+    if sys.version_info >= (3, 11):
+        def strict(data: Any) -> bytes:
+            return binascii.a2b_base64(data, strict_mode=True)
+        return strict
+
+    def validating(data: Any) -> bytes:
+        return base64.b64decode(bytes(data), validate=True)
+    return validating
+
+
+_b64 = _make_b64()
+
+
+class _CryptoBase64:
+    """OpenSSL's ``EVP_DecodeBlock`` through ctypes, when libcrypto is there: about four times
+    CPython's ``a2b_base64`` on the same machine, which is what bounds a data path here.
+
+    Only for the fast paths (text from the input buffer, by address); any doubt (a length
+    not a multiple of 4, ``=`` before the end, a decoding error) answers ``None`` and the
+    caller decodes with binascii.
+    """
+
+    def __init__(self, decode: Any, ctypes_mod: Any) -> None:
+        self._decode = decode
+        self._ctypes = ctypes_mod
+        self._scratch = ctypes_mod.create_string_buffer(READ_SIZE)
+        self._scratch_addr = ctypes_mod.addressof(self._scratch)
+
+    def address(self, buf: bytearray) -> int:
+        return int(self._ctypes.addressof(self._ctypes.c_char.from_buffer(buf)))
+
+    def decode(self, buf: bytearray, base: int, start: int, end: int) -> Optional[bytes]:
+        length = end - start
+        if length % 4 or length == 0 or buf.find(b"=", start, end - 2) >= 0:
+            return None
+        if length > len(self._scratch):
+            self._scratch = self._ctypes.create_string_buffer(length)
+            self._scratch_addr = self._ctypes.addressof(self._scratch)
+        count = self._decode(self._scratch_addr, base + start, length)
+        if count < 0:
+            return None
+        count -= (buf[end - 1] == 0x3D) + (buf[end - 2] == 0x3D)  # '=' padding decodes to zeros
+        return bytes(self._ctypes.string_at(self._scratch_addr, count))
+
+
+def _load_crypto_base64() -> Optional[_CryptoBase64]:
+    if os.environ.get("TCPGW_PY_BASE64") == "binascii":
+        return None
+    try:
+        import ctypes
+    except ImportError:
+        return None
+    for name in ("libcrypto.so.3", "libcrypto.so"):
+        try:
+            lib = ctypes.CDLL(name)
+            decode = lib.EVP_DecodeBlock
+        except (OSError, AttributeError):
+            continue
+        decode.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int]
+        decode.restype = ctypes.c_int
+        codec = _CryptoBase64(decode, ctypes)
+        probe = bytearray(b"aGVsbG8hIQ==")  # b"hello!!": also checks the padding arithmetic
+        if codec.decode(probe, codec.address(probe), 0, len(probe)) == b"hello!!":
+            return codec
+    return None
+
+
+_crypto_b64 = _load_crypto_base64()
+# The gateway's own shapes of the two big lines (contract §3/§4); anything else goes to json.
+_ON_DATA_HEAD = b'{"jsonrpc":"2.0","method":"tcp.onData","params":{"handle":'
+_DATA_KEY = b',"data":"'
+_ON_DATA_TAIL = b'","encoding":"base64"}}'
+_RECV_HEAD = b'{"jsonrpc":"2.0","result":{"data":"'
+# A small answer with a scalar result (a count, a boolean, null): most calls' answers.
+_RESULT_HEAD = b'{"jsonrpc":"2.0","result":'
+_SCALAR_ANSWER = re.compile(rb'\{"jsonrpc":"2\.0","result":(true|false|null|-?[0-9]{1,15}),"id":([0-9]{1,18})\}')
+_SCALARS: Dict[bytes, Any] = {b"true": True, b"false": False, b"null": None}
+_RECV_TAIL = re.compile(rb'","encoding":"base64","eof":(true|false)},"id":([0-9]{1,18})}')
 
 #: What :meth:`Tcp.send` accepts: text (sent as UTF-8), bytes-like, or a list of them (gathered).
 Chunk = Union[str, bytes, bytearray, memoryview]
@@ -85,9 +182,19 @@ def sockaddr(addr: str, port: int, domain: Optional[int] = None) -> SockAddr:
     return result
 
 
+# One encoder for every line (json.dumps with separators builds a new one per call).
+_encode = json.JSONEncoder(separators=(",", ":")).encode
+
+
 def encode_line(message: Mapping[str, Any]) -> bytes:
     """One JSON-RPC message as a newline-terminated line (ASCII-only, so never a raw newline inside)."""
-    return json.dumps(message, separators=(",", ":")).encode("ascii") + b"\n"
+    return _encode(message).encode("ascii") + b"\n"
+
+
+def request_line(request_id: int, method: str, params: Mapping[str, Any]) -> bytes:
+    """A request's line; the same bytes as :func:`encode_line` of the whole message."""
+    return b'{"jsonrpc":"2.0","id":%d,"method":%s,"params":%s}\n' % (
+        request_id, _encode(method).encode("ascii"), _encode(params).encode("ascii"))
 
 
 def _as_bytes(chunk: Chunk) -> bytes:
@@ -199,6 +306,32 @@ def recv_result(result: Any) -> Tuple[bytes, bool]:
     if not isinstance(result, Mapping):
         raise ProtocolError(f"recv answered {result!r}")
     return decode_data(result.get("data"), result.get("encoding")), bool(result.get("eof"))
+
+
+#: ``recv(n)`` asks the gateway for up to this many bytes (at least n) and keeps what the caller
+#: did not ask for: the next reads take it without a round trip. Nothing is reordered or lost:
+#: ``pending()`` counts those bytes, ``flyAway()``/``stream()`` hand them over first, ``resume()``
+#: delivers them as the first ``"data"`` event. A bad length is sent as given (the gateway's error).
+RECV_AHEAD = 256 * 1024
+
+
+def recv_length(length: Any) -> Any:
+    """The length a ``tcp.recv`` asks for: ``length`` raised to :data:`RECV_AHEAD`, if valid."""
+    if isinstance(length, int) and not isinstance(length, bool) and 1 <= length < RECV_AHEAD:
+        return RECV_AHEAD
+    return length
+
+
+def ahead_event(obj: Any, data: bytes, seq: int) -> Event:
+    """The ``"data"`` event of bytes a read-ahead kept, delivered first after ``resume()``."""
+    return Event("data", obj, {"handle": obj.handle, "encoding": "base64"}, seq, data=data)
+
+
+def recv_answer(answer: "Answer[Any]") -> Tuple[bytes, bool]:
+    """(bytes, eof) of a ``tcp.recv`` answer, decoded on the fast path or from its JSON."""
+    if answer.payload is not None:
+        return answer.payload, bool(answer.value)
+    return recv_result(answer.value)
 
 
 def recv_window(buffer: WriteableBuffer, offset: int, length: Optional[int]) -> Tuple[memoryview, int]:
@@ -338,6 +471,39 @@ class HandleState:
         self.queue: Deque[Event] = collections.deque()
         self.listeners: Dict[str, List[Tuple[Listener, bool]]] = {}
         self.gone = False  # closed, flown away, or reported closed by the gateway
+        # Bytes a read-ahead tcp.recv brought that the caller has not taken yet (from ``ahead_pos``).
+        self.ahead = b""
+        self.ahead_pos = 0
+
+    def take_ahead(self, length: int) -> Optional[bytes]:
+        """Up to ``length`` bytes already received by a read-ahead, or ``None`` if there are none."""
+        if self.ahead_pos >= len(self.ahead) or length < 1:
+            return None
+        chunk = self.ahead[self.ahead_pos:self.ahead_pos + length]
+        self.ahead_pos += len(chunk)
+        if self.ahead_pos >= len(self.ahead):
+            self.ahead, self.ahead_pos = b"", 0
+        return chunk
+
+    def keep_ahead(self, data: bytes, length: int) -> bytes:
+        """Of a read-ahead's ``data``, the first ``length`` bytes; the rest is kept for later reads."""
+        if len(data) <= length:
+            return data
+        if self.ahead_pos < len(self.ahead):
+            # Another recv (another thread or task) kept bytes meanwhile: keep both, none lost.
+            self.ahead, self.ahead_pos = self.ahead[self.ahead_pos:] + data[length:], 0
+        else:
+            self.ahead, self.ahead_pos = data, length
+        return data[:length]
+
+    def drain_ahead(self) -> bytes:
+        """Everything kept (for flyAway, stream, resume: those bytes come first)."""
+        rest = self.ahead[self.ahead_pos:]
+        self.ahead, self.ahead_pos = b"", 0
+        return rest
+
+    def ahead_count(self) -> int:
+        return len(self.ahead) - self.ahead_pos
 
     def add_listener(self, name: str, fn: Listener, once: bool) -> None:
         if not callable(fn):
@@ -365,6 +531,144 @@ class HandleState:
         fns = [fn for fn, _once in entries]
         self.listeners[event.name] = [(fn, once) for fn, once in entries if not once]
         return fns
+
+
+class InBuffer:
+    """The bytes read from the gateway and not yet split into lines: ``buf[start:end]``.
+
+    Reads go straight into the free tail (:meth:`space`); a partial line is moved to the
+    front only when the tail runs short, and the buffer grows for a line longer than it.
+    """
+
+    __slots__ = ("buf", "view", "start", "end", "scan", "address")
+
+    def __init__(self, size: int = READ_SIZE) -> None:
+        self.buf = bytearray(size)
+        self.view = memoryview(self.buf)
+        self.start = 0
+        self.end = 0
+        self.scan = 0  # no newline in buf[start:scan]: a long line's later reads are not rescanned
+        # The buffer's address, for the libcrypto decoder (0: not in use).
+        self.address = _crypto_b64.address(self.buf) if _crypto_b64 is not None else 0
+
+    def space(self) -> memoryview:
+        """Where the next read goes (at least ``MIN_FREE`` bytes)."""
+        if self.start == self.end:
+            self.start = self.end = self.scan = 0
+        elif len(self.buf) - self.end < MIN_FREE:
+            held = self.end - self.start
+            if len(self.buf) - held < MIN_FREE:
+                # A line longer than the buffer: grow (a new buffer, the old view released).
+                grown = bytearray(max(2 * len(self.buf), held + MIN_FREE))
+                grown[:held] = self.view[self.start:self.end]
+                self.view.release()
+                self.buf, self.view = grown, memoryview(grown)
+                self.address = _crypto_b64.address(grown) if _crypto_b64 is not None else 0
+            else:
+                self.buf[:held] = self.view[self.start:self.end]
+            self.scan -= self.start
+            self.start, self.end = 0, held
+        return self.view[self.end:]
+
+    def clear(self) -> None:
+        """Drop what is held (a partial line of a connection that dropped)."""
+        self.start = self.end = self.scan = 0
+
+
+class KeepState:
+    """Line counting and replay of a session that survives a dropped connection (contract §12).
+
+    ``sent`` numbers the client's lines after its ``session.keep`` request, ``received`` the
+    gateway's lines after its answer (empty lines count on neither side). Written lines are kept
+    until the gateway is known to have read them: an answer to a request proves the gateway read
+    that line and every line before it. After a resume, :meth:`resumed` gives the lines to send
+    again. Not thread-safe: the threaded client calls the output side (``outgoing``,
+    ``resumed``, ``ack_line``) under its write lock and the input side under its state lock.
+    """
+
+    def __init__(self, token: str, grace: int) -> None:
+        self.token = token
+        self.grace = grace  # ms
+        self.sent = 0
+        self.received = 0
+        self.acked = 0  # ``received`` as of the last session.ack
+        self.bytes_since_ack = 0
+        self.read_by_gateway = 0  # the highest client line the gateway is known to have read
+        self._unacked: Deque[Tuple[int, bytes]] = collections.deque()
+
+    def outgoing(self, line: bytes) -> int:
+        """Count a line about to be written and keep it for replay; returns its number."""
+        if not line.strip():
+            return 0
+        self.sent += 1
+        self._prune()
+        self._unacked.append((self.sent, line))
+        return self.sent
+
+    def gateway_read(self, number: int) -> None:
+        """The gateway has read the client's lines up to ``number`` (an answer proved it)."""
+        if number > self.read_by_gateway:
+            self.read_by_gateway = number
+
+    def _prune(self) -> None:
+        while self._unacked and self._unacked[0][0] <= self.read_by_gateway:
+            self._unacked.popleft()
+
+    def incoming(self, lines: int, nbytes: int) -> None:
+        """Count gateway lines read (and their bytes, for the ack pace)."""
+        self.received += lines
+        self.bytes_since_ack += nbytes
+
+    def ack_due(self) -> bool:
+        return self.received > self.acked and (
+            self.received - self.acked >= ACK_LINES or self.bytes_since_ack >= ACK_BYTES)
+
+    def ack_line(self) -> bytes:
+        """The ``session.ack`` notification for what has been read (counted by the caller's write)."""
+        self.acked = self.received
+        self.bytes_since_ack = 0
+        return encode_line({"jsonrpc": "2.0", "method": "session.ack", "params": {"received": self.received}})
+
+    def resume_line(self) -> bytes:
+        """The first line of a new connection (not a counted line)."""
+        return encode_line({"jsonrpc": "2.0", "id": 0, "method": "session.resume",
+                            "params": {"token": self.token, "received": self.received}})
+
+    def resumed(self, gateway_read: int) -> List[bytes]:
+        """After the resume answer (``received: M``): the lines to write again, in order."""
+        if gateway_read > self.sent:
+            raise ProtocolError(f"session.resume says {gateway_read} lines were read; {self.sent} were written")
+        self.gateway_read(gateway_read)
+        self._prune()
+        self.acked = self.received
+        self.bytes_since_ack = 0
+        return [line for _number, line in self._unacked]
+
+    def kept_lines(self) -> int:
+        """How many written lines are kept for replay."""
+        return len(self._unacked)
+
+
+def keep_request_line(grace: Optional[int]) -> bytes:
+    """The ``session.keep`` request a kept connection starts with."""
+    params: Dict[str, Any] = {} if grace is None else {"grace": grace}
+    return encode_line({"jsonrpc": "2.0", "id": 0, "method": "session.keep", "params": params})
+
+
+def handshake_result(line: bytes, method: str) -> Any:
+    """The result of the one answer line of a handshake (``session.keep``/``resume``,
+    ``tcp.attach``), or the error it carries raised as its :class:`RPCError` subclass."""
+    try:
+        message = json.loads(line)
+    except ValueError as exc:
+        raise ProtocolError(f"{method}: the gateway answered a line that is not JSON: {line[:200]!r}") from exc
+    if not isinstance(message, dict):
+        raise ProtocolError(f"{method}: the gateway answered {message!r}")
+    if "error" in message:
+        raise error_from_json(message["error"])
+    if "result" not in message:
+        raise ProtocolError(f"{method}: the gateway answered {message!r}")
+    return message["result"]
 
 
 # Creation methods whose successful answer carries a new handle, with the kind it has.
@@ -397,12 +701,13 @@ T = TypeVar("T")
 class Pending(Generic[T]):
     """A request waiting for its answer."""
 
-    __slots__ = ("method", "token", "handle")
+    __slots__ = ("method", "token", "handle", "line")
 
     def __init__(self, method: str, token: Optional[T], handle: Optional[int]) -> None:
         self.method = method
         self.token = token  # None once the caller stopped waiting
         self.handle = handle  # the handle the request is about, if any
+        self.line = 0  # its number among the client's lines of a kept session (0: not counted)
 
 
 class Answer(Generic[H]):
@@ -412,13 +717,15 @@ class Answer(Generic[H]):
     event about it can be processed); for ``tcp.flyAway`` ``fd`` is the received descriptor.
     """
 
-    __slots__ = ("value", "error", "handle_obj", "fd")
+    __slots__ = ("value", "error", "handle_obj", "fd", "payload")
 
     def __init__(self, value: Any = None, error: Optional[BaseException] = None) -> None:
         self.value = value  # the decoded JSON result, as the schema describes it
         self.error = error
         self.handle_obj: Optional[H] = None
         self.fd: Optional[int] = None
+        # A tcp.recv answer decoded on the fast path: its bytes (``value`` is then its eof flag).
+        self.payload: Optional[bytes] = None
 
     def new_handle(self, method: str) -> H:
         """The handle object a successful creation answer made (``method`` names it in errors)."""
@@ -440,8 +747,12 @@ class Session(Generic[H, T]):
         self._seq = itertools.count(1)
         self.pending: Dict[int, Pending[T]] = {}
         self.handles: Dict[int, H] = {}
-        self._buffer = bytearray()
+        self.inbuf = InBuffer()
         self._fds: Deque[int] = collections.deque()
+        #: Requests whose answers may carry a descriptor (reads need ancillary data only then).
+        self.descriptors_due = 0
+        #: Set once a session.keep was answered: lines are counted and kept (contract §12).
+        self.keep: Optional[KeepState] = None
         #: Handles with queued events (an ordered set).
         self.ready: Dict[H, None] = {}
         #: Errors answered with a null id (e.g. a line over the gateway's limit); kept for inspection.
@@ -452,8 +763,10 @@ class Session(Generic[H, T]):
         """Register a request and return its id and encoded line."""
         request_id = next(self._ids)
         handle = params.get("handle")
-        line = encode_line({"jsonrpc": "2.0", "id": request_id, "method": method, "params": dict(params)})
+        line = request_line(request_id, method, params)
         self.pending[request_id] = Pending(method, token, handle if isinstance(handle, int) else None)
+        if method in gen.DESCRIPTOR_METHODS:
+            self.descriptors_due += 1
         return request_id, line
 
     def forget(self, request_id: int) -> None:
@@ -484,28 +797,151 @@ class Session(Generic[H, T]):
 
     # -- input ----------------------------------------------------------------------------
     def feed(self, data: bytes, fds: Iterable[int]) -> Tuple[List[Tuple[T, Answer[H]]], List[H]]:
-        """Process bytes (and descriptors) read from the gateway.
+        """Process bytes (and descriptors) read from the gateway (copied into :attr:`inbuf`).
 
         Returns the answers completed, each with its request's token, and the handle objects
-        that got new events.
+        that got new events. Transports that can read in place use :meth:`read_space` and
+        :meth:`process` instead (no copy).
         Descriptors arrive with (or before) the bytes of the line they are attached to;
         only successful ``tcp.flyAway`` answers carry one, so they are paired in order.
         """
-        self._fds.extend(fds)
-        self._buffer += data
+        view = self.read_space()
+        done = 0
+        while done < len(data):
+            if not len(view):
+                view = self.read_space()
+            take = min(len(view), len(data) - done)
+            view[:take] = data[done:done + take]
+            self.inbuf.end += take
+            done += take
+            view = view[take:]
+        return self.process(0, fds)
+
+    def read_space(self) -> memoryview:
+        """The buffer the next read of the gateway's bytes goes into."""
+        return self.inbuf.space()
+
+    def process(self, nbytes: int, fds: Iterable[int]) -> Tuple[List[Tuple[T, Answer[H]]], List[H]]:
+        """``nbytes`` were read into :meth:`read_space`; process every complete line."""
+        if fds:
+            self._fds.extend(fds)
+        inbuf = self.inbuf
+        inbuf.end += nbytes
+        buf = inbuf.buf
+        end = inbuf.end
+        pos = inbuf.start
         answers: List[Tuple[T, Answer[H]]] = []
         touched: List[H] = []
-        start = 0
-        while True:
-            end = self._buffer.find(b"\n", start)
-            if end < 0:
-                break
-            line = bytes(self._buffer[start:end])
-            start = end + 1
-            if line.strip():
-                self._line(line, answers, touched)
-        del self._buffer[:start]
+        counted = 0
+        first = pos
+        find = buf.find
+        scan = max(pos, inbuf.scan)
+        nl = -1
+        try:
+            while True:
+                nl = find(b"\n", scan, end)
+                if nl < 0:
+                    break
+                start, pos = pos, nl + 1
+                scan = pos
+                if nl == start:
+                    continue  # empty: not a message and not counted
+                if buf.startswith(_ON_DATA_HEAD, start):
+                    if self._fast_data(buf, inbuf.view, start, nl, touched):
+                        counted += 1
+                        continue
+                elif buf.startswith(_RESULT_HEAD, start):
+                    if buf.startswith(_RECV_HEAD, start):
+                        if self._fast_recv(buf, inbuf.view, start, nl, answers):
+                            counted += 1
+                            continue
+                    else:
+                        match = _SCALAR_ANSWER.fullmatch(buf, start, nl)
+                        if match is not None and self._fast_scalar(match, answers):
+                            counted += 1
+                            continue
+                line = bytes(inbuf.view[start:nl])
+                if line.strip():
+                    counted += 1
+                    self._line(line, answers, touched)
+        finally:
+            inbuf.start = pos
+            inbuf.scan = end if nl < 0 else pos  # after a break: no newline in [pos, end)
+            if self.keep is not None:
+                self.keep.incoming(counted, pos - first)
         return answers, touched
+
+    def _decode_at(self, buf: bytearray, view: memoryview, start: int, end: int) -> bytes:
+        """Strict base64 decoding of ``buf[start:end]`` (libcrypto if loaded, else binascii)."""
+        if _crypto_b64 is not None and end - start >= 64:
+            data = _crypto_b64.decode(buf, self.inbuf.address, start, end)
+            if data is not None:
+                return data
+        return _b64(view[start:end])
+
+    def _fast_data(self, buf: bytearray, view: memoryview, start: int, nl: int, touched: List[H]) -> bool:
+        """A ``tcp.onData`` line in the gateway's shape, decoded in place; False: use json."""
+        head = start + len(_ON_DATA_HEAD)
+        key = buf.find(_DATA_KEY, head, min(head + 24, nl))
+        data_end = nl - len(_ON_DATA_TAIL)
+        if key < 0 or data_end < key or not buf.startswith(_ON_DATA_TAIL, data_end):
+            return False
+        data_start = key + len(_DATA_KEY)
+        if buf.find(b'"', data_start, data_end) >= 0 or buf.find(b"\\", data_start, data_end) >= 0:
+            return False
+        try:
+            handle = int(buf[head:key])
+            data = self._decode_at(buf, view, data_start, data_end)
+        except (ValueError, binascii.Error):
+            return False
+        obj = self.handle_obj(handle, "connection")
+        event = Event("data", obj, {"handle": handle, "encoding": "base64"}, next(self._seq), data=data)
+        obj._state.queue.append(event)
+        self.ready[obj] = None
+        touched.append(obj)
+        return True
+
+    def _fast_scalar(self, match: "re.Match[bytes]", answers: List[Tuple[T, Answer[H]]]) -> bool:
+        """A scalar answer (``result`` a number, boolean or null) without json; False: use json."""
+        request_id = int(match.group(2))
+        pending = self.pending.get(request_id)
+        if pending is None or pending.method in _CREATES or pending.method in gen.DESCRIPTOR_METHODS:
+            return False  # those need the full answer handling
+        del self.pending[request_id]
+        if self.keep is not None and pending.line:
+            self.keep.gateway_read(pending.line)
+        if pending.token is not None:
+            text = match.group(1)
+            value = _SCALARS[text] if text in _SCALARS else int(text)
+            answers.append((pending.token, Answer(value=value)))
+        return True
+
+    def _fast_recv(self, buf: bytearray, view: memoryview, start: int, nl: int,
+                   answers: List[Tuple[T, Answer[H]]]) -> bool:
+        """A ``tcp.recv`` answer in the gateway's shape, decoded in place; False: use json."""
+        data_start = start + len(_RECV_HEAD)
+        data_end = buf.find(b'"', data_start, nl)
+        if data_end < 0:
+            return False
+        match = _RECV_TAIL.fullmatch(buf, data_end, nl)
+        if match is None:
+            return False
+        request_id = int(match.group(2))
+        pending = self.pending.get(request_id)
+        if pending is None or pending.method != "tcp.recv" or buf.find(b"\\", data_start, data_end) >= 0:
+            return False
+        try:
+            data = self._decode_at(buf, view, data_start, data_end)
+        except (ValueError, binascii.Error):
+            return False
+        del self.pending[request_id]
+        if self.keep is not None and pending.line:
+            self.keep.gateway_read(pending.line)
+        if pending.token is not None:
+            answer: Answer[H] = Answer(value=match.group(1) == b"true")
+            answer.payload = data
+            answers.append((pending.token, answer))
+        return True
 
     def _line(self, line: bytes, answers: List[Tuple[T, Answer[H]]], touched: List[H]) -> None:
         try:
@@ -525,6 +961,10 @@ class Session(Generic[H, T]):
     def _answer(self, message: Mapping[str, Any], answers: List[Tuple[T, Answer[H]]]) -> None:
         request_id = message.get("id")
         pending = self.pending.pop(request_id, None) if isinstance(request_id, int) else None
+        if pending is not None and pending.method in gen.DESCRIPTOR_METHODS:
+            self.descriptors_due -= 1
+        if pending is not None and pending.line and self.keep is not None:
+            self.keep.gateway_read(pending.line)
         if "error" in message:
             error = error_from_json(message["error"])
             if pending is None:
@@ -612,6 +1052,20 @@ class Session(Generic[H, T]):
             return None
         return best, best_state.take(best)
 
+    def drop_input(self) -> None:
+        """The connection dropped mid-line: forget the partial line and unpaired descriptors
+        (a resumed session has the gateway send the line again)."""
+        self.inbuf.clear()
+        while self._fds:
+            os.close(self._fds.popleft())
+
+    def requeue_ahead(self, obj: H) -> None:
+        """Before ``tcp.resume``: bytes a read-ahead kept become the handle's first data event."""
+        rest = obj._state.drain_ahead()
+        if rest:
+            obj._state.queue.appendleft(ahead_event(obj, rest, next(self._seq)))
+            self.ready[obj] = None
+
     def take_event(self, obj: H) -> Optional[Event]:
         """The oldest queued event of ``obj`` regardless of listeners (for event iterators)."""
         state = obj._state
@@ -624,6 +1078,8 @@ class Session(Generic[H, T]):
         """
         tokens = [pending.token for pending in self.pending.values() if pending.token is not None]
         self.pending.clear()
+        self.descriptors_due = 0
+        self.inbuf.clear()
         for obj in list(self.handles.values()):
             self.drop_handle(obj)
         while self._fds:

@@ -18,6 +18,7 @@ import asyncio
 import inspect
 import os
 import socket
+import time
 from typing import (
     TYPE_CHECKING,
     Any,
@@ -36,25 +37,29 @@ from typing import (
 )
 
 from . import _generated as gen
-from ._errors import ConnectionClosedError, ProtocolError
-from ._sync import FlyAwaySocket, _fly_away_socket
+from ._errors import ConnectionClosedError, ProtocolError, RPCError
+from ._sync import _BACKOFF_FIRST_S, _BACKOFF_MAX_S, _HANDSHAKE_S, FlyAwaySocket, _fly_away_socket
+from ._transport import PipeTransport, SshAddress, Transport, UnixTransport, is_ssh, open_stream
 from ._types import ErrorObject, SockAddr
 from ._wire import (
-    MAX_FDS_PER_READ,
-    READ_SIZE,
     AddressLike,
     Answer,
     Event,
     HandleState,
+    KeepState,
     Listener,
+    Pending,
     SendData,
     Session,
     default_socket_path,
     descriptor_of,
     drop_none,
     errno_from_result,
+    handshake_result,
+    keep_request_line,
     normalize_sockaddr,
-    recv_result,
+    recv_answer,
+    recv_length,
     recv_window,
     recvfrom_result,
     schema_doc,
@@ -224,8 +229,12 @@ class Tcp(gen._AsyncTcpMethods):
     @schema_doc("tcp.recv")
     async def recv(self, length: int = 65536, timeout: Optional[int] = None) -> bytes:
         """As :meth:`tcpgw.Tcp.recv`: up to ``length`` bytes, ``b""`` at end of stream."""
-        data, _eof = recv_result(await self._invoke("tcp.recv", drop_none(length=length, timeout=timeout, encoding="base64")))
-        return data
+        kept = self._state.take_ahead(length)
+        if kept is not None:
+            return kept
+        params = drop_none(handle=self.handle, length=recv_length(length), timeout=timeout, encoding="base64")
+        data, _eof = recv_answer(await self._gw._call_answer("tcp.recv", params))
+        return self._state.keep_ahead(data, length)
 
     @schema_doc("tcp.recv")
     async def recv_into(
@@ -242,8 +251,22 @@ class Tcp(gen._AsyncTcpMethods):
     @schema_doc("tcp.recvfrom")
     async def recvfrom(self, length: int = 65536, timeout: Optional[int] = None) -> Tuple[bytes, Optional[SockAddr]]:
         """As :meth:`tcpgw.Tcp.recvfrom`: ``(data, remoteAddr)``."""
+        kept = self._state.take_ahead(length)
+        if kept is not None:
+            return kept, self.remote
         params = drop_none(length=length, timeout=timeout, encoding="base64")
         return recvfrom_result(await self._invoke("tcp.recvfrom", params))
+
+    @schema_doc("tcp.pending")
+    async def pending(self) -> int:
+        """Bytes readable without waiting: the gateway's count plus bytes a read-ahead already brought here."""
+        return int(await self._invoke("tcp.pending", {})) + self._state.ahead_count()
+
+    @schema_doc("tcp.resume")
+    async def resume(self) -> bool:
+        """Switch to flowing mode; bytes a read-ahead already brought here are the first ``"data"`` event."""
+        self._gw._requeue_ahead(self)
+        return bool(await self._invoke("tcp.resume", {}))
 
     @schema_doc("tcp.getState")
     async def getState(self) -> int:
@@ -274,26 +297,55 @@ class Tcp(gen._AsyncTcpMethods):
         self._gw._drop(self)
         if answer.fd is None:
             raise gen.DescriptorError(-32006, "the gateway's flyAway answer carried no descriptor")
-        return _fly_away_socket(answer.fd, answer.value)
+        return _fly_away_socket(answer.fd, answer.value, self._state.drain_ahead())
+
+
+    async def stream(self) -> Tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """As :meth:`tcpgw.Tcp.stream`: the raw byte stream as asyncio ``(reader, writer)``.
+
+        The reader's first bytes are those already read (by the gateway, or by a read-ahead
+        ``recv`` here); ``writer.write_eof()`` sends FIN to the peer.
+        """
+        result = await self._invoke("tcp.stream", {})
+        kept = self._state.drain_ahead()  # after the answer: a refused stream keeps them
+        token = result.get("token") if isinstance(result, Mapping) else None
+        if not isinstance(token, str):
+            raise ProtocolError(f"tcp.stream answered {result!r}")
+        loop = asyncio.get_running_loop()
+        # The attach handshake is a short blocking exchange (bounded): off the loop.
+        sock, _attached = await loop.run_in_executor(
+            None, open_stream, self._gw.path, token, time.monotonic() + _HANDSHAKE_S)
+        sock.setblocking(False)
+        reader = asyncio.StreamReader(limit=1 << 20)
+        if kept:
+            reader.feed_data(kept)
+        protocol = asyncio.StreamReaderProtocol(reader)
+        transport, _ = await loop.connect_accepted_socket(lambda: protocol, sock=sock)
+        return reader, asyncio.StreamWriter(transport, protocol, reader, loop)
 
 
 class Gateway(gen._AsyncGatewayMethods):
     """An asyncio connection to the gateway. Make one with :func:`connect`; ``async with`` closes it."""
 
-    def __init__(self, sock: socket.socket, path: str, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, transport: Transport, path: str, loop: asyncio.AbstractEventLoop) -> None:
         self.path = path
-        self._sock = sock
+        self._transport: Transport = transport
         self._loop = loop
         self._session: Session[Tcp, "asyncio.Future[Answer[Tcp]]"] = Session(
             lambda handle, kind: Tcp(self, handle, kind)
         )
         self._write_lock = asyncio.Lock()
         self._dead = False
+        self._failure: Optional[BaseException] = None
+        self._closing = False
+        self._reconnecting = False
         self._changed: "asyncio.Future[None]" = loop.create_future()
         self._pump_scheduled = False
         self._tasks: Set["asyncio.Task[Any]"] = set()
         self._closed_future: "asyncio.Future[None]" = loop.create_future()
-        loop.add_reader(sock.fileno(), self._on_readable)
+
+    def _start_reading(self) -> None:
+        self._loop.add_reader(self._transport.fileno(), self._on_readable)
 
     def __repr__(self) -> str:
         return f"<tcpgw.aio.Gateway path={self.path!r} {'closed' if self._dead else 'open'}>"
@@ -309,25 +361,37 @@ class Gateway(gen._AsyncGatewayMethods):
         """Whether the connection has ended."""
         return self._dead
 
+    @property
+    def session_token(self) -> Optional[str]:
+        """The kept session's token (``keep=``), else ``None``."""
+        keep = self._session.keep
+        return keep.token if keep is not None else None
+
     # -- input ----------------------------------------------------------------------------
     def _on_readable(self) -> None:
         try:
-            data, fds, _flags, _addr = socket.recv_fds(self._sock, READ_SIZE, MAX_FDS_PER_READ, socket.MSG_CMSG_CLOEXEC)
+            nbytes, fds = self._transport.read_into(self._session.read_space(), self._session.descriptors_due > 0)
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:
-            self._lost(exc)
+            self._input_ended(exc)
             return
-        if not data:
+        if not nbytes:
             for fd in fds:
                 os.close(fd)
-            self._lost(None)
+            self._input_ended(None if self._closing else self._transport.end_reason(0.05))
             return
         try:
-            answers, touched = self._session.feed(data, fds)
+            answers, touched = self._session.process(nbytes, fds)
         except ProtocolError as exc:
             self._lost(exc)
             return
+        self._deliver(answers, touched)
+        keep = self._session.keep
+        if keep is not None and keep.ack_due():
+            self._spawn(self._write_line(None))
+
+    def _deliver(self, answers: "List[Tuple[asyncio.Future[Answer[Tcp]], Answer[Tcp]]]", touched: List[Tcp]) -> None:
         for future, answer in answers:
             if future.done():
                 if answer.fd is not None:
@@ -341,22 +405,98 @@ class Gateway(gen._AsyncGatewayMethods):
             self._notify()
             self._schedule_pump()
 
+    def _spawn(self, coro: Any) -> None:
+        task = self._loop.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
     def _notify(self) -> None:
         if not self._changed.done():
             self._changed.set_result(None)
         self._changed = self._loop.create_future()
+
+    def _input_ended(self, failure: Optional[BaseException]) -> None:
+        """End of input: resume a kept session in the background, else shut down."""
+        if self._session.keep is not None and not self._closing and not self._reconnecting:
+            self._loop.remove_reader(self._transport.fileno())
+            self._reconnecting = True
+            self._spawn(self._reconnect(failure))
+            return
+        self._lost(failure)
+
+    async def _reconnect(self, failure: Optional[BaseException]) -> None:
+        keep = self._session.keep
+        assert keep is not None
+        deadline = self._loop.time() + keep.grace / 1000.0
+        delay = _BACKOFF_FIRST_S
+        self._session.drop_input()
+        lost: Optional[BaseException] = None
+        rest = b""
+        async with self._write_lock:
+            self._transport.close()
+            while True:
+                if self._closing:
+                    lost = ConnectionClosedError("connection to the gateway closed")
+                    break
+                transport: Optional[Transport] = None
+                try:
+                    transport = await _open(self.path, self._loop)
+                    await _write_all(self._loop, transport, keep.resume_line())
+                    line, rest = await _read_handshake(self._loop, transport, min(deadline, self._loop.time() + _HANDSHAKE_S))
+                    result = handshake_result(line, "session.resume")
+                    received = result.get("received") if isinstance(result, Mapping) else None
+                    if not isinstance(received, int):
+                        raise ProtocolError(f"session.resume answered {result!r}")
+                    for kept in keep.resumed(received):
+                        await _write_all(self._loop, transport, kept)
+                    self._transport = transport
+                    break
+                except RPCError as exc:
+                    if transport is not None:
+                        transport.close()
+                    lost = ConnectionClosedError(f"the gateway refused to resume the session: {exc}")
+                    break
+                except (OSError, ProtocolError, EOFError) as exc:
+                    if transport is not None:
+                        transport.close()
+                    failure = exc
+                if self._loop.time() + delay >= deadline:
+                    lost = ConnectionClosedError(
+                        f"connection to the gateway lost and not resumed within the grace of {keep.grace} ms"
+                        + (f": {failure}" if failure is not None else ""))
+                    break
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _BACKOFF_MAX_S)
+        self._reconnecting = False
+        if lost is not None:
+            self._lost(lost)
+            return
+        if self._dead:  # closed while the resume was under way
+            self._transport.close()
+            return
+        self._start_reading()
+        if rest:
+            self._deliver(*self._session.feed(rest, ()))
 
     def _lost(self, failure: Optional[BaseException]) -> None:
         """No more input: fail waiting calls, end iterators, release descriptors."""
         if self._dead:
             return
         self._dead = True
-        self._loop.remove_reader(self._sock.fileno())
-        reason = "connection to the gateway closed" if failure is None else f"connection to the gateway lost: {failure}"
+        self._failure = failure
+        if not self._reconnecting:
+            try:
+                self._loop.remove_reader(self._transport.fileno())
+            except (ValueError, OSError):
+                pass  # a transport already closed (a failed resume) is not registered
+        if isinstance(failure, ConnectionClosedError):
+            reason = str(failure)
+        else:
+            reason = "connection to the gateway closed" if failure is None else f"connection to the gateway lost: {failure}"
         for future in self._session.end():
             if not future.done():
                 future.set_exception(ConnectionClosedError(reason))
-        self._sock.close()
+        self._transport.close()
         self._notify()
         if not self._closed_future.done():
             self._closed_future.set_result(None)
@@ -397,51 +537,70 @@ class Gateway(gen._AsyncGatewayMethods):
             remaining = None if deadline is None else deadline - self._loop.time()
             if remaining is not None and remaining <= 0:
                 return None
+            if remaining is None:
+                await asyncio.shield(self._changed)
+                continue
             try:
                 await asyncio.wait_for(asyncio.shield(self._changed), remaining)
             except asyncio.TimeoutError:
                 return None
 
     # -- output ---------------------------------------------------------------------------
-    async def _wait_writable(self) -> None:
-        future: "asyncio.Future[None]" = self._loop.create_future()
-        fd = self._sock.fileno()
-
-        def writable() -> None:
-            if not future.done():
-                future.set_result(None)
-
-        self._loop.add_writer(fd, writable)
-        try:
-            await future
-        finally:
-            self._loop.remove_writer(fd)
-
-    async def _send_line(self, line: bytes, fds: Sequence[int]) -> None:
-        async with self._write_lock:
-            if not fds:
-                await self._loop.sock_sendall(self._sock, line)
+    async def _write_line(self, line: Optional[bytes], fds: Sequence[int] = (),
+                          pending: "Optional[Pending[asyncio.Future[Answer[Tcp]]]]" = None) -> None:
+        """Write one line (``None``: a session.ack), counted and kept on a kept session."""
+        if line is not None and self._session.keep is None and not self._write_lock.locked():
+            # Nobody is writing: write what the socket takes now (usually all), no coroutine hop.
+            try:
+                sent = self._transport.write(line, fds)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            if sent == len(line):
                 return
-            while True:
-                try:
-                    # The descriptor rides on the first bytes of the request's line.
-                    sent = socket.send_fds(self._sock, [line], list(fds))
-                    break
-                except (BlockingIOError, InterruptedError):
-                    await self._wait_writable()
-            if sent < len(line):
-                await self._loop.sock_sendall(self._sock, line[sent:])
+            async with self._write_lock:
+                await _write_all(self._loop, self._transport, line[sent:], fds if sent == 0 else ())
+            return
+        async with self._write_lock:
+            keep = self._session.keep
+            if line is None:
+                if keep is None or self._dead:
+                    return
+                line = keep.ack_line()
+            if keep is None:
+                await _write_all(self._loop, self._transport, line, fds)
+                return
+            number = keep.outgoing(line)
+            if pending is not None:
+                pending.line = number
+            if self._reconnecting:
+                return  # kept: resent after the resume
+            try:
+                await _write_all(self._loop, self._transport, line, fds)
+            except OSError:
+                if self._closing or self._dead:
+                    raise
+                # Dropped: the line is kept and goes out again after the resume.
 
     async def _call_answer(self, method: str, params: Mapping[str, Any], fds: Sequence[int] = ()) -> Answer[Tcp]:
+        if method in gen.DESCRIPTOR_METHODS and not self._transport.passes_fds:
+            raise gen.DescriptorError(
+                -32006, f"{method} passes a socket descriptor, which cannot travel over {self.path} (only a local Unix socket)")
         if self._dead:
+            failure = self._failure
+            if isinstance(failure, ConnectionClosedError):
+                raise ConnectionClosedError(str(failure))
+            if failure is not None and not self._closing:
+                raise ConnectionClosedError(f"connection to the gateway is closed: {failure}")
             raise ConnectionClosedError("connection to the gateway is closed")
         future: "asyncio.Future[Answer[Tcp]]" = self._loop.create_future()
         request_id, line = self._session.request(method, params, future)
         try:
-            await self._send_line(line, fds)
+            await self._write_line(line, fds, self._session.pending.get(request_id))
         except OSError as exc:
             self._session.forget(request_id)
-            raise ConnectionClosedError(f"cannot write to the gateway: {exc}") from exc
+            reason = self._transport.end_reason(0.05)
+            raise ConnectionClosedError(
+                f"cannot write to the gateway: {exc}" + (f"; {reason}" if reason is not None else "")) from exc
         except BaseException:
             self._session.forget(request_id)
             raise
@@ -458,9 +617,21 @@ class Gateway(gen._AsyncGatewayMethods):
         self._session.drop_handle(obj)
         self._notify()
 
+    def _requeue_ahead(self, obj: Tcp) -> None:
+        self._session.requeue_ahead(obj)
+        self._notify()
+        self._schedule_pump()
+
     # -- lifecycle ------------------------------------------------------------------------
     async def close(self) -> None:
-        """Close the connection (the gateway closes every handle it owns). Idempotent."""
+        """Close the connection (the gateway closes every handle it owns; a kept session ends). Idempotent."""
+        if not self._closing and not self._dead and self._session.keep is not None and not self._reconnecting:
+            self._closing = True
+            try:
+                await self._write_line(keep_request_line(0))
+            except OSError:
+                pass
+        self._closing = True
         self._lost(None)
         if self._tasks:
             # Listener tasks may be waiting on calls that just failed; let them finish.
@@ -510,11 +681,70 @@ class Gateway(gen._AsyncGatewayMethods):
         return (await self._call_answer("tcp.createByFd", {"sockFd": fd}, fds=[fd])).new_handle("tcp.createByFd")
 
 
-async def connect(path: Optional[str] = None) -> Gateway:
-    """Connect to the gateway (default path as the server's: ``$TCPGW_SOCKET``, else
-    ``$XDG_RUNTIME_DIR/tcpgw.sock``, else ``/tmp/tcpgw-<uid>.sock``)."""
-    loop = asyncio.get_running_loop()
-    target = path if path is not None else default_socket_path()
+async def _wait_fd(loop: asyncio.AbstractEventLoop, fd: int, write: bool, timeout: Optional[float] = None) -> None:
+    future: "asyncio.Future[None]" = loop.create_future()
+
+    def ready() -> None:
+        if not future.done():
+            future.set_result(None)
+
+    (loop.add_writer if write else loop.add_reader)(fd, ready)
+    try:
+        if timeout is None:
+            await future
+        else:
+            await asyncio.wait_for(future, timeout)
+    finally:
+        (loop.remove_writer if write else loop.remove_reader)(fd)
+
+
+async def _write_all(loop: asyncio.AbstractEventLoop, transport: Transport, data: bytes, fds: Sequence[int] = ()) -> None:
+    """Write all of ``data`` to a non-blocking transport (descriptors on its first bytes)."""
+    view = memoryview(data)
+    while view:
+        try:
+            sent = transport.write(view, fds)
+        except (BlockingIOError, InterruptedError):
+            await _wait_fd(loop, transport.write_fileno(), True)
+            continue
+        fds = ()
+        view = view[sent:]
+
+
+async def _read_handshake(loop: asyncio.AbstractEventLoop, transport: Transport, deadline: float) -> Tuple[bytes, bytes]:
+    """The first answer line of a new connection and the bytes after it (non-blocking transport)."""
+    got = bytearray()
+    buf = memoryview(bytearray(65536))
+    while True:
+        try:
+            nbytes, fds = transport.read_into(buf)
+        except (BlockingIOError, InterruptedError):
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise TimeoutError("the gateway did not answer the handshake in time")
+            try:
+                await _wait_fd(loop, transport.fileno(), False, remaining)
+            except asyncio.TimeoutError:
+                raise TimeoutError("the gateway did not answer the handshake in time") from None
+            continue
+        for fd in fds:
+            os.close(fd)
+        if not nbytes:
+            raise EOFError("the gateway closed the connection during the handshake")
+        got += buf[:nbytes]
+        newline = got.find(b"\n")
+        if newline >= 0:
+            return bytes(got[:newline]), bytes(got[newline + 1:])
+        if len(got) > (1 << 20):
+            raise ProtocolError("the gateway's handshake answer has no end of line")
+
+
+async def _open(target: str, loop: asyncio.AbstractEventLoop) -> Transport:
+    """A non-blocking transport to ``target`` (a socket path or ``ssh://``)."""
+    if is_ssh(target):
+        pipe = PipeTransport(SshAddress(target).argv("bridge"), target)
+        pipe.set_blocking(False)
+        return pipe
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.setblocking(False)
     try:
@@ -522,4 +752,32 @@ async def connect(path: Optional[str] = None) -> Gateway:
     except BaseException:
         sock.close()
         raise
-    return Gateway(sock, target, loop)
+    return UnixTransport(sock, target)
+
+
+async def connect(path: Optional[str] = None, *, keep: Optional[int] = None) -> Gateway:
+    """Connect to the gateway (default path as the server's: ``$TCPGW_SOCKET``, else
+    ``$XDG_RUNTIME_DIR/tcpgw.sock``, else ``/tmp/tcpgw-<uid>.sock``).
+
+    ``path`` may be ``ssh://[user@]host[:port][/socket]`` and ``keep`` (ms) makes the session
+    survive a dropped connection, as for :func:`tcpgw.connect`.
+    """
+    loop = asyncio.get_running_loop()
+    target = path if path is not None else default_socket_path()
+    transport = await _open(target, loop)
+    gateway = Gateway(transport, target, loop)
+    try:
+        if keep is not None:
+            await _write_all(loop, transport, keep_request_line(keep))
+            line, rest = await _read_handshake(loop, transport, loop.time() + _HANDSHAKE_S)
+            result = handshake_result(line, "session.keep")
+            if not isinstance(result, Mapping) or not isinstance(result.get("token"), str):
+                raise ProtocolError(f"session.keep answered {result!r}")
+            gateway._session.keep = KeepState(result["token"], int(result.get("grace", keep)))
+            if rest:
+                gateway._deliver(*gateway._session.feed(rest, ()))
+    except BaseException:
+        transport.close()
+        raise
+    gateway._start_reading()
+    return gateway
