@@ -258,37 +258,56 @@ struct Bridge: ParsableCommand {
             Copies stdin to the gateway and the gateway's lines to stdout until the gateway \
             closes the connection. When stdin ends, the write side is shut down and the gateway \
             ends the session (closing its handles).
+
+            ADDRESS ssh://[user@]host[:port][/socket] reaches a gateway on another host: the \
+            bridge runs `ssh -T -o BatchMode=yes [-p PORT] [-l USER] -- HOST tcpgw bridge \
+            [--socket PATH]` and relays through it (no socket: the remote default). \
+            $TCPGW_SSH replaces `ssh` (a program and its options, split like shell words, \
+            e.g. "ssh -F ~/.ssh/lab_config"); $TCPGW_REMOTE_BIN is the remote tcpgw program.
+
+            Descriptor passing (tcp.createByFd, tcp.flyAway) cannot cross stdin/stdout: the \
+            bridge answers those calls itself with -32006 and the gateway never sees them.
+            Exit status: 0 when the gateway ended the session, 2 when it could not be reached \
+            (ssh failed before any answer), 1 when the link broke in the middle.
             """)
+
+    @Argument(help: "The gateway: a socket path or ssh://[user@]host[:port][/socket] (default: --socket, else the default socket).")
+    var address: String?
 
     @OptionGroup var socketOption: SocketOption
 
     func run() throws {
-        let path = try socketOption.pathToConnect()
-        let fd = tcpgw_unix_connect(path)
-        guard fd >= 0 else {
-            FileHandle.standardError.write(Data("tcpgw: cannot connect to \(path): \(String(cString: strerror(-fd)))\n".utf8))
+        if address != nil && socketOption.socket != nil {
+            FileHandle.standardError.write(Data("tcpgw: give the gateway either as ADDRESS or with --socket, not both\n".utf8))
+            throw ExitCode(2)
+        }
+        let target: GatewayAddress
+        do {
+            target = try GatewayAddress(parsing: address ?? socketOption.path)
+        } catch {
+            FileHandle.standardError.write(Data("tcpgw: \(error)\n".utf8))
             throw ExitCode(2)
         }
         signal(SIGPIPE, SIG_IGN)
-        let upstream = Thread {
-            var buffer = [UInt8](repeating: 0, count: 65536)
-            while true {
-                let n = read(0, &buffer, buffer.count)
-                if n < 0 && errno == EINTR { continue }
-                if n <= 0 { break }
-                if !writeAll(fd, Array(buffer[0..<n])) { break }
-            }
-            _ = tcpgw_shutdown(fd, 1)
+        let link: GatewayLink
+        do {
+            link = try GatewayLink.connect(target)
+        } catch {
+            FileHandle.standardError.write(Data("tcpgw: \(error)\n".utf8))
+            throw ExitCode(2)
         }
+        let output = BridgeOutput()
+        let upstream = Thread { BridgeRelay.clientToGateway(link, output) }
         upstream.start()
-        var buffer = [UInt8](repeating: 0, count: 65536)
-        while true {
-            let n = read(fd, &buffer, buffer.count)
-            if n < 0 && errno == EINTR { continue }
-            if n <= 0 { break }
-            if !writeAll(1, Array(buffer[0..<n])) { break }
+        switch BridgeRelay.gatewayToClient(link, output) {
+        case .clientGone:
+            link.abandon()
+            Foundation.exit(0)
+        case .linkEnded(let receivedAny):
+            let end = link.finish(receivedAny: receivedAny)
+            if let message = end.message { FileHandle.standardError.write(Data("tcpgw: \(message)\n".utf8)) }
+            Foundation.exit(end.status)
         }
-        Foundation.exit(0)
     }
 }
 
