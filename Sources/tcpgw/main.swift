@@ -263,7 +263,7 @@ struct Bridge: ParsableCommand {
             bridge runs `ssh -T -o BatchMode=yes [-p PORT] [-l USER] -- HOST tcpgw bridge \
             [--socket PATH]` and relays through it (no socket: the remote default). \
             $TCPGW_SSH replaces `ssh` (a program and its options, split like shell words, \
-            e.g. "ssh -F ~/.ssh/lab_config"); $TCPGW_REMOTE_BIN is the remote tcpgw program.
+            e.g. "ssh -F /home/me/.ssh/lab_config"; no ~ or $ expansion); $TCPGW_REMOTE_BIN is the remote tcpgw program.
 
             Descriptor passing (tcp.createByFd, tcp.flyAway) cannot cross stdin/stdout: the \
             bridge answers those calls itself with -32006 and the gateway never sees them.
