@@ -478,3 +478,7 @@ int tcpgw_pipe_cloexec(int fds[2]) {
 const void *tcpgw_memmem(const void *haystack, size_t haystack_len, const void *needle, size_t needle_len) {
     return memmem(haystack, haystack_len, needle, needle_len);
 }
+
+const void *tcpgw_memrchr(const void *s, int c, size_t n) {
+    return memrchr(s, c, n);
+}

@@ -247,7 +247,7 @@ final class BridgeRequestFilterTests: XCTestCase {
             var client: [[UInt8]] = []
             var offset = 0
             while offset < input.count {
-                let size = round == 0 ? 1 : Int.random(in: 1...40, using: &rng)
+                let size = round == 0 ? 1 : round == 1 ? input.count : Int.random(in: 1...200, using: &rng)
                 let end = min(input.count, offset + size)
                 let out = input[offset..<end].withUnsafeBytes { filter.feed($0) }
                 gateway += out.toGateway

@@ -223,6 +223,14 @@ def test_socket_option_and_odd_paths(server: sshd.SSHD, start_gateway: GatewayFa
         os.rmdir(d)
 
 
+def test_address_from_tcpgw_socket(server: sshd.SSHD, gw: Gateway, bridges: list[BridgeWire]) -> None:
+    """No ADDRESS and no --socket: $TCPGW_SOCKET may hold an ssh:// address too."""
+    b = bridge(bridges, gw, [], ssh_env(server, TCPGW_SOCKET=server.url(gw.path)))
+    assert b.call("gateway.info", timeout=20)["socket"] == gw.path
+    b.end_input()
+    assert b.wait_exit()[0] == 0
+
+
 # ---------------------------------------------------------------------- descriptor passing
 def test_descriptor_passing_refused_over_ssh(server: sshd.SSHD, gw: Gateway, bridges: list[BridgeWire],
                                              addr: str) -> None:

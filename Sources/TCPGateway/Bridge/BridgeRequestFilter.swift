@@ -47,7 +47,23 @@ public struct BridgeRequestFilter {
         var out = Output()
         guard let base = bytes.baseAddress, bytes.count > 0 else { return out }
         var start = 0
+        // Lines before this offset are judged one by one: their block holds a trigger.
+        var oneByOneUntil = 0
         while start < bytes.count {
+            // Fast path: all the whole lines left in this read at once, when none of them
+            // holds a trigger (almost always: base64 payloads have no backslash).
+            if !passingThrough && pending.isEmpty && start >= oneByOneUntil,
+                let last = tcpgw_memrchr(base + start, 0x0A, bytes.count - start)
+            {
+                let blockEnd = base.distance(to: UnsafeRawPointer(last)) + 1
+                let block = UnsafeRawBufferPointer(rebasing: bytes[start..<blockEnd])
+                if !mayCallDescriptorMethod(block) {
+                    out.toGateway.append(contentsOf: block)
+                    start = blockEnd
+                    continue
+                }
+                oneByOneUntil = blockEnd
+            }
             let rest = UnsafeRawBufferPointer(rebasing: bytes[start...])
             guard let newline = memchr(base + start, 0x0A, rest.count) else {
                 if passingThrough {
