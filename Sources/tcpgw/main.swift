@@ -263,10 +263,12 @@ struct Bridge: ParsableCommand {
             bridge runs `ssh -T -o BatchMode=yes [-p PORT] [-l USER] -- HOST tcpgw bridge \
             [--socket PATH]` and relays through it (no socket: the remote default). \
             $TCPGW_SSH replaces `ssh` (a program and its options, split like shell words, \
-            e.g. "ssh -F /home/me/.ssh/lab_config"; no ~ or $ expansion); $TCPGW_REMOTE_BIN is the remote tcpgw program.
+            e.g. "ssh -F $HOME/.ssh/lab_config", expanded by your shell: tcpgw expands nothing); \
+            $TCPGW_REMOTE_BIN is the remote tcpgw program.
 
             Descriptor passing (tcp.createByFd, tcp.flyAway) cannot cross stdin/stdout: the \
             bridge answers those calls itself with -32006 and the gateway never sees them.
+
             Exit status: 0 when the gateway ended the session, 2 when it could not be reached \
             (ssh failed before any answer), 1 when the link broke in the middle.
             """)
@@ -304,6 +306,7 @@ struct Bridge: ParsableCommand {
             link.abandon()
             Foundation.exit(0)
         case .linkEnded(let receivedAny):
+            output.flush()  // the bridge's own answers still queued
             let end = link.finish(receivedAny: receivedAny)
             if let message = end.message { FileHandle.standardError.write(Data("tcpgw: \(message)\n".utf8)) }
             Foundation.exit(end.status)

@@ -366,6 +366,7 @@ final class BridgeOutputTests: XCTestCase {
         XCTAssertTrue(Array("1}\n{\"b\":2}\n".utf8).withUnsafeBytes { output.relay($0) })
         wait(for: [written], timeout: 10)
         output.endRelay()
+        output.flush()
         close(fds[1])
         var got: [UInt8] = []
         var buffer = [UInt8](repeating: 0, count: 256)
@@ -376,6 +377,51 @@ final class BridgeOutputTests: XCTestCase {
         }
         let text = String(decoding: got, as: UTF8.self)
         XCTAssertTrue(text == "{\"a\":1}\n{\"own\":1}\n{\"b\":2}\n" || text == "{\"a\":1}\n{\"b\":2}\n{\"own\":1}\n", text)
+    }
+}
+
+final class BridgeOutputQueueTests: XCTestCase {
+    /// While the gateway's line is half written (stdout taken), the bridge's own lines queue up
+    /// to the bound instead of stopping the thread that reads the client's requests.
+    func testOwnLinesQueueWhileStdoutIsBusy() throws {
+        var fds: [Int32] = [-1, -1]
+        XCTAssertEqual(pipe(&fds), 0)
+        defer { close(fds[0]) }
+        let output = BridgeOutput(fd: fds[1], maxQueuedBytes: 200)
+        XCTAssertTrue(Array("{\"partial\":".utf8).withUnsafeBytes { output.relay($0) })
+        let queued = expectation(description: "ten lines queued without waiting")
+        Thread {
+            for i in 0..<10 { XCTAssertTrue(output.writeLine(Array("{\"n\":\(i)}\n".utf8))) }
+            queued.fulfill()
+        }.start()
+        wait(for: [queued], timeout: 10)
+        XCTAssertTrue(Array("1}\n".utf8).withUnsafeBytes { output.relay($0) })
+        output.flush()
+        close(fds[1])
+        var got: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 1024)
+        while true {
+            let n = read(fds[0], &buffer, buffer.count)
+            if n <= 0 { break }
+            got += buffer[0..<n]
+        }
+        let expected = "{\"partial\":1}\n" + (0..<10).map { "{\"n\":\($0)}\n" }.joined()
+        XCTAssertEqual(String(decoding: got, as: UTF8.self), expected, "in order, none inside the gateway's line")
+    }
+
+    func testFailedStdoutEndsTheQueue() {
+        var fds: [Int32] = [-1, -1]
+        XCTAssertEqual(pipe(&fds), 0)
+        close(fds[0])  // nobody reads: the write fails with EPIPE
+        let previous = signal(SIGPIPE, SIG_IGN)
+        defer {
+            signal(SIGPIPE, previous)
+            close(fds[1])
+        }
+        let output = BridgeOutput(fd: fds[1], maxQueuedBytes: 64)
+        output.writeLine(Array("{\"a\":1}\n".utf8))
+        output.flush()
+        XCTAssertFalse(output.writeLine(Array("{\"b\":2}\n".utf8)), "a failed stdout refuses further lines")
     }
 }
 

@@ -7,15 +7,17 @@ stdout, so every byte the bridge writes is checked as the gateway's own would be
 """
 from __future__ import annotations
 
-import base64
+import hashlib
 import itertools
 import os
+import random
 import shlex
 import signal
 import socket
 import stat
 import subprocess
 import sys
+import threading
 import time
 from typing import Iterator, Optional
 
@@ -265,6 +267,36 @@ def test_descriptor_passing_refused_over_ssh(server: sshd.SSHD, gw: Gateway, bri
     assert isinstance(batch, list) and sorted(e["id"] for e in batch) == [91, 92]
     assert all(e["error"]["code"] == FD_PASSING for e in batch)
     assert [h["handle"] for h in b.call("tcp.list")] == [c["handle"]], "the batch's tcp.close did not run"
+    peer.close()
+
+
+@pytest.mark.parametrize("via", ["ssh", "socket"])
+def test_refusals_amid_a_flood_of_events(server: sshd.SSHD, gw: Gateway, bridges: list[BridgeWire], via: str) -> None:
+    """The bridge's own answers land between the gateway's lines, never inside one, while
+    megabytes of tcp.onData flow; big request lines go the other way intact."""
+    target = server.url(gw.path) if via == "ssh" else gw.path
+    b = bridge(bridges, gw, [target], ssh_env(server))
+    srv = b.call("tcp.createServer", {"sockaddr": {"addr": "127.0.0.1", "port": 0}}, timeout=20)
+    assert b.call("tcp.accept", {"handle": srv["handle"], "async": True}) is True
+    peer = py_connect("127.0.0.1", srv["local"]["port"])
+    conn = b.wait_event("tcp.onAccept", srv["handle"], timeout=10).params["client"]
+
+    rng = random.Random(20261201)
+    down = rng.randbytes(6 << 20)
+    up = rng.randbytes(3 << 20)
+    sender = threading.Thread(target=peer.sendall, args=(down,), daemon=True)
+    sender.start()
+    refused = [b.request("tcp.flyAway", {"handle": conn}) for _ in range(300)]
+    big = b.request("tcp.send", {"handle": conn, "data": b64(up), "encoding": "base64"})
+    # Every line the harness reads must parse as JSON (Wire asserts it): a refusal written
+    # into the middle of an event's line would not.
+    got = b.collect_data(conn, len(down), timeout=60)
+    assert hashlib.sha256(got).digest() == hashlib.sha256(down).digest()
+    for rid in refused:
+        assert b.reply(rid, timeout=30).obj["error"]["code"] == FD_PASSING
+    assert b.reply(big, timeout=30).obj["result"] == len(up)
+    assert hashlib.sha256(recv_exact_py(peer, len(up), timeout=30)).digest() == hashlib.sha256(up).digest()
+    sender.join(10)
     peer.close()
 
 
