@@ -30,16 +30,6 @@ struct SocketOption: ParsableArguments {
     var socket: String?
 
     var path: String { socket ?? GatewayConfig.defaultSocketPath() }
-
-    /// The path to connect to; a path no Unix socket address can hold is a clear error.
-    func pathToConnect() throws -> String {
-        let path = self.path
-        if let problem = SocketPathOwner.problem(with: path) {
-            FileHandle.standardError.write(Data("tcpgw: \(problem)\n".utf8))
-            throw ExitCode(2)
-        }
-        return path
-    }
 }
 
 struct Serve: ParsableCommand {
@@ -184,7 +174,8 @@ struct Call: ParsableCommand {
             Prints the result as JSON and exits 0, or prints the error object and exits 1 \
             (2 when the gateway cannot be reached). Example:
               tcpgw call tcp.createServer '{"sockaddr":{"addr":"127.0.0.1","port":0}}'
-            Handles belong to the connection that made them, so they end when `call` exits.
+            Handles belong to the connection that made them, so they end when `call` exits. \
+            --socket also takes ssh://[user@]host[:port][/socket] (see `tcpgw bridge --help`).
             """)
 
     @Argument(help: "Method name, e.g. gateway.info or tcp.constants.")
@@ -205,16 +196,33 @@ struct Call: ParsableCommand {
                 throw ExitCode(2)
             }
         }
-        let path = try socketOption.pathToConnect()
-        let fd = tcpgw_unix_connect(path)
-        guard fd >= 0 else {
-            FileHandle.standardError.write(Data("tcpgw: cannot connect to \(path): \(String(cString: strerror(-fd)))\n".utf8))
+        // A socket path, or ssh://... (the same link as `tcpgw bridge` uses).
+        let target: GatewayAddress
+        do {
+            target = try GatewayAddress(parsing: socketOption.path)
+        } catch {
+            FileHandle.standardError.write(Data("tcpgw: \(error)\n".utf8))
             throw ExitCode(2)
         }
-        defer { close(fd) }
+        signal(SIGPIPE, SIG_IGN)
+        let link: GatewayLink
+        do {
+            link = try GatewayLink.connect(target)
+        } catch {
+            FileHandle.standardError.write(Data("tcpgw: \(error)\n".utf8))
+            throw ExitCode(2)
+        }
+        var receivedAny = false
+        // Over ssh the child is reaped, and why it failed said, on every way out.
+        defer {
+            link.closeWrite()
+            let end = link.finish(receivedAny: receivedAny)
+            if let message = end.message { FileHandle.standardError.write(Data("tcpgw: \(message)\n".utf8)) }
+        }
+        let fd = link.readFD
         var line = JanssonCodec.serialize(.object(request))
         line.append(0x0A)
-        guard writeAll(fd, line) else {
+        guard writeAll(link.writeFD, line) else {
             FileHandle.standardError.write(Data("tcpgw: the gateway closed the connection\n".utf8))
             throw ExitCode(2)
         }
@@ -234,10 +242,12 @@ struct Call: ParsableCommand {
                 throw ExitCode(1)
             }
             let n = read(fd, &chunk, chunk.count)
+            if n < 0 && errno == EINTR { continue }
             if n <= 0 {
                 FileHandle.standardError.write(Data("tcpgw: the gateway closed the connection without answering\n".utf8))
                 throw ExitCode(2)
             }
+            receivedAny = true
             pending.append(contentsOf: chunk[0..<n])
         }
     }

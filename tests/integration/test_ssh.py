@@ -411,6 +411,22 @@ def test_ssh_program_missing(gw: Gateway) -> None:
     assert b"cannot run '/nonexistent/ssh'" in r.stderr
 
 
+def test_tcpgw_call_over_ssh(server: sshd.SSHD, gw: Gateway) -> None:
+    r = subprocess.run([TCPGW_BIN, "call", "tcp.constants", "--socket", server.url(gw.path)], capture_output=True,
+                       env=ssh_env(server), timeout=BRIDGE_EXIT_TIMEOUT)
+    assert r.returncode == 0, r.stderr
+    assert b'"AF_INET":2' in r.stdout and r.stderr == b""
+    r = subprocess.run([TCPGW_BIN, "call", "tcp.close", "[12345]", "--socket", server.url(gw.path)], capture_output=True,
+                       env=ssh_env(server), timeout=BRIDGE_EXIT_TIMEOUT)
+    assert r.returncode == 1 and b"-32000" in r.stdout, r
+    r = subprocess.run([TCPGW_BIN, "call", "gateway.info", "--socket", server.url(gw.path)], capture_output=True,
+                       env=ssh_env(server, "unauthorized"), timeout=BRIDGE_EXIT_TIMEOUT)
+    err = r.stderr.decode()
+    assert r.returncode == 2, err
+    assert "Permission denied" in err and "ssh failed (status 255" in err
+    assert r.stdout == b""
+
+
 # ---------------------------------------------------------------------- ssh dies mid-session
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
 def test_ssh_killed_mid_session(server: sshd.SSHD, gw: Gateway, bridges: list[BridgeWire], addr: str,
