@@ -164,9 +164,18 @@ class SSHD:
 
     def _wait_ready(self) -> bool:
         deadline = time.monotonic() + READY_TIMEOUT
+        # Our sshd's own word that it holds the port on every address: a banner alone could
+        # come from someone else's server that took the port first.
+        wanted = [f"Server listening on {h} port {self.port}." for h in ("127.0.0.1", *(["::1"] if self.ipv6 else []))]
         while time.monotonic() < deadline:
             if self.proc is not None and self.proc.poll() is not None:
                 return False  # it exited: port taken, bad config (the log says)
+            log = self.log()
+            if f"Bind to port {self.port} on" in log:
+                return False  # one address was taken: sshd runs on the others; start again
+            if not all(w in log for w in wanted):
+                time.sleep(0.05)
+                continue
             try:
                 with socket.create_connection((self.host, self.port), timeout=1.0) as s:
                     s.settimeout(2.0)
