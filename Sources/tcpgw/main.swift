@@ -197,21 +197,7 @@ struct Call: ParsableCommand {
             }
         }
         // A socket path, or ssh://... (the same link as `tcpgw bridge` uses).
-        let target: GatewayAddress
-        do {
-            target = try GatewayAddress(parsing: socketOption.path)
-        } catch {
-            FileHandle.standardError.write(Data("tcpgw: \(error)\n".utf8))
-            throw ExitCode(2)
-        }
-        signal(SIGPIPE, SIG_IGN)
-        let link: GatewayLink
-        do {
-            link = try GatewayLink.connect(target)
-        } catch {
-            FileHandle.standardError.write(Data("tcpgw: \(error)\n".utf8))
-            throw ExitCode(2)
-        }
+        let link = try connectGateway(socketOption.path)
         var receivedAny = false
         // Over ssh the child is reaped, and why it failed said, on every way out.
         defer {
@@ -293,21 +279,7 @@ struct Bridge: ParsableCommand {
             FileHandle.standardError.write(Data("tcpgw: give the gateway either as ADDRESS or with --socket, not both\n".utf8))
             throw ExitCode(2)
         }
-        let target: GatewayAddress
-        do {
-            target = try GatewayAddress(parsing: address ?? socketOption.path)
-        } catch {
-            FileHandle.standardError.write(Data("tcpgw: \(error)\n".utf8))
-            throw ExitCode(2)
-        }
-        signal(SIGPIPE, SIG_IGN)
-        let link: GatewayLink
-        do {
-            link = try GatewayLink.connect(target)
-        } catch {
-            FileHandle.standardError.write(Data("tcpgw: \(error)\n".utf8))
-            throw ExitCode(2)
-        }
+        let link = try connectGateway(address ?? socketOption.path)
         let output = BridgeOutput()
         let upstream = Thread { BridgeRelay.clientToGateway(link, output) }
         upstream.start()
@@ -321,6 +293,20 @@ struct Bridge: ParsableCommand {
             if let message = end.message { FileHandle.standardError.write(Data("tcpgw: \(message)\n".utf8)) }
             Foundation.exit(end.status)
         }
+    }
+}
+
+/// The gateway at `address` (a socket path or ssh://...), connected; a bad address or a failed
+/// connect is a message on stderr and exit status 2. SIGPIPE is ignored from here on: a link
+/// that breaks is a failed write, not a dead process.
+func connectGateway(_ address: String) throws -> GatewayLink {
+    do {
+        let target = try GatewayAddress(parsing: address)
+        signal(SIGPIPE, SIG_IGN)
+        return try GatewayLink.connect(target)
+    } catch {
+        FileHandle.standardError.write(Data("tcpgw: \(error)\n".utf8))
+        throw ExitCode(2)
     }
 }
 

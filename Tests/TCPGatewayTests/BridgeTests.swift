@@ -496,10 +496,14 @@ final class GatewayLinkTests: XCTestCase {
     }
 
     func testAbandonKillsTheChild() throws {
-        let l = try link("sleep 30")
+        let l = try link("exec sleep 30")
         guard case .ssh(let pid, _) = l.carrier else { return XCTFail("not ssh") }
         l.abandon()
         XCTAssertEqual(kill(pid, 0), -1, "the child is gone and reaped")
+        let previous = signal(SIGPIPE, SIG_IGN)  // as the bridge does
+        defer { signal(SIGPIPE, previous) }
+        XCTAssertFalse(BridgeOutput.writeAll(l.writeFD, [0x0A]), "the writing side sees the link gone")
+        l.closeWrite()
     }
 
     func testMissingProgram() {
@@ -507,6 +511,40 @@ final class GatewayLinkTests: XCTestCase {
         XCTAssertThrowsError(try GatewayLink.connect(address, environment: ["TCPGW_SSH": "/nonexistent/ssh -v"])) { error in
             XCTAssertTrue("\(error)".contains("cannot run '/nonexistent/ssh'"), "\(error)")
         }
+    }
+
+    /// Over a socket each direction has its own descriptor: closing the write side leaves reading.
+    func testUnixSocketDirections() throws {
+        let path = "/tmp/tcpgw-linktest-\(getpid()).sock"
+        unlink(path)
+        let listener = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        XCTAssertGreaterThanOrEqual(listener, 0)
+        defer {
+            close(listener)
+            unlink(path)
+        }
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in
+            for (i, byte) in path.utf8.enumerated() { raw[i] = byte }
+        }
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(listener, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        XCTAssertEqual(bound, 0)
+        XCTAssertEqual(listen(listener, 1), 0)
+        let l = try GatewayLink.connect(.unixSocket(path), environment: [:])
+        XCTAssertNotEqual(l.readFD, l.writeFD)
+        let peer = accept(listener, nil, nil)
+        XCTAssertGreaterThanOrEqual(peer, 0)
+        defer { close(peer) }
+        XCTAssertTrue(BridgeOutput.writeAll(l.writeFD, Array("up\n".utf8)))
+        l.closeWrite()
+        XCTAssertEqual(readAll(peer), Array("up\n".utf8), "the peer saw the bytes, then the end")
+        XCTAssertTrue(BridgeOutput.writeAll(peer, Array("down\n".utf8)))
+        shutdown(peer, Int32(SHUT_WR))
+        XCTAssertEqual(readAll(l.readFD), Array("down\n".utf8), "reading goes on after the write side closed")
+        XCTAssertEqual(l.finish(receivedAny: true), GatewayLinkEnd(status: 0, message: nil))
     }
 
     func testUnixSocketRefused() {

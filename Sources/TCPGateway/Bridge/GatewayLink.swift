@@ -2,8 +2,10 @@ import CNetShim
 import Foundation
 
 /// One connection to a gateway as `tcpgw bridge` uses it: the gateway's lines arrive on
-/// `readFD`, ours leave on `writeFD`. Over a Unix socket both are the socket; over ssh they are
-/// the pipes to the ssh child's stdout and stdin (the remote `tcpgw bridge` does the rest).
+/// `readFD`, ours leave on `writeFD`. Over a Unix socket they are two descriptors of the
+/// socket; over ssh, the pipes to the ssh child's stdout and stdin (the remote `tcpgw bridge`
+/// does the rest). Each belongs to one side: `closeWrite` closes `writeFD` (once, by the
+/// writing thread), `finish` or `abandon` closes `readFD`.
 ///
 /// Connecting again is `GatewayLink.connect` again: nothing here outlives one link.
 public struct GatewayLink: Sendable {
@@ -25,7 +27,14 @@ public struct GatewayLink: Sendable {
         case .unixSocket(let path):
             let fd = tcpgw_unix_connect(path)
             guard fd >= 0 else { throw GatewayLinkError("cannot connect to \(path): \(Errno.message(-fd))") }
-            return GatewayLink(readFD: fd, writeFD: fd, carrier: .socket(path: path))
+            // A descriptor per direction, so each side closes its own.
+            let writeFD = fcntl(fd, F_DUPFD_CLOEXEC, 0)
+            guard writeFD >= 0 else {
+                let failure = errno
+                Glibc.close(fd)
+                throw GatewayLinkError("cannot connect to \(path): \(Errno.message(failure))")
+            }
+            return GatewayLink(readFD: fd, writeFD: writeFD, carrier: .socket(path: path))
         case .ssh(let remote):
             let argv: [String]
             do { argv = try SSHCommand.argv(for: remote, environment: environment) } catch {
@@ -37,17 +46,15 @@ public struct GatewayLink: Sendable {
 
     /// Nothing more goes to the gateway: it ends the session once it has answered what it has.
     /// Over ssh the child's stdin closes; the remote bridge passes that on as a shutdown.
+    /// Closes `writeFD`: call it once.
     public func closeWrite() {
-        switch carrier {
-        case .socket: _ = tcpgw_shutdown(writeFD, 1)
-        case .ssh: Glibc.close(writeFD)
-        }
+        if case .socket = carrier { _ = tcpgw_shutdown(writeFD, 1) }
+        Glibc.close(writeFD)
     }
 
     /// After `readFD` has ended: how the link ended, with the ssh child reaped. `receivedAny`
     /// tells a link that never worked (status 2, like an unreachable socket) from one that
-    /// broke (status 1). Closes what is left open, except `writeFD` while another thread may
-    /// still write there: that one is `closeWrite`'s.
+    /// broke (status 1). Closes `readFD`.
     public func finish(receivedAny: Bool) -> GatewayLinkEnd {
         switch carrier {
         case .socket:
@@ -59,17 +66,18 @@ public struct GatewayLink: Sendable {
         }
     }
 
-    /// Ends the link at once (a reconnect gives up on it): the ssh child is killed and reaped.
+    /// Ends the link at once (a reconnect gives up on it): the socket is shut down both ways,
+    /// the ssh child killed and reaped, so a thread still writing gets an error and calls
+    /// `closeWrite`. Closes `readFD`.
     public func abandon() {
         switch carrier {
         case .socket:
-            Glibc.close(readFD)
+            _ = tcpgw_shutdown(readFD, 2)
         case .ssh(let pid, _):
             kill(pid, SIGKILL)
             _ = GatewayLink.reap(pid)
-            Glibc.close(readFD)
-            Glibc.close(writeFD)
         }
+        Glibc.close(readFD)
     }
 
     private static func spawn(_ argv: [String], _ remote: SSHGatewayAddress) throws(GatewayLinkError) -> GatewayLink {
