@@ -26,8 +26,8 @@ From a shell (bats)::
 from __future__ import annotations
 
 import argparse
-import getpass
 import os
+import pwd
 import shlex
 import shutil
 import signal
@@ -114,7 +114,8 @@ class SSHD:
         # Short: sun_path is 108 bytes and tests put gateway sockets next to it.
         self.dir = workdir or tempfile.mkdtemp(prefix="tgw-sshd-", dir="/tmp")
         os.makedirs(self.dir, exist_ok=True)
-        self.user = getpass.getuser()
+        # The account sshd will log us in as: ours (not $USER, which sudo and su may leave).
+        self.user = pwd.getpwuid(os.geteuid()).pw_name
         self.host = "127.0.0.1"
         self.ipv6 = _ipv6_loopback()
         self.port = 0
