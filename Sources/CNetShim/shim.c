@@ -470,3 +470,15 @@ long tcpgw_raise_nofile_limit(void) {
     }
     return (long)rl.rlim_cur;
 }
+
+int tcpgw_pipe_cloexec(int fds[2]) {
+    return pipe2(fds, O_CLOEXEC) == 0 ? 0 : NEG_ERRNO;
+}
+
+const void *tcpgw_memmem(const void *haystack, size_t haystack_len, const void *needle, size_t needle_len) {
+    return memmem(haystack, haystack_len, needle, needle_len);
+}
+
+const void *tcpgw_memrchr(const void *s, int c, size_t n) {
+    return memrchr(s, c, n);
+}

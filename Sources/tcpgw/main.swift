@@ -30,16 +30,6 @@ struct SocketOption: ParsableArguments {
     var socket: String?
 
     var path: String { socket ?? GatewayConfig.defaultSocketPath() }
-
-    /// The path to connect to; a path no Unix socket address can hold is a clear error.
-    func pathToConnect() throws -> String {
-        let path = self.path
-        if let problem = SocketPathOwner.problem(with: path) {
-            FileHandle.standardError.write(Data("tcpgw: \(problem)\n".utf8))
-            throw ExitCode(2)
-        }
-        return path
-    }
 }
 
 struct Serve: ParsableCommand {
@@ -188,7 +178,8 @@ struct Call: ParsableCommand {
             Prints the result as JSON and exits 0, or prints the error object and exits 1 \
             (2 when the gateway cannot be reached). Example:
               tcpgw call tcp.createServer '{"sockaddr":{"addr":"127.0.0.1","port":0}}'
-            Handles belong to the connection that made them, so they end when `call` exits.
+            Handles belong to the connection that made them, so they end when `call` exits. \
+            --socket also takes ssh://[user@]host[:port][/socket] (see `tcpgw bridge --help`).
             """)
 
     @Argument(help: "Method name, e.g. gateway.info or tcp.constants.")
@@ -209,16 +200,19 @@ struct Call: ParsableCommand {
                 throw ExitCode(2)
             }
         }
-        let path = try socketOption.pathToConnect()
-        let fd = tcpgw_unix_connect(path)
-        guard fd >= 0 else {
-            FileHandle.standardError.write(Data("tcpgw: cannot connect to \(path): \(String(cString: strerror(-fd)))\n".utf8))
-            throw ExitCode(2)
+        // A socket path, or ssh://... (the same link as `tcpgw bridge` uses).
+        let link = try connectGateway(socketOption.path)
+        var receivedAny = false
+        // Over ssh the child is reaped, and why it failed said, on every way out.
+        defer {
+            link.closeWrite()
+            let end = link.finish(receivedAny: receivedAny)
+            if let message = end.message { FileHandle.standardError.write(Data("tcpgw: \(message)\n".utf8)) }
         }
-        defer { close(fd) }
+        let fd = link.readFD
         var line = JanssonCodec.serialize(.object(request))
         line.append(0x0A)
-        guard writeAll(fd, line) else {
+        guard writeAll(link.writeFD, line) else {
             FileHandle.standardError.write(Data("tcpgw: the gateway closed the connection\n".utf8))
             throw ExitCode(2)
         }
@@ -238,10 +232,12 @@ struct Call: ParsableCommand {
                 throw ExitCode(1)
             }
             let n = read(fd, &chunk, chunk.count)
+            if n < 0 && errno == EINTR { continue }
             if n <= 0 {
                 FileHandle.standardError.write(Data("tcpgw: the gateway closed the connection without answering\n".utf8))
                 throw ExitCode(2)
             }
+            receivedAny = true
             pending.append(contentsOf: chunk[0..<n])
         }
     }
@@ -262,37 +258,59 @@ struct Bridge: ParsableCommand {
             Copies stdin to the gateway and the gateway's lines to stdout until the gateway \
             closes the connection. When stdin ends, the write side is shut down and the gateway \
             ends the session (closing its handles).
+
+            ADDRESS ssh://[user@]host[:port][/socket] reaches a gateway on another host: the \
+            bridge runs `ssh -T -o BatchMode=yes [-p PORT] [-l USER] -- HOST tcpgw bridge \
+            [--socket PATH]` and relays through it (no socket: the remote default). \
+            $TCPGW_SSH replaces `ssh` (a program and its options, split like shell words, \
+            e.g. "ssh -F $HOME/.ssh/lab_config", expanded by your shell: tcpgw expands nothing); \
+            $TCPGW_REMOTE_BIN is the remote tcpgw program.
+
+            Descriptor passing (tcp.createByFd, tcp.flyAway) cannot cross stdin/stdout: the \
+            bridge answers those calls itself with -32006 and the gateway never sees them.
+
+            Exit status: 0 when the gateway ended the session, 2 when it could not be reached \
+            (ssh failed before any answer), 1 when the link broke in the middle.
             """)
+
+    @Argument(help: "The gateway: a socket path or ssh://[user@]host[:port][/socket] (default: --socket, else the default socket).")
+    var address: String?
 
     @OptionGroup var socketOption: SocketOption
 
     func run() throws {
-        let path = try socketOption.pathToConnect()
-        let fd = tcpgw_unix_connect(path)
-        guard fd >= 0 else {
-            FileHandle.standardError.write(Data("tcpgw: cannot connect to \(path): \(String(cString: strerror(-fd)))\n".utf8))
+        if address != nil && socketOption.socket != nil {
+            FileHandle.standardError.write(Data("tcpgw: give the gateway either as ADDRESS or with --socket, not both\n".utf8))
             throw ExitCode(2)
         }
-        signal(SIGPIPE, SIG_IGN)
-        let upstream = Thread {
-            var buffer = [UInt8](repeating: 0, count: 65536)
-            while true {
-                let n = read(0, &buffer, buffer.count)
-                if n < 0 && errno == EINTR { continue }
-                if n <= 0 { break }
-                if !writeAll(fd, Array(buffer[0..<n])) { break }
-            }
-            _ = tcpgw_shutdown(fd, 1)
-        }
+        let link = try connectGateway(address ?? socketOption.path)
+        let output = BridgeOutput()
+        let upstream = Thread { BridgeRelay.clientToGateway(link, output) }
         upstream.start()
-        var buffer = [UInt8](repeating: 0, count: 65536)
-        while true {
-            let n = read(fd, &buffer, buffer.count)
-            if n < 0 && errno == EINTR { continue }
-            if n <= 0 { break }
-            if !writeAll(1, Array(buffer[0..<n])) { break }
+        switch BridgeRelay.gatewayToClient(link, output) {
+        case .clientGone:
+            link.abandon()
+            Foundation.exit(0)
+        case .linkEnded(let receivedAny):
+            output.flush()  // the bridge's own answers still queued
+            let end = link.finish(receivedAny: receivedAny)
+            if let message = end.message { FileHandle.standardError.write(Data("tcpgw: \(message)\n".utf8)) }
+            Foundation.exit(end.status)
         }
-        Foundation.exit(0)
+    }
+}
+
+/// The gateway at `address` (a socket path or ssh://...), connected; a bad address or a failed
+/// connect is a message on stderr and exit status 2. SIGPIPE is ignored from here on: a link
+/// that breaks is a failed write, not a dead process.
+func connectGateway(_ address: String) throws -> GatewayLink {
+    do {
+        let target = try GatewayAddress(parsing: address)
+        signal(SIGPIPE, SIG_IGN)
+        return try GatewayLink.connect(target)
+    } catch {
+        FileHandle.standardError.write(Data("tcpgw: \(error)\n".utf8))
+        throw ExitCode(2)
     }
 }
 

@@ -460,13 +460,15 @@ tcpgw_default_socket() {
 	fi
 }
 
-# tcpgw_open [SOCKET]: start the session: one persistent connection to the
-# gateway carried by a `tcpgw bridge` coprocess (or $TCPGW_BRIDGE, a command run
-# by bash -c with the socket path as $1).  Must run in the main shell, not in $( ).
+# tcpgw_open [SOCKET|ssh://[USER@]HOST[:PORT][/SOCKET]]: start the session: one
+# persistent connection to the gateway carried by a `tcpgw bridge` coprocess (or
+# $TCPGW_BRIDGE, a command run by bash -c with the address as $1).  An ssh://
+# address goes to the bridge as is: it runs ssh to the remote `tcpgw bridge`.
+# Must run in the main shell, not in $( ).
 tcpgw_open() {
-	local sock=${1:-} bin
+	local sock=${1:-} bin remote=0 open_ms
 	if (( $# > 1 )); then
-		_tcpgw_err open "usage: tcpgw_open [SOCKET]"
+		_tcpgw_err open "usage: tcpgw_open [SOCKET|ssh://[USER@]HOST[:PORT][/SOCKET]]"
 		return "$TCPGW_E_USAGE"
 	fi
 	if _tcpgw_is_open; then
@@ -480,7 +482,10 @@ tcpgw_open() {
 		_tcpgw_err open "jq is required but not found in PATH"
 		return "$TCPGW_E_ERROR"
 	fi
-	if [[ ! -S $sock ]]; then
+	# Any scheme:// is the bridge's to judge (it refuses all but ssh:// with a clear message).
+	if [[ $sock =~ ^[A-Za-z][A-Za-z0-9+.-]*:// ]]; then
+		remote=1
+	elif [[ ! -S $sock ]]; then
 		_tcpgw_err open "no gateway socket at $sock (is 'tcpgw serve' running?)"
 		return "$TCPGW_E_SESSION"
 	fi
@@ -497,6 +502,9 @@ tcpgw_open() {
 	: >"$_TCPGW_DIR/events"
 	if [[ -n ${TCPGW_BRIDGE:-} ]]; then
 		coproc _TCPGW_BRIDGE { exec bash -c "$TCPGW_BRIDGE" tcpgw-bridge "$sock"; }
+	elif (( remote )); then
+		# The bridge's own messages (ssh's too) reach our stderr directly.
+		coproc _TCPGW_BRIDGE { exec "$bin" bridge -- "$sock"; }
 	else
 		coproc _TCPGW_BRIDGE { exec "$bin" bridge --socket "$sock"; }
 	fi
@@ -507,7 +515,12 @@ tcpgw_open() {
 	exec {cw}>&- {cr}<&-
 	_TCPGW_SOCKET_PATH=$sock
 	# The bridge connects asynchronously: prove the session with one round trip.
-	if ! TCPGW_REPLY_TIMEOUT_MS=${TCPGW_OPEN_TIMEOUT_MS:-5000} _tcpgw_request gateway.info "" 2>"$_TCPGW_DIR/open.err"; then
+	# ssh may take a while to log in: a longer default bound.
+	open_ms=${TCPGW_OPEN_TIMEOUT_MS:-}
+	if [[ -z $open_ms ]]; then
+		if (( remote )); then open_ms=30000; else open_ms=5000; fi
+	fi
+	if ! TCPGW_REPLY_TIMEOUT_MS=$open_ms _tcpgw_request gateway.info "" 2>"$_TCPGW_DIR/open.err"; then
 		_tcpgw_err open "cannot talk to the gateway at $sock: $(tr '\n' ' ' <"$_TCPGW_DIR/open.err")"
 		tcpgw_close
 		return "$TCPGW_E_SESSION"

@@ -93,6 +93,12 @@ long tcpgw_raise_nofile_limit(void);
 
 /* Closes fd retrying nothing (Linux closes even on EINTR). */
 int tcpgw_close(int fd);
+/* For tcpgw bridge: a pipe whose two ends close on exec (fds[0] read, fds[1] write); 0 or a
+   negative errno. And memmem and memrchr, which glibc hides behind _GNU_SOURCE. */
+int tcpgw_pipe_cloexec(int fds[2]);
+const void *tcpgw_memmem(const void *haystack, size_t haystack_len, const void *needle, size_t needle_len);
+const void *tcpgw_memrchr(const void *s, int c, size_t n);
+
 /* Service-manager plumbing (contract §9). */
 #include "CNetShimService.h"
 

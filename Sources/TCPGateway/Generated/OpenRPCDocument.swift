@@ -4605,7 +4605,7 @@ enum OpenRPCDocument {
       },
       "DescriptorPassingFailed": {
         "code": -32006,
-        "message": "Descriptor passing failed: not exactly one attached descriptor, or not a TCP socket"
+        "message": "Descriptor passing failed: not exactly one attached descriptor, or not a TCP socket; or refused by tcpgw bridge, whose stdin/stdout (and ssh://) cannot carry descriptors"
       }
     }
   }

@@ -214,7 +214,8 @@ class OSErrorReply(_OSErrorReplyBase):
 
 
 class DescriptorError(RPCError):
-    """Descriptor passing failed: not exactly one attached descriptor, or not a TCP socket (code
+    """Descriptor passing failed: not exactly one attached descriptor, or not a TCP socket; or
+    refused by tcpgw bridge, whose stdin/stdout (and ssh://) cannot carry descriptors (code
     -32006, schema name ``DescriptorPassingFailed``).
     """
 
