@@ -1,0 +1,38 @@
+import JSONRPC
+import NIOCore
+
+extension Session {
+    /// The first-line hook of `tcp.attach` (contract §11). Returns true when `line` turned this
+    /// connection into the raw byte stream of a handle (`early`: what the client sent after
+    /// the line, already read, which goes to the TCP socket first); false to go on as JSON-RPC,
+    /// having answered a failed attach (-32602, -32008, -32000, -32001) or for any other line,
+    /// which ends the chance to attach.
+    func attachIfFirst(_ line: [UInt8], then early: UnsafeRawBufferPointer) -> Bool {
+        guard case .single(.request(let request)) = line.withUnsafeBytes({ RPCMessage.decode($0) }),
+            request.method == TCPAttachParams.method, let id = request.id
+        else {
+            mayAttach = false
+            return false
+        }
+        let relay: Relay
+        let buffered: Int
+        let handle: ConnectionHandle
+        do {
+            guard let method = gateway.catalog.methods[request.method] else {
+                throw RPCError.internalError("tcp.attach is not in the schema")
+            }
+            let params = try TCPAttachParams(try gateway.catalog.bind(method, request.params))
+            handle = try gateway.streamTokens.redeem(params.token, uid: peerUID)
+            var bytes = ByteBufferAllocator().buffer(capacity: early.count)
+            bytes.writeBytes(early)
+            (relay, buffered) = try Relay.attach(handle, early: bytes)
+        } catch {
+            answer(id, .failure(error.asRPCError))
+            return false
+        }
+        gateway.logger.debug("client \(self.id) attached to handle \(handle.id) of client \(handle.session.id)")
+        answer(id, .success(["handle": .int(handle.id), "buffered": .int(Int64(buffered))]))
+        becameStream(relay)
+        return true
+    }
+}
