@@ -321,8 +321,9 @@ struct Attach: ParsableCommand {
         discussion: """
             Connects to the gateway, presents TOKEN with tcp.attach as the first line, and then \
             copies stdin to the TCP connection and the connection to stdout, raw. When stdin ends, \
-            the connection's writing side is shut down (the peer sees the end of stream); when the \
-            peer's end of stream arrives, stdout is flushed and attach exits 0. A refused token \
+            the connection's writing side is shut down (the peer sees the end of stream). Once the \
+            peer's end of stream has been written to stdout and stdin has ended (or the stream \
+            refuses more bytes), attach exits 0, as a half-closed TCP connection ends. A refused token \
             (-32008) or any other error prints the error object on stderr and exits 1 (2 when the \
             gateway cannot be reached). Example:
               tok=$(tcpgw call tcp.stream '{"handle":3}' | jq -r .token)  # on the owning connection
@@ -368,7 +369,9 @@ struct Attach: ParsableCommand {
         let early = Array(pending[(end + 1)...])
         if !early.isEmpty && !writeAll(1, early) { fail("cannot write to stdout: \(String(cString: strerror(errno)))", code: 1) }
 
+        let upstreamDone = DispatchSemaphore(value: 0)
         let upstream = Thread {
+            defer { upstreamDone.signal() }
             var chunk = [UInt8](repeating: 0, count: 256 * 1024)
             while true {
                 let n = read(0, &chunk, chunk.count)
@@ -387,6 +390,8 @@ struct Attach: ParsableCommand {
             if n == 0 { break }
             if !writeAll(1, Array(buffer[0..<n])) { fail("cannot write to stdout: \(String(cString: strerror(errno)))", code: 1) }
         }
+        // The peer may still read what stdin brings after its own end (a half-close).
+        upstreamDone.wait()
         Foundation.exit(0)
     }
 

@@ -97,8 +97,12 @@ final class Session {
             switch frame {
             case .line(let line, _, let end):
                 // What follows an attach line in this read is already the stream's.
-                if mayAttach && attachIfFirst(line, then: UnsafeRawBufferPointer(rebasing: bytes[Int(end - chunkStart)...])) {
-                    return
+                if mayAttach {
+                    switch attachIfFirst(line, then: UnsafeRawBufferPointer(rebasing: bytes[Int(end - chunkStart)...])) {
+                    case .attached: return
+                    case .refused: _ = takeDescriptors(before: end); continue  // closed: an attach takes none
+                    case .notAttach: break
+                    }
                 }
                 handleLine(line, passed: takeDescriptors(before: end))
             case .oversized(_, let end):

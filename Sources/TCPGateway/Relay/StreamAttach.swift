@@ -2,17 +2,23 @@ import JSONRPC
 import NIOCore
 
 extension Session {
-    /// The first-line hook of `tcp.attach` (contract §11). Returns true when `line` turned this
-    /// connection into the raw byte stream of a handle (`early`: what the client sent after
-    /// the line, already read, which goes to the TCP socket first); false to go on as JSON-RPC,
-    /// having answered a failed attach (-32602, -32008, -32000, -32001) or for any other line,
-    /// which ends the chance to attach.
-    func attachIfFirst(_ line: [UInt8], then early: UnsafeRawBufferPointer) -> Bool {
+    enum AttachOutcome {
+        /// Not an attach: handle the line as usual (the chance to attach is over).
+        case notAttach
+        /// A failed attach, answered (-32602, -32008, -32000, -32001): go on as JSON-RPC.
+        case refused
+        /// The connection is now the raw byte stream of a handle.
+        case attached
+    }
+
+    /// The first-line hook of `tcp.attach` (contract §11). `early` is what the client sent
+    /// after the line, already read: on success it goes to the TCP socket first.
+    func attachIfFirst(_ line: [UInt8], then early: UnsafeRawBufferPointer) -> AttachOutcome {
         guard case .single(.request(let request)) = line.withUnsafeBytes({ RPCMessage.decode($0) }),
             request.method == TCPAttachParams.method, let id = request.id
         else {
             mayAttach = false
-            return false
+            return .notAttach
         }
         let relay: Relay
         let buffered: Int
@@ -28,11 +34,11 @@ extension Session {
             (relay, buffered) = try Relay.attach(handle, early: bytes)
         } catch {
             answer(id, .failure(error.asRPCError))
-            return false
+            return .refused
         }
         gateway.logger.debug("client \(self.id) attached to handle \(handle.id) of client \(handle.session.id)")
         answer(id, .success(["handle": .int(handle.id), "buffered": .int(Int64(buffered))]))
         becameStream(relay)
-        return true
+        return .attached
     }
 }
