@@ -4041,8 +4041,10 @@ enum OpenRPCDocument {
         ],
         "properties": {
           "token": {
+            "description": "128 random bits in base64url without padding: 22 characters of A-Z a-z 0-9 - _.",
             "type": "string",
-            "pattern": "^[A-Za-z0-9_-]{22}$"
+            "minLength": 22,
+            "maxLength": 22
           }
         }
       },
