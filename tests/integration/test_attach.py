@@ -315,3 +315,22 @@ def test_cli_attach_refused_token(wire: Wire) -> None:
                           capture_output=True, timeout=10)
     assert proc.returncode == 1 and proc.stdout == b""
     assert json.loads(proc.stderr)["code"] == STREAM_TOKEN
+
+
+def test_attaching_a_handle_whose_peer_had_finished(wire: Wire, listener: socket.socket) -> None:
+    h, peer = connected_handle(wire, listener)
+    peer.sendall(b"x")
+    peer.shutdown(socket.SHUT_WR)
+    assert wire.call("tcp.recv", {"handle": h, "length": 1, "timeout": 5000})["data"] == "eA=="
+    assert wire.call("tcp.isEOF", {"handle": h}) in (True, False)
+    token = wire.call("tcp.stream", {"handle": h})["token"]
+    s, answer, rest = attach(wire.path, token)
+    assert answer["result"] == {"handle": h, "buffered": 0}
+    data, error = read_to_end(s)
+    assert rest + data == b"" and error is None
+    s.sendall(b"answer")
+    s.shutdown(socket.SHUT_WR)
+    assert read_to_end(peer) == (b"answer", None)
+    assert "error" not in wire.wait_event("tcp.onClose", h).params
+    s.close()
+    peer.close()

@@ -223,3 +223,64 @@ def test_a_waiting_recv_fails_when_its_handle_is_piped(wire: Wire, listener: soc
     assert read_to_end_n(pb, 9) == b"goes to b"
     pa.close()
     pb.close()
+
+
+def test_a_handle_whose_peer_had_already_finished(wire: Wire, listener: socket.socket) -> None:
+    a, pa = connected_handle(wire, listener)
+    b, pb = connected_handle(wire, listener)
+    pa.shutdown(socket.SHUT_WR)
+    # The FIN is read before the pipe: the other side's writing is shut at once.
+    assert wire.call("tcp.recv", {"handle": a, "timeout": 5000}) == {"data": "", "encoding": "base64", "eof": True}
+    assert wire.call("tcp.pipe", {"handle": a, "peer": b}) is True
+    assert read_to_end(pb) == (b"", None)
+    pb.sendall(b"the other way still works")
+    pb.shutdown(socket.SHUT_WR)
+    assert read_to_end(pa) == (b"the other way still works", None)
+    for h in (a, b):
+        assert "error" not in wire.wait_event("tcp.onClose", h).params
+    pa.close()
+    pb.close()
+
+
+def test_a_receiver_that_does_not_read_stops_the_sender(start_gateway: GatewayFactory, listener: socket.socket) -> None:
+    gw = start_gateway()
+    w = gw.connect()
+    a, pa, b, pb = piped(w, listener)
+    pb.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+    rss_before = gw.rss_kb()
+    data = memoryview(payload(80 * MiB, 9))
+    sent = 0
+    pa.setblocking(False)
+    deadline = time.monotonic() + 2.0
+    while time.monotonic() < deadline and sent < len(data):
+        try:
+            sent += pa.send(data[sent:sent + (1 << 16)])
+        except BlockingIOError:
+            time.sleep(0.01)
+    # Kernel buffers and one pipe hold what was accepted; the gateway buffers nothing more.
+    assert sent < 64 * MiB, sent
+    assert gw.rss_kb() - rss_before < 16 * 1024
+    pa.setblocking(True)
+    pa.shutdown(socket.SHUT_WR)
+    got, error = read_to_end(pb, timeout=30)
+    assert error is None and len(got) == sent
+    assert got == data[:sent]
+    pb.close()
+    pa.close()
+
+
+def test_many_pipes_at_once(wire: Wire, listener: socket.socket) -> None:
+    pairs = [piped(wire, listener) for _ in range(8)]
+    pumps = []
+    for index, (_, pa, _, pb) in enumerate(pairs):
+        pumps.append((Pump(pa, payload(MiB, 100 + index)), Pump(pb, payload(MiB, 200 + index)), index))
+    for left, right, index in pumps:
+        got_left, _, errors_left = left.join()
+        got_right, _, errors_right = right.join()
+        assert not errors_left and not errors_right
+        assert got_right == sha(payload(MiB, 100 + index)) and got_left == sha(payload(MiB, 200 + index))
+    for a, pa, b, pb in pairs:
+        for h in (a, b):
+            assert "error" not in wire.wait_event("tcp.onClose", h).params
+        pa.close()
+        pb.close()
