@@ -342,6 +342,8 @@ struct Attach: ParsableCommand {
             fail("cannot connect to \(path): \(String(cString: strerror(-fd)))", code: 2)
         }
         signal(SIGPIPE, SIG_IGN)
+        // What this side writes is bounded by its own send buffer: larger means fewer wake-ups.
+        _ = tcpgw_setsockopt_int(fd, tcpgw_const_sol_socket(), tcpgw_const_so_sndbuf(), 4 << 20)
         let request: JSONValue = [
             "jsonrpc": "2.0", "id": 1, "method": "tcp.attach", "params": ["token": .string(token)],
         ]

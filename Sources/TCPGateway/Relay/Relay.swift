@@ -22,6 +22,8 @@ final class Relay {
     /// A kernel pipe per direction, where a direction splices. 1 MiB where the system allows:
     /// fewer wake-ups per MiB.
     static let pipeSize = 1 << 20
+    /// The send buffer asked for on an attached stream's socket.
+    static let streamBufferSize: Int32 = 4 << 20
     /// A copying direction's buffer.
     static let copyCapacity = 256 * 1024
     /// Reads and writes per wake-up and direction: enough to move bulk data, few enough that
@@ -121,6 +123,9 @@ final class Relay {
             return
         }
         sides[1].fd = owned.raw
+        // A Unix stream's writer is bounded by its own send buffer (208 KiB by default): a
+        // bigger one (as far as net.core.wmem_max allows) means fewer, larger splices.
+        _ = tcpgw_setsockopt_int(owned.raw, tcpgw_const_sol_socket(), tcpgw_const_so_sndbuf(), Relay.streamBufferSize)
         stream = consume owned
         start()
     }
@@ -192,9 +197,14 @@ final class Relay {
             return filled(n, from: source)
 
         case .readIn(let most):
-            let wanted = min(most, ConnectionHandle.readChunk)
+            let wanted = most
             var n = 0
-            if userspace[index].readableBytes == 0 { userspace[index].clear() }
+            // The buffer stays within the direction's capacity: written bytes make room again.
+            if userspace[index].readableBytes == 0 {
+                userspace[index].clear()
+            } else if userspace[index].writableBytes < wanted {
+                userspace[index].discardReadBytes()
+            }
             userspace[index].writeWithUnsafeMutableBytes(minimumWritableBytes: wanted) { buffer in
                 n = tcpgw_read(source.fd, buffer.baseAddress, wanted)
                 return max(n, 0)
