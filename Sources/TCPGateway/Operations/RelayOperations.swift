@@ -15,7 +15,9 @@ enum RelayOperations {
         guard first !== second else {
             throw RPCError.invalidParams("'peer' must be another handle than 'handle' (both are \(p.handle))")
         }
-        _ = try Relay.pipe(first, second)
+        let relay = try Relay.pipe(first, second)
+        call.session.gateway.logger.debug(
+            "client \(call.session.id): handles \(p.handle) and \(p.peer) are piped (\(relay.modes.map { "\($0)" }.joined(separator: ", ")))")
         return true
     }
 
