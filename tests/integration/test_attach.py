@@ -18,6 +18,11 @@ from wire import INVALID_REQUEST, UNKNOWN_HANDLE, WRONG_KIND, RPCError, Wire
 STREAM_TOKEN = -32008
 
 
+@pytest.fixture(params=["splice", "copy"])
+def wire(request: pytest.FixtureRequest, start_gateway: GatewayFactory) -> Wire:
+    return start_gateway("--relay-mode", request.param).connect()
+
+
 @pytest.fixture
 def listener() -> socket.socket:
     s = py_listener("127.0.0.1")

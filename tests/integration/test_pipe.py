@@ -2,6 +2,7 @@
 Python peers on loopback, in both relay modes (splice, and the copy mode faults use)."""
 from __future__ import annotations
 
+import base64
 import socket
 import time
 
@@ -284,3 +285,29 @@ def test_many_pipes_at_once(wire: Wire, listener: socket.socket) -> None:
             assert "error" not in wire.wait_event("tcp.onClose", h).params
         pa.close()
         pb.close()
+
+
+def test_queued_sends_must_drain_before_a_pipe(wire: Wire, listener: socket.socket) -> None:
+    a, pa = connected_handle(wire, listener)
+    b, pb = connected_handle(wire, listener)
+    big = payload(8 * MiB, 11)
+    pa.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+    wire.call("tcp.setSendBufferSize", {"handle": a, "size": 64 * 1024})
+    # The peer does not read: most of the send stays queued in the gateway when it times out.
+    with pytest.raises(RPCError) as e:
+        wire.call("tcp.send", {"handle": a, "data": base64.b64encode(big).decode(), "encoding": "base64",
+                               "timeout": 200}, timeout=30)
+    assert e.value.code == -32002
+    with pytest.raises(RPCError) as e:
+        wire.call("tcp.pipe", {"handle": a, "peer": b})
+    assert e.value.code == WRONG_KIND and "waiting to be sent" in e.value.message
+    with pytest.raises(RPCError) as e:
+        wire.call("tcp.stream", {"handle": a})
+    assert e.value.code == WRONG_KIND
+    # Once the peer has read everything, the pipe works, and nothing was lost or reordered.
+    assert read_to_end_n(pa, len(big)) == big
+    assert wire.call("tcp.pipe", {"handle": a, "peer": b}) is True
+    pb.sendall(b"after")
+    assert read_to_end_n(pa, 5) == b"after"
+    pa.close()
+    pb.close()
