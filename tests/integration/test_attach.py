@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import time
@@ -339,3 +340,89 @@ def test_attaching_a_handle_whose_peer_had_finished(wire: Wire, listener: socket
     assert "error" not in wire.wait_event("tcp.onClose", h).params
     s.close()
     peer.close()
+
+
+def _free_tcp_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+@pytest.fixture
+def ssh_forwarded(start_gateway: GatewayFactory):
+    """A private sshd on 127.0.0.1 and `ssh -L` forwarding a local Unix socket to the gateway's:
+    the path a remote rig uses, where descriptors cannot travel. Yields (gateway, forwarded path)."""
+    if os.geteuid() != 0 or not os.path.exists("/usr/sbin/sshd") or shutil.which("ssh") is None:
+        pytest.skip("needs root, sshd and ssh (scripts/setup installs them)")
+    gw = start_gateway()
+    d = start_gateway.tmpdir()
+    for name in ("host", "user"):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", f"{d}/{name}"], check=True, timeout=30)
+    shutil.copy(f"{d}/user.pub", f"{d}/authorized_keys")
+    port = _free_tcp_port()
+    with open(f"{d}/sshd_config", "w") as f:
+        f.write(f"ListenAddress 127.0.0.1:{port}\nHostKey {d}/host\nAuthorizedKeysFile {d}/authorized_keys\n"
+                "PasswordAuthentication no\nKbdInteractiveAuthentication no\nPermitRootLogin prohibit-password\n"
+                f"AllowStreamLocalForwarding yes\nUsePAM no\nStrictModes no\nPidFile {d}/sshd.pid\n")
+    os.makedirs("/run/sshd", exist_ok=True)
+    sshd = subprocess.Popen(["/usr/sbin/sshd", "-D", "-f", f"{d}/sshd_config", "-E", f"{d}/sshd.log"])
+    forwarded = f"{d}/fwd.sock"
+    ssh = None
+    try:
+        deadline = time.monotonic() + 10
+        while not _listening(port) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        ssh = subprocess.Popen(
+            ["ssh", "-n", "-N", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+             "-o", "ExitOnForwardFailure=yes", "-o", "LogLevel=ERROR", "-i", f"{d}/user", "-p", str(port),
+             "-L", f"{forwarded}:{gw.path}", "root@127.0.0.1"], stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 10
+        while not os.path.exists(forwarded) and time.monotonic() < deadline and ssh.poll() is None:
+            time.sleep(0.02)
+        if not os.path.exists(forwarded):
+            pytest.fail(f"ssh did not forward the socket: {ssh.stderr.read() if ssh.poll() is not None else ''}")
+        yield gw, forwarded
+    finally:
+        for proc in (ssh, sshd):
+            if proc is not None and proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(5)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(5)
+
+
+def _listening(port: int) -> bool:
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", port))
+        return False
+    except OSError:
+        return True
+    finally:
+        s.close()
+
+
+def test_attach_through_an_ssh_forwarded_socket(ssh_forwarded, listener: socket.socket) -> None:
+    gw, forwarded = ssh_forwarded
+    owner = Wire(forwarded)  # the owner drives the gateway over SSH too
+    try:
+        h, peer = connected_handle(owner, listener)
+        token = owner.call("tcp.stream", {"handle": h})["token"]
+        s, answer, rest = attach(forwarded, token)
+        assert answer["result"] == {"handle": h, "buffered": 0} and rest == b""
+        up, down = payload(8 * MiB, 21), payload(8 * MiB, 22)
+        client, tcp_peer = Pump(s, up), Pump(peer, down)
+        got_client, n_client, err_client = client.join()
+        got_peer, n_peer, err_peer = tcp_peer.join()
+        assert not err_client and not err_peer
+        assert (n_peer, got_peer) == (len(up), sha(up))
+        assert (n_client, got_client) == (len(down), sha(down))
+        assert "error" not in owner.wait_event("tcp.onClose", h, timeout=10).params
+        s.close()
+        peer.close()
+    finally:
+        owner.close()
