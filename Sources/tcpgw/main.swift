@@ -326,7 +326,8 @@ struct Attach: ParsableCommand {
             refuses more bytes), attach exits 0, as a half-closed TCP connection ends. A refused token \
             (-32008) or any other error prints the error object on stderr and exits 1 (2 when the \
             gateway cannot be reached). Example:
-              tok=$(tcpgw call tcp.stream '{"handle":3}' | jq -r .token)  # on the owning connection
+              # the token comes from the connection that owns the handle, e.g. a shell session:
+              tok=$(tcp_stream "$h" | jq -r .token)
               printf 'PING\\r\\n' | tcpgw attach "$tok"
             """)
 
