@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+import rows_relay  # rows R1-R2: tcp.pipe and tcp.attach beside socat
+
 MiB = 1 << 20
 GiB = 1 << 30
 CHUNK = 64 * 1024          # tcp.send payload / raw send size, bytes (before base64)
@@ -1290,6 +1292,7 @@ def main() -> int:
                 attempt("4 latency", lambda: bench_latency(gw, sz, tmpdir))
                 attempt("5 slow reader", lambda: bench_slow_reader(gw, sz, memory, watermark))
                 client_rows(gw, sz, tmpdir)
+                rows_relay.run_rows(sys.modules[__name__], gw, sz, tmpdir)
                 memory["end"] = gw.rss_kib()
                 hwm = gw.hwm_kib()
             finally:

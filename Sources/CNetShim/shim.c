@@ -450,6 +450,26 @@ ssize_t tcpgw_write(int fd, const void *buf, size_t len) {
     return n < 0 ? NEG_ERRNO : n;
 }
 
+int tcpgw_pipe(int fds[2], int size) {
+    if (pipe2(fds, O_NONBLOCK | O_CLOEXEC) < 0) return NEG_ERRNO;
+    /* Bigger pipes mean fewer wake-ups per MiB; above pipe-max-size (or the user's page
+       quota) the kernel refuses and the default 64 KiB stays. */
+    if (size > 0) (void)fcntl(fds[1], F_SETPIPE_SZ, size);
+    int capacity = fcntl(fds[1], F_GETPIPE_SZ);
+    if (capacity < 0) {
+        int err = errno;
+        close(fds[0]);
+        close(fds[1]);
+        return -err;
+    }
+    return capacity;
+}
+
+ssize_t tcpgw_splice(int fd_in, int fd_out, size_t len) {
+    ssize_t n = splice(fd_in, NULL, fd_out, NULL, len, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+    return n < 0 ? NEG_ERRNO : n;
+}
+
 uint64_t tcpgw_monotonic_ns(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);

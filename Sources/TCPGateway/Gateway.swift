@@ -36,6 +36,12 @@ public struct GatewayConfig: Sendable {
         get { loadedPolicy.policy }
         set { loadedPolicy = LoadedPolicy(policy: newValue, source: nil, sha256: nil) }
     }
+    /// How long a `tcp.stream` token may wait for its `tcp.attach` (contract §11: 10 s; shorter
+    /// only for tests of expiry).
+    public var streamTokenLifetimeMS = 10_000
+    /// Every relay direction copies through user space instead of splicing (a test knob for
+    /// the copy path that faults use).
+    public var relayCopyMode = false
     /// How host names are resolved (on resolver threads); tests inject their own.
     public var resolve: ResolveFunction = Resolver.system
 
@@ -68,6 +74,8 @@ public final class Gateway: @unchecked Sendable {
     let catalog: MethodCatalog
     let budget: MemoryBudget
     let resolver: Resolver
+    /// Outstanding `tcp.stream` tokens (contract §11).
+    let streamTokens: StreamTokens
     private(set) var dispatcher: Dispatcher!
     private var sessions: [Int: Session] = [:]
     private var nextSessionID = 1
@@ -103,6 +111,7 @@ public final class Gateway: @unchecked Sendable {
         self.resolver = Resolver(reactor: reactor, resolve: config.resolve)
         self.faultSeed = config.faultSeed ?? UInt64.random(in: 0...UInt64.max)
         logger.debug("fault seed \(faultSeed) (repeat its draws with --seed \(faultSeed))")
+        self.streamTokens = StreamTokens(lifetimeMS: config.streamTokenLifetimeMS)
         self.readScratch = .allocate(byteCount: ConnectionHandle.readChunk, alignment: 16)
         self.clientReadScratch = .allocate(byteCount: 256 * 1024, alignment: 16)
         self.dispatcher = try Dispatcher(gateway: self)

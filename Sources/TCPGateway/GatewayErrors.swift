@@ -10,6 +10,7 @@ public enum GatewayErrorCode: Int, CaseIterable {
     case limitReached = -32004
     case system = -32005
     case descriptor = -32006
+    case streamToken = -32008
 }
 
 extension RPCError {

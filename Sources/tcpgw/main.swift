@@ -20,7 +20,7 @@ struct TCPGW: ParsableCommand {
             Default socket: $TCPGW_SOCKET, else $XDG_RUNTIME_DIR/tcpgw.sock, else /tmp/tcpgw-<uid>.sock.
             """,
         version: Gateway.version,
-        subcommands: [Serve.self, Call.self, Schema.self, Bridge.self],
+        subcommands: [Serve.self, Call.self, Schema.self, Bridge.self, Attach.self],
         defaultSubcommand: nil
     )
 }
@@ -77,6 +77,14 @@ struct Serve: ParsableCommand {
     @Option(help: "Seed of every fault's randomness (jitter, slice sizes, toxicity), so runs repeat; default random.")
     var seed: UInt64?
 
+    // Test knobs, hidden from --help: a short stream-token lifetime (expiry tests) and relays
+    // that copy through user space instead of splicing (the path faults take).
+    @Option(help: .hidden)
+    var streamTokenMs: Int = 10_000
+
+    @Option(help: .hidden)
+    var relayMode: String = "splice"
+
     func validate() throws {
         guard Logger.Level(rawValue: logLevel) != nil else {
             throw ValidationError("--log-level must be one of trace, debug, info, notice, warning, error, critical")
@@ -92,6 +100,8 @@ struct Serve: ParsableCommand {
         if let socketMode {
             do { _ = try SocketMode(parsing: socketMode) } catch { throw ValidationError("--socket-mode: \(error)") }
         }
+        guard (1...600_000).contains(streamTokenMs) else { throw ValidationError("--stream-token-ms must be 1...600000") }
+        guard ["splice", "copy"].contains(relayMode) else { throw ValidationError("--relay-mode must be splice or copy") }
     }
 
     func run() throws {
@@ -109,6 +119,9 @@ struct Serve: ParsableCommand {
         config.maxBufferBytes = maxBufferBytes
         config.auditPath = audit
         config.faultSeed = seed
+
+        config.streamTokenLifetimeMS = streamTokenMs
+        config.relayCopyMode = relayMode == "copy"
         if let policy {
             do {
                 config.loadedPolicy = try LoadedPolicy.file(policy)
@@ -323,4 +336,93 @@ func writeAll(_ fd: Int32, _ bytes: [UInt8]) -> Bool {
         offset += n
     }
     return true
+}
+
+struct Attach: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Join a handle's raw byte stream (a tcp.stream token) to stdin/stdout.",
+        discussion: """
+            Connects to the gateway, presents TOKEN with tcp.attach as the first line, and then \
+            copies stdin to the TCP connection and the connection to stdout, raw. When stdin ends, \
+            the connection's writing side is shut down (the peer sees the end of stream). Once the \
+            peer's end of stream has been written to stdout and stdin has ended (or the stream \
+            refuses more bytes), attach exits 0, as a half-closed TCP connection ends. A refused token \
+            (-32008) or any other error prints the error object on stderr and exits 1 (2 when the \
+            gateway cannot be reached). Example:
+              # the token comes from the connection that owns the handle, e.g. a shell session:
+              tok=$(tcp_stream "$h" | jq -r .token)
+              printf 'PING\\r\\n' | tcpgw attach "$tok"
+            """)
+
+    @Argument(help: "The token answered by tcp.stream (valid 10 s, single use, same uid).")
+    var token: String
+
+    @OptionGroup var socketOption: SocketOption
+
+    func run() throws {
+        let path = try socketOption.pathToConnect()
+        let fd = tcpgw_unix_connect(path)
+        guard fd >= 0 else {
+            fail("cannot connect to \(path): \(String(cString: strerror(-fd)))", code: 2)
+        }
+        signal(SIGPIPE, SIG_IGN)
+        // What this side writes is bounded by its own send buffer: larger means fewer wake-ups.
+        _ = tcpgw_setsockopt_int(fd, tcpgw_const_sol_socket(), tcpgw_const_so_sndbuf(), 4 << 20)
+        let request: JSONValue = [
+            "jsonrpc": "2.0", "id": 1, "method": "tcp.attach", "params": ["token": .string(token)],
+        ]
+        guard writeAll(fd, JanssonCodec.serialize(request) + [0x0A]) else {
+            fail("the gateway closed the connection", code: 2)
+        }
+        // The answer line, then the stream: bytes read past the newline are already the stream's.
+        var pending: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 256 * 1024)
+        var newline: Int?
+        while newline == nil {
+            let n = read(fd, &buffer, buffer.count)
+            if n < 0 && errno == EINTR { continue }
+            if n <= 0 { fail("the gateway closed the connection without answering", code: 2) }
+            pending.append(contentsOf: buffer[0..<n])
+            newline = pending.firstIndex(of: 0x0A)
+        }
+        guard let end = newline, let answer = try? JanssonCodec.parse(Array(pending[..<end])) else {
+            fail("the gateway's answer is not JSON", code: 1)
+        }
+        guard answer["result"] != nil else {
+            FileHandle.standardError.write(Data((JanssonCodec.serializeToString(answer["error"] ?? answer) + "\n").utf8))
+            throw ExitCode(1)
+        }
+        let early = Array(pending[(end + 1)...])
+        if !early.isEmpty && !writeAll(1, early) { fail("cannot write to stdout: \(String(cString: strerror(errno)))", code: 1) }
+
+        let upstreamDone = DispatchSemaphore(value: 0)
+        let upstream = Thread {
+            defer { upstreamDone.signal() }
+            var chunk = [UInt8](repeating: 0, count: 256 * 1024)
+            while true {
+                let n = read(0, &chunk, chunk.count)
+                if n < 0 && errno == EINTR { continue }
+                if n <= 0 { break }
+                // The stream refusing bytes means it is over; the downstream side reports how.
+                if !writeAll(fd, Array(chunk[0..<n])) { break }
+            }
+            _ = tcpgw_shutdown(fd, 1)
+        }
+        upstream.start()
+        while true {
+            let n = read(fd, &buffer, buffer.count)
+            if n < 0 && errno == EINTR { continue }
+            if n < 0 { fail("the stream failed: \(String(cString: strerror(errno)))", code: 1) }
+            if n == 0 { break }
+            if !writeAll(1, Array(buffer[0..<n])) { fail("cannot write to stdout: \(String(cString: strerror(errno)))", code: 1) }
+        }
+        // The peer may still read what stdin brings after its own end (a half-close).
+        upstreamDone.wait()
+        Foundation.exit(0)
+    }
+
+    private func fail(_ message: String, code: Int32) -> Never {
+        FileHandle.standardError.write(Data("tcpgw: \(message)\n".utf8))
+        Foundation.exit(code)
+    }
 }

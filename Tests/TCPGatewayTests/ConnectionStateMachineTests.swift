@@ -84,6 +84,21 @@ final class ConnectionStateMachineTests: XCTestCase {
 
     // MARK: - Connecting
 
+    func testRelayEndedIsGoneWithCloseEventAndErrorWhenThereIsOne() {
+        var clean = M(connecting: false, flowing: false)
+        expect(&clean, .relayEnded(errno: nil), [.failReceivers(.unknownHandle), .completeShutdowns, .closeSocket, .forget, .emitClose(errno: nil)])
+        XCTAssertEqual(clean.phase, .gone)
+        expect(&clean, .relayEnded(errno: nil), [], "once")
+        var reset = M(connecting: false, flowing: true)
+        _ = reset.handle(.peerFinished)
+        expect(&reset, .relayEnded(errno: ECONNRESET), [.failReceivers(.unknownHandle), .completeShutdowns, .closeSocket, .forget, .emitClose(errno: ECONNRESET)])
+        var closed = M(connecting: false, flowing: false)
+        _ = closed.handle(.clientClose)
+        expect(&closed, .relayEnded(errno: nil), [], "a handle the client closed has nothing to report")
+        var connecting = M(connecting: true, flowing: false)
+        expect(&connecting, .relayEnded(errno: nil), [], "never relayed while connecting")
+    }
+
     func testInitialStates() {
         let connecting = M(connecting: true, flowing: true)
         expectState(connecting, Snapshot(.connecting, canRead: false, inputEnded: true, canWrite: false))

@@ -733,6 +733,21 @@ tcpgw_event_field() {
 	jq -r --arg f "$2" '.params[$f] | if type == "object" or type == "array" then tojson else tostring end' <<<"$1"
 }
 
+# tcpgw_attach TOKEN: join the raw byte stream of a handle (a token from
+# tcp_stream) to stdin/stdout, through `tcpgw attach` on the session's socket (or the
+# default one without a session).  stdin's end shuts the connection's writing side;
+# returns 0 once the peer's end of stream has been written out and stdin has ended,
+# 1 when the token is refused (the error object on stderr) or the stream fails.
+tcpgw_attach() {
+	if (( $# != 1 )) || [[ -z $1 ]]; then
+		_tcpgw_err attach "usage: tcpgw_attach TOKEN"
+		return "$TCPGW_E_USAGE"
+	fi
+	local sock=$_TCPGW_SOCKET_PATH
+	[[ -n $sock ]] || sock=$(tcpgw_default_socket)
+	"${TCPGW_BIN:-tcpgw}" attach "$1" --socket "$sock"
+}
+
 # tcpgw_help [FUNCTION]: usage of one generated function, or of all of them.
 tcpgw_help() {
 	local fn

@@ -91,6 +91,14 @@ const char *tcpgw_errno_message(int err);
    resulting soft limit, or a negative errno. */
 long tcpgw_raise_nofile_limit(void);
 
+/* Raw byte relays (contract §11): a non-blocking, close-on-exec kernel pipe (fds[0] read end,
+   fds[1] write end), grown towards `size` bytes where the system allows; returns its capacity.
+   splice(2) moves up to len bytes between a socket and a pipe without copying them to user
+   space, never blocking on the pipe (the socket's own O_NONBLOCK governs it); 0 is end of
+   stream. */
+int tcpgw_pipe(int fds[2], int size);
+ssize_t tcpgw_splice(int fd_in, int fd_out, size_t len);
+
 /* Closes fd retrying nothing (Linux closes even on EINTR). */
 int tcpgw_close(int fd);
 /* For tcpgw bridge: a pipe whose two ends close on exec (fds[0] read, fds[1] write); 0 or a

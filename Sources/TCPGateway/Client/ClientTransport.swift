@@ -45,6 +45,8 @@ final class ClientTransport: ReactorSource, DeferredWork {
     var onCongestion: ((Bool) -> Void)?
     /// Called with every change of the queued byte count (for the memory budget).
     var onQueued: ((Int) -> Void)?
+    /// Set by `handOver`: where the socket goes once the queue is written.
+    private var handingOver: ((consuming OwnedFD?) -> Void)?
 
     let highWatermark: Int
     let lowWatermark: Int
@@ -227,6 +229,35 @@ final class ClientTransport: ReactorSource, DeferredWork {
             }
         }
         updateCongestion()
+        if handingOver != nil { finishHandOver() }
+    }
+
+    // MARK: handing the socket over
+
+    /// Stops being a JSON-RPC transport (`tcp.attach`, contract §11): nothing more is read, and
+    /// once everything queued is written the socket leaves, open and unwatched, through
+    /// `then`; it gets nil when the client goes away first.
+    func handOver(_ then: @escaping (consuming OwnedFD?) -> Void) {
+        guard !isClosed else {
+            then(nil)
+            return
+        }
+        reading = false
+        onRead = nil
+        handingOver = then
+        updateInterest()
+        if !waitingForWritable { flush() }
+    }
+
+    private func finishHandOver() {
+        guard segments.isEmpty, !isClosed, let then = handingOver else { return }
+        handingOver = nil
+        isClosed = true
+        watch.cancel(reactor: reactor)
+        onClose = nil
+        onCongestion = nil
+        onQueued = nil
+        then(socket.take())
     }
 
     private func updateCongestion() {
@@ -253,6 +284,10 @@ final class ClientTransport: ReactorSource, DeferredWork {
         let callback = onClose
         onClose = nil
         onRead = nil
+        if let then = handingOver {
+            handingOver = nil
+            then(nil)
+        }
         callback?()
     }
 }

@@ -21,6 +21,11 @@ final class Session {
     /// What this client has in the gateway's memory budget, and the unfinished line's share.
     private(set) var heldBytes = 0
     private var framedBytes = 0
+    /// Bytes read from the client so far (where the next read starts in its stream).
+    private var receivedTotal: UInt64 = 0
+    /// Until a line other than a failed `tcp.attach` arrives, a `tcp.attach` may turn this
+    /// connection into a byte stream (contract §11).
+    var mayAttach = true
     /// SO_PEERCRED at connect time: picks the policy profile, and names the client in audit lines.
     let credentials: PeerCredentials
     var peerUID: Int { credentials.uid }
@@ -84,13 +89,24 @@ final class Session {
             }
         }
         var frames: [LineFramer.Frame] = []
+        let chunkStart = receivedTotal
+        receivedTotal += UInt64(bytes.count)
         framer.append(bytes, into: &frames)
         for frame in frames {
             guard !isClosed else { break }
             switch frame {
             case .line(let line, _, let end):
+                // What follows an attach line in this read is already the stream's.
+                if mayAttach {
+                    switch attachIfFirst(line, then: UnsafeRawBufferPointer(rebasing: bytes[Int(end - chunkStart)...])) {
+                    case .attached: return
+                    case .refused: _ = takeDescriptors(before: end); continue  // closed: an attach takes none
+                    case .notAttach: break
+                    }
+                }
                 handleLine(line, passed: takeDescriptors(before: end))
             case .oversized(_, let end):
+                mayAttach = false
                 _ = takeDescriptors(before: end)  // dropped: closed with the discarded line
                 send(RPCResponse.failure(
                     id: .null,
@@ -241,6 +257,11 @@ final class Session {
         }
     }
 
+    /// Sends an answer line (for a first line handled before dispatch, like `tcp.attach`).
+    func answer(_ id: JSONValue, _ outcome: Result<JSONValue, RPCError>) {
+        send(Reply(id: id, outcome: outcome, fd: nil))
+    }
+
     // MARK: outbound
 
     /// An answer line; a result goes out without building its envelope object.
@@ -288,6 +309,20 @@ final class Session {
         emit("tcp.onAccept", ["handle": .int(server.id), "client": .int(connection.id), "remote": remote.json])
         // Reading starts only now, so no tcp.onData can precede the tcp.onAccept.
         connection.updateInterest()
+    }
+
+    /// This connection became an attached stream (`tcp.attach`): it stops being a client.
+    /// Its answer is written first; the socket then leaves the transport for `relay`.
+    func becameStream(_ relay: Relay) {
+        isClosed = true
+        account(-framedBytes)
+        framedBytes = 0
+        for d in receivedFDs where d.fd >= 0 { _ = tcpgw_close(d.fd) }
+        receivedFDs.removeAll()
+        transport.handOver { [self] socket in
+            relay.startStream(socket)
+            gateway.sessionEnded(self)
+        }
     }
 
     /// The client went away: every handle it owns is closed and its calls are cancelled.

@@ -61,6 +61,9 @@ final class ConnectionHandle: ReactorSource {
     /// Slice lengths at the front of the inbox while a slicer works on `in`: a recv answers at
     /// most one slice.
     private var inboxSlices: CircularBuffer<Int> = []
+    /// Set while `tcp.pipe` or `tcp.attach` moves this socket's bytes (contract §11): the
+    /// relay watches the socket then, and the client neither reads nor writes it.
+    private(set) var relay: Relay?
 
     enum ConnectFailure: Error {
         case system(SystemError)
@@ -197,7 +200,7 @@ final class ConnectionHandle: ReactorSource {
     }
 
     func updateInterest() {
-        guard let raw = socket?.raw else { return }
+        guard relay == nil, let raw = socket?.raw else { return }
         var interest: IOInterest = []
         if machine.phase == .connecting || !outbox.isEmpty { interest.insert(.write) }
         if wantsRead { interest.insert(.read) }
@@ -280,6 +283,10 @@ final class ConnectionHandle: ReactorSource {
     // MARK: recv
 
     func recv(length: Int, timeoutMS: Int?, complete: @escaping (RecvResult) -> Void) {
+        if let refusal = relayRefusal {
+            complete(.failure(refusal))
+            return
+        }
         if machine.phase == .connecting {
             complete(.failure(.handleState("handle \(id) is still connecting")))
             return
@@ -354,6 +361,10 @@ final class ConnectionHandle: ReactorSource {
     // MARK: send
 
     func send(_ data: ByteBuffer, timeoutMS: Int?, complete: @escaping (Result<Int, RPCError>) -> Void) {
+        if let refusal = relayRefusal {
+            complete(.failure(refusal))
+            return
+        }
         guard machine.isOpen else {
             complete(.failure(.handleState("handle \(id) is not connected")))
             return
@@ -487,6 +498,10 @@ final class ConnectionHandle: ReactorSource {
     // MARK: shutdown and close
 
     func shutdown(read: Bool, write: Bool, complete: @escaping (Result<Void, RPCError>) -> Void) {
+        if let refusal = relayRefusal {
+            complete(.failure(refusal))
+            return
+        }
         guard machine.isOpen else {
             complete(.failure(.handleState("handle \(id) is not connected")))
             return
@@ -500,6 +515,10 @@ final class ConnectionHandle: ReactorSource {
 
     /// Closes at the client's request: no event follows.
     func close() {
+        if let relay {
+            self.relay = nil
+            relay.cancel(closing: self)
+        }
         if let completion = connectCompletion {
             connectCompletion = nil
             retry = nil
@@ -521,6 +540,7 @@ final class ConnectionHandle: ReactorSource {
     }
 
     func detachForFlyAway() throws -> Detached {
+        if let refusal = relayRefusal { throw refusal }
         guard machine.isOpen, let owned = socket.take() else {
             throw RPCError.handleState("handle \(id) is not connected")
         }
@@ -555,6 +575,63 @@ final class ConnectionHandle: ReactorSource {
         for write in queued where write.count > 0 {
             write.done?(.failure(.handleState("send failed: handle \(id) is closed")))
         }
+    }
+
+    // MARK: relayed (tcp.pipe, tcp.attach)
+
+    /// -32001 for what a relayed handle cannot do (its bytes belong to the relay).
+    var relayRefusal: RPCError? {
+        guard let relay else { return nil }
+        if let peer = relay.peer(of: self) {
+            return .handleState("handle \(id) is piped to handle \(peer.id): its bytes go there, not to the client")
+        }
+        return .handleState("handle \(id) is attached to a stream: its bytes go there, not to the client")
+    }
+
+    /// Throws the reason this handle cannot be piped or attached now.
+    func checkRelayable() throws {
+        if let refusal = relayRefusal { throw refusal }
+        guard machine.isOpen, fd >= 0 else {
+            throw RPCError.handleState(
+                machine.phase == .connecting ? "handle \(id) is still connecting" : "handle \(id) is not connected")
+        }
+        guard machine.outbound == .open else { throw RPCError.handleState("handle \(id) was shut down for writing") }
+        if case .shutByClient = machine.inbound { throw RPCError.handleState("handle \(id) was shut down for reading") }
+        guard outbox.isEmpty else {
+            throw RPCError.handleState("handle \(id) still has \(pendingWriteBytes) bytes waiting to be sent")
+        }
+    }
+
+    /// Hands the socket's traffic to `relay` (after `checkRelayable`): the handle stops watching
+    /// it, waiting `tcp.recv` calls fail, and what had been read but not delivered goes to the
+    /// relay, to be written first.
+    func beginRelay(_ relay: Relay) -> (fd: Int32, buffered: ByteBuffer, eof: Bool) {
+        self.relay = relay
+        watch.cancel(reactor: reactor)
+        let refusal = relayRefusal ?? .handleState("handle \(id) is relayed")
+        while let first = receivers.popFirst() {
+            first.timer?.cancel()
+            first.complete(.failure(refusal))
+        }
+        let buffered = inbox
+        inbox = ByteBuffer()
+        return (fd, buffered, machine.peerFinished)
+    }
+
+    func countRelayed(read count: Int) { bytesIn += Int64(count) }
+    func countRelayed(written count: Int) { bytesOut += Int64(count) }
+
+    /// The relay has ended (both directions, or by `errno`): the handle is gone with tcp.onClose.
+    func relayFinished(errno: Int32?) {
+        relay = nil
+        apply(machine.handle(.relayEnded(errno: errno)))
+    }
+
+    /// The client closed the relay's other end: this one closes with it, quietly.
+    func relayCancelled() {
+        relay = nil
+        close()
+        session.handles.forget(id)
     }
 
     // MARK: executing the machine's actions

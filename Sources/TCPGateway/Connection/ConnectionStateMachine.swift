@@ -57,6 +57,8 @@ struct ConnectionStateMachine: Equatable {
         /// The socket left with `tcp.flyAway`.
         case detached
         case setFlowing(Bool)
+        /// A relay (tcp.pipe, tcp.attach) that had the socket ended, cleanly or by `errno`.
+        case relayEnded(errno: Int32?)
     }
 
     enum Action: Equatable {
@@ -194,6 +196,11 @@ struct ConnectionStateMachine: Equatable {
             guard phase == .open else { return [] }
             phase = .gone
             return [.failReceivers(.unknownHandle), .completeShutdowns]
+
+        case .relayEnded(let errno):
+            guard phase == .open else { return [] }
+            phase = .gone
+            return [.failReceivers(.unknownHandle), .completeShutdowns, .closeSocket, .forget, .emitClose(errno: errno)]
 
         case .setFlowing(let on):
             guard flowing != on else { return [] }

@@ -60,6 +60,7 @@ enum DataOperations {
 
     static func recv(_ call: Call, _ p: some RecvParameters, withRemote: Bool) throws -> JSONValue? {
         let connection = try call.session.handles.connection(p.handle)
+        if let refusal = connection.relayRefusal { throw refusal }
         if connection.flowing {
             throw RPCError.handleState("handle \(connection.id) is flowing (data arrives as tcp.onData); call tcp.pause first")
         }

@@ -27,6 +27,7 @@ final class Dispatcher {
         GatewayOperations.register(into: &table)
         LookupOperations.register(into: &table)
         FaultOperations.register(into: &table)
+        RelayOperations.register(into: &table)
         return table
     }
 

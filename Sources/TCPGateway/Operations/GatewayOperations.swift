@@ -35,13 +35,18 @@ enum GatewayOperations {
                     "bytesIn": 0, "bytesOut": 0, "faults": .array(server.faultTemplates.map { .string($0.name) }),
                 ]
             case .connection(let connection):
-                return [
+                var entry: JSONObject = [
                     "handle": .int(id), "kind": "connection", "state": connection.state.json,
                     "local": connection.local?.json ?? .null, "remote": connection.remote?.json ?? .null,
                     "flowing": .bool(connection.flowing), "bytesIn": .int(connection.bytesIn),
                     "bytesOut": .int(connection.bytesOut),
                     "faults": .array((connection.faults?.names ?? []).map { .string($0) }),
                 ]
+                // Relayed (contract §11): where its bytes go instead of to the client.
+                if let relay = connection.relay {
+                    if let peer = relay.peer(of: connection) { entry["pipedTo"] = .int(peer.id) } else { entry["attached"] = true }
+                }
+                return .object(entry)
             }
         }
         return .array(entries)

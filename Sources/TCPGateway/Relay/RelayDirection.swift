@@ -1,0 +1,185 @@
+/// One direction of a relay (contract §11), source → destination, as a value: each input
+/// returns the actions to take, and the driver (`Relay`) performs them and feeds back what the
+/// system calls did. It keeps no descriptors, so it is tested without sockets.
+///
+/// Bytes taken from the source and not yet written are `held`: first the ones that were
+/// already in user space when the relay began (`userspaceHeld`: the handle's inbox, an
+/// attaching client's early bytes), then, in splice mode, the ones in the kernel pipe
+/// (`pipeHeld`). In copy mode every byte goes through a bounded user-space buffer, so a fault
+/// chain can see it. The source is read only while there is room, so nothing grows without
+/// bound: a slow destination stops the reading and TCP's own backpressure does the rest.
+///
+/// The source's end of stream becomes a shutdown of the destination's writing side once
+/// every byte before it has been written.
+struct RelayDirection: Equatable {
+    enum Mode: Equatable {
+        /// Through a kernel pipe with splice(2): the bytes never enter user space.
+        case splice
+        /// read(2) into a bounded buffer, write(2) out: for bytes a fault must see.
+        case copy
+    }
+
+    enum Phase: Equatable {
+        case reading
+        /// The source ended; what is held is still being written.
+        case draining
+        /// Everything written and the destination's writing side shut.
+        case ended
+        case failed(errno: Int32)
+        /// Stopped from outside (the client closed a handle): no more actions.
+        case cancelled
+    }
+
+    enum Input: Equatable {
+        /// The source may have bytes (or its end) to give.
+        case sourceReady
+        /// The destination may take bytes.
+        case destinationReady
+        /// A fill moved this many bytes (> 0) from the source.
+        case filled(Int)
+        /// A fill found nothing to move now (EAGAIN): no bytes, or, in splice mode, a full pipe.
+        case fillWouldBlock
+        /// The source reported end of stream.
+        case sourceEnded
+        /// A flush wrote this many bytes (> 0) to the destination.
+        case flushed(Int)
+        case flushWouldBlock
+        /// A read, a write or the shutdown failed with this errno.
+        case failed(errno: Int32)
+        case cancel
+    }
+
+    enum Action: Equatable {
+        /// splice(source → pipe) of at most this many bytes; feed back filled/fillWouldBlock/sourceEnded/failed.
+        case spliceIn(max: Int)
+        /// read(source) into the buffer, at most this many bytes.
+        case readIn(max: Int)
+        /// write(destination) from the user-space bytes (they always go first), at most this many.
+        case writeOut(max: Int)
+        /// splice(pipe → destination) of at most this many bytes.
+        case spliceOut(max: Int)
+        /// shutdown(destination, SHUT_WR): everything before the source's end is written.
+        case shutdownDestination
+        /// This direction has ended cleanly.
+        case reportEnd
+        case reportError(errno: Int32)
+    }
+
+    let mode: Mode
+    /// How much the pipe (splice) or the buffer (copy) may hold.
+    let capacity: Int
+    private(set) var phase: Phase
+    private(set) var userspaceHeld: Int
+    private(set) var pipeHeld = 0
+    /// Splice mode: a fill found nothing while the pipe held bytes, which may mean the pipe is
+    /// full (a pipe counts pages, not bytes); the source waits for the next flush rather than
+    /// spinning on a readable socket.
+    private(set) var fillBlocked = false
+
+    /// `prefix` bytes are already in user space and go first; `sourceEnded` when the source's
+    /// end of stream was read before the relay began.
+    init(mode: Mode, capacity: Int, prefix: Int = 0, sourceEnded: Bool = false) {
+        self.mode = mode
+        self.capacity = max(capacity, 1)
+        self.userspaceHeld = prefix
+        self.phase = sourceEnded ? .draining : .reading
+    }
+
+    var held: Int { userspaceHeld + pipeHeld }
+    var isFinished: Bool {
+        switch phase {
+        case .ended, .failed, .cancelled: return true
+        case .reading, .draining: return false
+        }
+    }
+    var isActive: Bool { !isFinished }
+
+    /// Whether the source should be watched for reading.
+    var wantsSource: Bool {
+        guard phase == .reading, !fillBlocked else { return false }
+        return room > 0
+    }
+
+    /// Whether the destination should be watched for writing.
+    var wantsDestination: Bool { isActive && held > 0 }
+
+    private var room: Int {
+        switch mode {
+        case .splice: return capacity - pipeHeld
+        case .copy: return capacity - userspaceHeld
+        }
+    }
+
+    /// What a start (or a finished prefix) needs at once: a source that had already ended
+    /// with nothing held shuts the destination now.
+    mutating func start() -> [Action] {
+        if phase == .draining && held == 0 { return finish() }
+        return held > 0 ? [flushAction()] : []
+    }
+
+    mutating func handle(_ input: Input) -> [Action] {
+        guard isActive || input == .cancel else { return [] }
+        switch input {
+        case .sourceReady:
+            guard wantsSource else { return [] }
+            return [fillAction()]
+
+        case .destinationReady:
+            guard held > 0 else { return [] }
+            return [flushAction()]
+
+        case .filled(let count):
+            guard phase == .reading, count > 0 else { return [] }
+            switch mode {
+            case .splice: pipeHeld += count
+            case .copy: userspaceHeld += count
+            }
+            // Written on at once: most destinations take it without a trip through epoll.
+            return [flushAction()]
+
+        case .fillWouldBlock:
+            if mode == .splice && pipeHeld > 0 { fillBlocked = true }
+            return []
+
+        case .sourceEnded:
+            guard phase == .reading else { return [] }
+            phase = .draining
+            return held == 0 ? finish() : [flushAction()]
+
+        case .flushed(let count):
+            guard count > 0 else { return [] }
+            let fromUser = min(count, userspaceHeld)
+            userspaceHeld -= fromUser
+            pipeHeld = max(pipeHeld - (count - fromUser), 0)
+            fillBlocked = false
+            if held > 0 { return [flushAction()] }
+            if phase == .draining { return finish() }
+            return phase == .reading ? [fillAction()] : []
+
+        case .flushWouldBlock:
+            return []
+
+        case .failed(let errno):
+            phase = .failed(errno: errno)
+            return [.reportError(errno: errno)]
+
+        case .cancel:
+            guard isActive else { return [] }
+            phase = .cancelled
+            return []
+        }
+    }
+
+    private func fillAction() -> Action {
+        mode == .splice ? .spliceIn(max: room) : .readIn(max: room)
+    }
+
+    private func flushAction() -> Action {
+        userspaceHeld > 0 ? .writeOut(max: userspaceHeld) : .spliceOut(max: pipeHeld)
+    }
+
+    private mutating func finish() -> [Action] {
+        phase = .ended
+        return [.shutdownDestination, .reportEnd]
+    }
+}
