@@ -81,6 +81,9 @@ struct Serve: ParsableCommand {
     @Option(help: "Bytes held in memory for all clients together (lines, queued sends, answers and events).")
     var maxBufferBytes: Int = 512 * 1024 * 1024
 
+    @Option(help: "Unacknowledged bytes a kept session (session.keep) holds for replay above which its flowing handles stop reading.")
+    var replayBytes: Int = 8 * 1024 * 1024
+
     @Option(help: "The socket file's mode, in octal (default 0600); set before bind. Ignored under socket activation.")
     var socketMode: String?
 
@@ -96,6 +99,7 @@ struct Serve: ParsableCommand {
         guard outboundHighWatermark >= 64 * 1024 else {
             throw ValidationError("--outbound-high-watermark must be at least 65536")
         }
+        guard replayBytes >= 64 * 1024 else { throw ValidationError("--replay-bytes must be at least 65536") }
         if let socketMode {
             do { _ = try SocketMode(parsing: socketMode) } catch { throw ValidationError("--socket-mode: \(error)") }
         }
@@ -114,6 +118,7 @@ struct Serve: ParsableCommand {
         config.maxConnections = maxConnections
         config.outboundHighWatermark = outboundHighWatermark
         config.maxBufferBytes = maxBufferBytes
+        config.replayBytes = replayBytes
         config.auditPath = audit
         if let policy {
             do {

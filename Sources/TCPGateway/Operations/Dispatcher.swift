@@ -26,6 +26,7 @@ final class Dispatcher {
         DescriptorOperations.register(into: &table)
         GatewayOperations.register(into: &table)
         LookupOperations.register(into: &table)
+        SessionOperations.register(into: &table)
         return table
     }
 

@@ -50,6 +50,7 @@ __all__ = [
     'LimitError',
     'OSErrorReply',
     'DescriptorError',
+    'UnknownSessionError',
 ]
 
 #: Version of the schema this file was generated from (``info.version``).
@@ -220,6 +221,14 @@ class DescriptorError(RPCError):
     CODE = -32006
 
 
+class UnknownSessionError(RPCError):
+    """Unknown or expired session: no kept session has this token, its grace has run out, or it
+    belongs to another uid; nothing changed (code -32007, schema name ``UnknownSession``).
+    """
+
+    CODE = -32007
+
+
 #: Error code -> exception class.
 ERROR_CLASSES: Final[Mapping[int, Type[RPCError]]] = MappingProxyType({
     -32700: ParseError,
@@ -234,6 +243,7 @@ ERROR_CLASSES: Final[Mapping[int, Type[RPCError]]] = MappingProxyType({
     -32004: LimitError,
     -32005: OSErrorReply,
     -32006: DescriptorError,
+    -32007: UnknownSessionError,
 })
 
 
@@ -297,6 +307,9 @@ METHOD_PARAMS: Final[Mapping[str, Tuple[Tuple[str, bool, bool], ...]]] = Mapping
     'gateway.info': (),
     'rpc.discover': (),
     'dns.lookup': (('host', True, False), ('domain', False, False)),
+    'session.keep': (('grace', False, False),),
+    'session.ack': (('received', True, False),),
+    'session.resume': (('token', True, False), ('received', True, False)),
 })
 
 #: Request method -> summary and description, for docstrings.
@@ -338,6 +351,9 @@ METHOD_DOCS: Final[Mapping[str, str]] = MappingProxyType({
     'gateway.info': "Gateway version, process and limits. Answers the gateway's name, version, pid, uptime (seconds, fractional), socket path, limits, the number of client connections and of handles (all connections), and the policy in force (its file, digest and load time; see SIGHUP). The limits that a policy profile sets are this client's own. Synchronous; takes no params.",
     'rpc.discover': "This OpenRPC document. Answers the OpenRPC document the gateway embeds (schema/tcpgw.openrpc.json, the protocol's single source of truth; the gateway validates params against it). `tcpgw schema` prints the same document. Takes no params.",
     'dns.lookup': 'Resolve a host name to its addresses. Resolves `host` with the system resolver (getaddrinfo, TCP), off the gateway\'s event loop, and answers its addresses in the resolver\'s order without duplicates. `domain` 2 asks for IPv4 addresses only, 10 for IPv6 only; absent for both. `host` must be a host name as `sockaddr.addr` describes (an address literal is not a name: -32602). A name that does not resolve is -32005 with `data.syscall` "getaddrinfo", `data.errno` the EAI_* name, `data.errnoNumber` its negative number and `data.host`. When the policy\'s `connect` list has an `allow` list, only a name some allow rule names (exactly or by wildcard) is looked up; any other is -32003 and no query is made.',
+    'session.keep': "Make this connection's session survive a dropped connection. Starts line counting (contract §12) and answers a token that `session.resume` takes on a new connection. After this answer (itself not counted) the gateway numbers the lines it writes to this client 1, 2, 3...; the client numbers the non-empty lines it writes after this request 1, 2, 3.... The gateway keeps its lines until `session.ack` releases them; above `--replay-bytes` (default 8 MiB) of kept lines flowing handles stop reading (the backpressure of a slow reader), so nothing is dropped. When the connection drops, the handles stay for `grace` ms: waiting calls go on and their answers and every event are kept for replay; after `grace` without a resume the session ends as a disconnect does. A second `session.keep` only changes the grace (same token; it is a counted line). Must be a request of its own, not inside a batch (-32600). On a kept session `tcp.flyAway` is refused (-32006): a replayed answer could not carry its descriptor.",
+    'session.ack': "Release the gateway's kept lines up to N. Sent as a notification (a counted client line itself): the client has read the gateway's lines up to `received`, so the gateway forgets them (they are no longer replayed) and their bytes leave the replay bound. An older count than one already acknowledged changes nothing. As a request it answers `true`; a count beyond the lines written is -32602, and on a connection without `session.keep` it is -32007.",
+    'session.resume': 'Take a kept session over on a new connection (its first line). Only as the first line of a new connection, as a request of its own: `{"jsonrpc":"2.0","id":1,"method":"session.resume","params":{"token":TOKEN,"received":N}}`. The answer (not a counted line) says how many of the client\'s lines the gateway had read (`received`: M) and lists the session\'s handles as `tcp.list` does; then the gateway resends its lines after N in order and goes on live, counting on from there, and the client resends its own lines after M. A line the dropped connection left unfinished was discarded and is not counted. A resume while the old connection is still open closes the old one first (takeover). An unknown or expired token, or a client with another uid than the session\'s owner, is -32007 and nothing changes: this connection stays an ordinary one. `received` before the lines already acknowledged or beyond those written is -32602, likewise changing nothing. Anywhere but a new connection\'s first line it is -32600.',
 })
 
 
@@ -1169,6 +1185,84 @@ class _SyncGatewayMethods:
         result = self._invoke('dns.lookup', params)
         return expect('dns.lookup', result, list)
 
+    def keep(self, grace: Optional[int] = None) -> Dict[str, Any]:
+        """Make this connection's session survive a dropped connection.
+
+        Starts line counting (contract §12) and answers a token that `session.resume` takes on a
+        new connection. After this answer (itself not counted) the gateway numbers the lines it
+        writes to this client 1, 2, 3...; the client numbers the non-empty lines it writes after
+        this request 1, 2, 3.... The gateway keeps its lines until `session.ack` releases them;
+        above `--replay-bytes` (default 8 MiB) of kept lines flowing handles stop reading (the
+        backpressure of a slow reader), so nothing is dropped. When the connection drops, the
+        handles stay for `grace` ms: waiting calls go on and their answers and every event are
+        kept for replay; after `grace` without a resume the session ends as a disconnect does. A
+        second `session.keep` only changes the grace (same token; it is a counted line). Must be
+        a request of its own, not inside a batch (-32600). On a kept session `tcp.flyAway` is
+        refused (-32006): a replayed answer could not carry its descriptor.
+
+        Args:
+            grace: How long (ms) the handles stay after the connection drops; default 30000, at most 3600000. 0 ends the session at once when the connection drops.
+
+        Returns:
+            The token for `session.resume` and the grace in force.
+
+        Wire method: ``session.keep``.
+        """
+        params: Dict[str, Any] = {}
+        if grace is not None:
+            params['grace'] = grace
+        result = self._invoke('session.keep', params)
+        return expect('session.keep', result, dict)
+
+    def ack(self, received: int) -> bool:
+        """Release the gateway's kept lines up to N.
+
+        Sent as a notification (a counted client line itself): the client has read the gateway's
+        lines up to `received`, so the gateway forgets them (they are no longer replayed) and
+        their bytes leave the replay bound. An older count than one already acknowledged changes
+        nothing. As a request it answers `true`; a count beyond the lines written is -32602, and
+        on a connection without `session.keep` it is -32007.
+
+        Args:
+            received: How many of the gateway's counted lines the client has read.
+
+        Returns:
+            Always true (only a request has an answer).
+
+        Wire method: ``session.ack``.
+        """
+        params: Dict[str, Any] = {'received': received}
+        result = self._invoke('session.ack', params)
+        return expect('session.ack', result, bool)
+
+    def resume(self, token: str, received: int) -> Dict[str, Any]:
+        """Take a kept session over on a new connection (its first line).
+
+        Only as the first line of a new connection, as a request of its own: `{"jsonrpc":"2.0","
+        id":1,"method":"session.resume","params":{"token":TOKEN,"received":N}}`. The answer (not
+        a counted line) says how many of the client's lines the gateway had read (`received`: M)
+        and lists the session's handles as `tcp.list` does; then the gateway resends its lines
+        after N in order and goes on live, counting on from there, and the client resends its
+        own lines after M. A line the dropped connection left unfinished was discarded and is
+        not counted. A resume while the old connection is still open closes the old one first
+        (takeover). An unknown or expired token, or a client with another uid than the session's
+        owner, is -32007 and nothing changes: this connection stays an ordinary one. `received`
+        before the lines already acknowledged or beyond those written is -32602, likewise
+        changing nothing. Anywhere but a new connection's first line it is -32600.
+
+        Args:
+            token: The token `session.keep` answered.
+            received: How many of the gateway's counted lines the client has read.
+
+        Returns:
+            The client lines the gateway had read, and the session's handles.
+
+        Wire method: ``session.resume``.
+        """
+        params: Dict[str, Any] = {'token': token, 'received': received}
+        result = self._invoke('session.resume', params)
+        return expect('session.resume', result, dict)
+
 
 class _AsyncGatewayMethods:
     """Generated methods of the gateway connection (coroutines); ``_invoke`` is supplied by the
@@ -1272,3 +1366,81 @@ class _AsyncGatewayMethods:
             params['domain'] = domain
         result = await self._invoke('dns.lookup', params)
         return expect('dns.lookup', result, list)
+
+    async def keep(self, grace: Optional[int] = None) -> Dict[str, Any]:
+        """Make this connection's session survive a dropped connection.
+
+        Starts line counting (contract §12) and answers a token that `session.resume` takes on a
+        new connection. After this answer (itself not counted) the gateway numbers the lines it
+        writes to this client 1, 2, 3...; the client numbers the non-empty lines it writes after
+        this request 1, 2, 3.... The gateway keeps its lines until `session.ack` releases them;
+        above `--replay-bytes` (default 8 MiB) of kept lines flowing handles stop reading (the
+        backpressure of a slow reader), so nothing is dropped. When the connection drops, the
+        handles stay for `grace` ms: waiting calls go on and their answers and every event are
+        kept for replay; after `grace` without a resume the session ends as a disconnect does. A
+        second `session.keep` only changes the grace (same token; it is a counted line). Must be
+        a request of its own, not inside a batch (-32600). On a kept session `tcp.flyAway` is
+        refused (-32006): a replayed answer could not carry its descriptor.
+
+        Args:
+            grace: How long (ms) the handles stay after the connection drops; default 30000, at most 3600000. 0 ends the session at once when the connection drops.
+
+        Returns:
+            The token for `session.resume` and the grace in force.
+
+        Wire method: ``session.keep``.
+        """
+        params: Dict[str, Any] = {}
+        if grace is not None:
+            params['grace'] = grace
+        result = await self._invoke('session.keep', params)
+        return expect('session.keep', result, dict)
+
+    async def ack(self, received: int) -> bool:
+        """Release the gateway's kept lines up to N.
+
+        Sent as a notification (a counted client line itself): the client has read the gateway's
+        lines up to `received`, so the gateway forgets them (they are no longer replayed) and
+        their bytes leave the replay bound. An older count than one already acknowledged changes
+        nothing. As a request it answers `true`; a count beyond the lines written is -32602, and
+        on a connection without `session.keep` it is -32007.
+
+        Args:
+            received: How many of the gateway's counted lines the client has read.
+
+        Returns:
+            Always true (only a request has an answer).
+
+        Wire method: ``session.ack``.
+        """
+        params: Dict[str, Any] = {'received': received}
+        result = await self._invoke('session.ack', params)
+        return expect('session.ack', result, bool)
+
+    async def resume(self, token: str, received: int) -> Dict[str, Any]:
+        """Take a kept session over on a new connection (its first line).
+
+        Only as the first line of a new connection, as a request of its own: `{"jsonrpc":"2.0","
+        id":1,"method":"session.resume","params":{"token":TOKEN,"received":N}}`. The answer (not
+        a counted line) says how many of the client's lines the gateway had read (`received`: M)
+        and lists the session's handles as `tcp.list` does; then the gateway resends its lines
+        after N in order and goes on live, counting on from there, and the client resends its
+        own lines after M. A line the dropped connection left unfinished was discarded and is
+        not counted. A resume while the old connection is still open closes the old one first
+        (takeover). An unknown or expired token, or a client with another uid than the session's
+        owner, is -32007 and nothing changes: this connection stays an ordinary one. `received`
+        before the lines already acknowledged or beyond those written is -32602, likewise
+        changing nothing. Anywhere but a new connection's first line it is -32600.
+
+        Args:
+            token: The token `session.keep` answered.
+            received: How many of the gateway's counted lines the client has read.
+
+        Returns:
+            The client lines the gateway had read, and the session's handles.
+
+        Wire method: ``session.resume``.
+        """
+        params: Dict[str, Any] = {'token': token, 'received': received}
+        result = await self._invoke('session.resume', params)
+        return expect('session.resume', result, dict)
