@@ -263,12 +263,30 @@ struct Bridge: ParsableCommand {
             Copies stdin to the gateway and the gateway's lines to stdout until the gateway \
             closes the connection. When stdin ends, the write side is shut down and the gateway \
             ends the session (closing its handles).
+
+            With --keep MS the session survives a dropped gateway connection: the bridge asks \
+            for session.keep with a grace of MS, and after a drop reconnects with backoff within \
+            the grace and resumes, resending what the gateway had not read, so the stdin/stdout \
+            client notices nothing. It exits 1 when the session cannot be resumed in time.
             """)
 
     @OptionGroup var socketOption: SocketOption
 
+    @Option(help: "Keep the session through dropped connections for this many milliseconds (1..3600000).")
+    var keep: Int?
+
+    func validate() throws {
+        if let keep, !(1...3_600_000).contains(keep) {
+            throw ValidationError("--keep must be between 1 and 3600000 (milliseconds)")
+        }
+    }
+
     func run() throws {
         let path = try socketOption.pathToConnect()
+        if let keep {
+            let status = KeptBridge(transport: UnixSocketTransport(path: path), grace: keep).run()
+            Foundation.exit(status)
+        }
         let fd = tcpgw_unix_connect(path)
         guard fd >= 0 else {
             FileHandle.standardError.write(Data("tcpgw: cannot connect to \(path): \(String(cString: strerror(-fd)))\n".utf8))
