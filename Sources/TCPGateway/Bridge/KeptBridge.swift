@@ -153,7 +153,7 @@ public final class KeptBridge {
         stdinPartial.append(contentsOf: chunk[0..<n])
         guard let lastNewline = stdinPartial.lastIndex(of: 0x0A) else { return }
         var start = 0
-        while let newline = stdinPartial[start...lastNewline].firstIndex(of: 0x0A) {
+        while start <= lastNewline, let newline = stdinPartial[start...lastNewline].firstIndex(of: 0x0A) {
             log.append(line: stdinPartial[start...newline])
             linesSinceProbe += 1
             start = newline + 1
@@ -229,7 +229,7 @@ public final class KeptBridge {
         downPartial.append(contentsOf: chunk[0..<n])
         guard let lastNewline = downPartial.lastIndex(of: 0x0A) else { return nil }
         var start = 0
-        while let newline = downPartial[start...lastNewline].firstIndex(of: 0x0A) {
+        while start <= lastNewline, let newline = downPartial[start...lastNewline].firstIndex(of: 0x0A) {
             if let status = fromGateway(downPartial[start...newline]) { return status }
             start = newline + 1
         }
