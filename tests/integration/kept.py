@@ -207,7 +207,8 @@ class KeptClient:
 
 class Relay:
     """A Unix-socket relay between a client and the gateway that the test can cut: every pair
-    it carries is reset at once, as a dying SSH link would."""
+    it carries is closed at once, as a dying SSH link would. A thread per direction, so one
+    side that does not read (backpressure) never stalls the other pairs or the cutting."""
 
     def __init__(self, listen_path: str, target_path: str) -> None:
         self.listen_path = listen_path
@@ -215,62 +216,43 @@ class Relay:
         self.server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.server.bind(listen_path)
         self.server.listen(16)
+        self.server.settimeout(0.2)
         self.lock = threading.Lock()
         self.pairs: list[tuple[socket.socket, socket.socket]] = []
         self.cuts = 0
         self.stopping = False
-        self.wake_r, self.wake_w = os.pipe()
-        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread = threading.Thread(target=self._accepting, daemon=True)
         self.thread.start()
 
-    def _run(self) -> None:
+    def _accepting(self) -> None:
         while not self.stopping:
-            with self.lock:
-                socks = [self.server] + [s for pair in self.pairs for s in pair]
             try:
-                r, _, _ = select.select(socks + [self.wake_r], [], [], 0.5)
-            except (OSError, ValueError):
-                continue  # a socket was cut meanwhile
-            for s in r:
-                if s == self.wake_r:
-                    os.read(self.wake_r, 64)
-                elif s is self.server:
-                    self._accept()
-                else:
-                    self._forward(s)
-
-    def _accept(self) -> None:
-        try:
-            client, _ = self.server.accept()
-        except OSError:
-            return
-        upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            upstream.connect(self.target_path)
-        except OSError:
-            client.close()
-            upstream.close()
-            return
-        with self.lock:
-            self.pairs.append((client, upstream))
-
-    def _forward(self, s: socket.socket) -> None:
-        with self.lock:
-            pair = next((p for p in self.pairs if s in p), None)
-        if pair is None:
-            return
-        other = pair[1] if s is pair[0] else pair[0]
-        try:
-            data = s.recv(1 << 16)
-        except OSError:
-            data = b""
-        if data:
+                client, _ = self.server.accept()
+            except (socket.timeout, OSError):
+                continue
+            client.settimeout(None)
+            upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             try:
-                other.setblocking(True)
-                other.sendall(data)
-                return
+                upstream.connect(self.target_path)
             except OSError:
-                pass
+                client.close()
+                upstream.close()
+                continue
+            pair = (client, upstream)
+            with self.lock:
+                self.pairs.append(pair)
+            for a, b in [(client, upstream), (upstream, client)]:
+                threading.Thread(target=self._pump, args=(pair, a, b), daemon=True).start()
+
+    def _pump(self, pair: tuple[socket.socket, socket.socket], src: socket.socket, dst: socket.socket) -> None:
+        while True:
+            try:
+                data = src.recv(1 << 16)
+                if not data:
+                    break
+                dst.sendall(data)
+            except OSError:
+                break
         self._close_pair(pair)
 
     def _close_pair(self, pair: tuple[socket.socket, socket.socket]) -> None:
@@ -279,16 +261,19 @@ class Relay:
                 return
             self.pairs.remove(pair)
         for s in pair:
+            try:
+                s.shutdown(socket.SHUT_RDWR)  # wakes the pump threads blocked on it
+            except OSError:
+                pass
             hard_close(s)
 
     def cut(self) -> int:
-        """Resets every pair now carried; returns how many."""
+        """Closes every pair now carried; returns how many."""
         with self.lock:
             pairs = list(self.pairs)
         for pair in pairs:
             self._close_pair(pair)
         self.cuts += 1
-        os.write(self.wake_w, b"x")
         return len(pairs)
 
     def carried(self) -> int:
@@ -297,9 +282,6 @@ class Relay:
 
     def close(self) -> None:
         self.stopping = True
-        os.write(self.wake_w, b"x")
         self.thread.join(5)
         self.cut()
         self.server.close()
-        os.close(self.wake_r)
-        os.close(self.wake_w)

@@ -546,8 +546,11 @@ class BridgeProcess:
 
     def send(self, obj: Any) -> None:
         assert self.proc.stdin is not None
-        self.proc.stdin.write(json.dumps(obj).encode() + b"\n")
-        self.proc.stdin.flush()
+        try:
+            self.proc.stdin.write(json.dumps(obj).encode() + b"\n")
+            self.proc.stdin.flush()
+        except BrokenPipeError:
+            raise AssertionError(f"the bridge exited {self.proc.wait(5)}: {self.proc.stderr.read().decode()}")
 
     def request(self, method: str, params: Any = None) -> int:
         rid = self.next_id

@@ -55,6 +55,7 @@ public final class KeptBridge {
     private var lastAck = KeptBridge.now()
 
     // Reconnecting.
+    private var drops = 0
     private var dropDeadline: UInt64 = 0
     private var nextAttempt: UInt64 = 0
     private var backoff: UInt64 = 20
@@ -229,8 +230,11 @@ public final class KeptBridge {
         downPartial.append(contentsOf: chunk[0..<n])
         guard let lastNewline = downPartial.lastIndex(of: 0x0A) else { return nil }
         var start = 0
+        let drops = self.drops
         while start <= lastNewline, let newline = downPartial[start...lastNewline].firstIndex(of: 0x0A) {
             if let status = fromGateway(downPartial[start...newline]) { return status }
+            // Dropped meanwhile (a write failed): the lines not yet counted come again in the replay.
+            if self.drops != drops { return nil }
             start = newline + 1
         }
         downPartial.removeFirst(start)
@@ -301,20 +305,29 @@ public final class KeptBridge {
     // MARK: a dropped connection
 
     private func dropped() {
+        drops += 1
         link?.close()
         link = nil
         downPartial = []  // a cut line comes again whole, in the replay
         preamble = []
         let now = KeptBridge.now()
+        guard phase != .awaitingResume else {
+            // A new connection failed before resuming: the grace still runs from the first drop.
+            nextAttempt = now + backoff
+            backoff = min(backoff * 2, 1000)
+            return
+        }
         dropDeadline = now + UInt64(grace)
         nextAttempt = now
         backoff = 20
+        phase = .awaitingResume
         FileHandle.standardError.write(Data("tcpgw bridge: the gateway connection dropped; resuming\n".utf8))
     }
 
     private func reconnect() -> Int32? {
         let now = KeptBridge.now()
         guard now >= nextAttempt else { return nil }
+        if token.isEmpty { return fail("the gateway connection dropped before session.keep was answered", status: 1) }
         if now > dropDeadline {
             return fail("could not resume the session within its grace of \(grace) ms", status: 1)
         }
@@ -324,7 +337,6 @@ public final class KeptBridge {
             return nil
         }
         attach(link)
-        phase = .awaitingResume
         preamble = line(["jsonrpc": "2.0", "id": .string(marker + "-resume"), "method": "session.resume",
                          "params": ["token": .string(token), "received": .int(Int64(received))]])
         return nil
