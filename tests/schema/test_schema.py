@@ -37,9 +37,11 @@ EXPECTED_METHODS = [
     "tcp.list", "gateway.info", "rpc.discover",
     # Part two (contract §7).
     "dns.lookup",
+    # Resumable sessions (contract §12).
+    "session.keep", "session.ack", "session.resume",
 ]
 EXPECTED_EVENTS = ["tcp.onConnect", "tcp.onAccept", "tcp.onData", "tcp.onEnd", "tcp.onClose"]
-EXPECTED_CODES = {-32700, -32600, -32601, -32602, -32603, -32000, -32001, -32002, -32003, -32004, -32005, -32006}
+EXPECTED_CODES = {-32700, -32600, -32601, -32602, -32603, -32000, -32001, -32002, -32003, -32004, -32005, -32006, -32007}
 # Methods whose descriptor travels with SCM_RIGHTS, and which line of the call carries it.
 DESCRIPTOR_FLAGS = {"tcp.createByFd": "request", "tcp.flyAway": "answer"}
 SWIFT_PARAMS = REPO / "Sources" / "TCPGateway" / "Generated" / "MethodParams.swift"
