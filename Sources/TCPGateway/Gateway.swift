@@ -171,9 +171,10 @@ public final class Gateway: @unchecked Sendable {
         }
     }
 
-    func sessionEnded(_ session: Session) {
+    /// `session` is gone: disconnected, or its connection was handed to a kept session.
+    func sessionEnded(_ session: Session, handedOver: Bool = false) {
         sessions[session.id] = nil
-        logger.debug("client \(session.id) disconnected")
+        if !handedOver { logger.debug("client \(session.id) disconnected") }
     }
 
     func nextHandleID() -> Int64 {

@@ -421,7 +421,7 @@ final class Session {
         newcomer.receivedFDs = []
         newcomer.successor = self
         newcomer.isClosed = true
-        newcomer.gateway.sessionEnded(newcomer)
+        gateway.sessionEnded(newcomer, handedOver: true)
         bindTransport()
         gateway.logger.debug("client \(id) resumed on the connection of client \(newcomer.id)")
         if let replay {
