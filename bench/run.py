@@ -664,6 +664,58 @@ def bench_fault_cost(gw: GatewayProcess, sz: Sizes) -> None:
                     f"baseline: no faults; wall {chained[2]:.2f} s vs {plain[2]:.2f} s"))
 
 
+def flowing_receive(gw: GatewayProcess, sz: Sizes, kept: bool) -> tuple[int, float, str]:
+    """A peer's bulk into a flowing handle; with `kept`, under session.keep, acknowledging every
+    64 lines as `tcpgw bridge --keep` does. Returns bytes, seconds and the CPU note."""
+    total = sz.bulk_mib * MiB
+    rpc = Rpc(gw.path)
+    try:
+        if kept:
+            rpc.call("session.keep", {"grace": 30000})
+        server = rpc.call("tcp.createServer", {"sockaddr": {"addr": "127.0.0.1", "port": 0}})
+        rpc.call("tcp.accept", {"handle": server["handle"], "async": True})
+        counted = 2 if kept else 0  # the two answers after the keep answer
+        acked = 0
+        addr = (server["local"]["addr"], server["local"]["port"])
+        meter = CpuMeter(gw)
+        src = peer(_source, addr, total, CHUNK, cap=sz.phase_cap)
+        got = 0
+        ended = False
+        t_last = 0.0
+        deadline = time.perf_counter() + sz.phase_cap + IO_TIMEOUT
+        while not ended and time.perf_counter() < deadline:
+            lines = rpc.read_lines()
+            counted += len(lines)
+            for raw in lines:
+                data = on_data_payload(raw)
+                if data is not None:
+                    got += len(base64.b64decode(data))
+                    t_last = time.perf_counter()
+                elif json.loads(raw).get("method") == "tcp.onEnd":
+                    ended = True
+            if kept and counted - acked >= 64:
+                rpc.sock.sendall(b'{"jsonrpc":"2.0","method":"session.ack","params":{"received":%d}}\n' % counted)
+                acked = counted
+        sent, t_start, _ = src.result(IO_TIMEOUT)
+        note = meter.note()
+    finally:
+        rpc.close()
+    src.join()
+    if got != sent:
+        raise RPCFailure(f"flowing{' kept' if kept else ''}: peer sent {sent} bytes, client decoded {got}")
+    return got, t_last - t_start, note
+
+
+def bench_receive_kept(gw: GatewayProcess, sz: Sizes) -> None:
+    """Bench 2d: what session.keep costs the flowing path (line log, acks): kept against the
+    same transfer without it, in the same run."""
+    progress("bench 2d: flowing tcp.onData under session.keep vs without")
+    plain_bytes, plain_s, _ = flowing_receive(gw, sz, kept=False)
+    kept_bytes, kept_s, note = flowing_receive(gw, sz, kept=True)
+    rate_row(f"2d recv flowing onData, session.keep (ack/64 lines) {kept_bytes // MiB} MiB", kept_bytes, kept_s,
+             plain_bytes, plain_s, note + "; baseline: the same without session.keep")
+
+
 def paused_recv(gw: GatewayProcess, sz: Sizes, window: int,
                 raw_receive: Callable[[int], tuple[int, float]]) -> None:
     """Bench 2b: a Python peer sends into a paused handle; the client loops tcp.recv."""
@@ -1288,6 +1340,7 @@ def main() -> int:
                 attempt("1 send gw->peer", lambda: bench_send(gw, sz))
                 attempt("2a recv peer->gw flowing", lambda: bench_receive(gw, sz, memory))
                 attempt("2c fault chain", lambda: bench_fault_cost(gw, sz))
+                attempt("2d recv flowing kept", lambda: bench_receive_kept(gw, sz))
                 attempt("3 calls/s", lambda: bench_calls(gw, sz, tmpdir))
                 attempt("4 latency", lambda: bench_latency(gw, sz, tmpdir))
                 attempt("5 slow reader", lambda: bench_slow_reader(gw, sz, memory, watermark))

@@ -24,6 +24,8 @@ public struct GatewayConfig: Sendable {
     public var maxRecvLength = 16 * 1024 * 1024
     /// Everything held in memory for all clients together (contract §13).
     public var maxBufferBytes = 512 * 1024 * 1024
+    /// Unacknowledged lines a kept session holds above which its flowing handles stop reading (§12).
+    public var replayBytes = 8 * 1024 * 1024
     /// The policy and the file it came from (`gateway.info`, SIGHUP reloads).
     public var loadedPolicy = LoadedPolicy.none()
     /// `--audit FILE`: where policy decisions are logged (`-` for stderr); nil for nowhere.
@@ -78,6 +80,8 @@ public final class Gateway: @unchecked Sendable {
     let streamTokens: StreamTokens
     private(set) var dispatcher: Dispatcher!
     private var sessions: [Int: Session] = [:]
+    /// Kept sessions by token (contract §12), until they end.
+    var keptSessions: [String: Session] = [:]
     private var nextSessionID = 1
     private var handleCounter: Int64 = 0
     private var listener: ClientListener?
@@ -182,9 +186,10 @@ public final class Gateway: @unchecked Sendable {
         }
     }
 
-    func sessionEnded(_ session: Session) {
+    /// `session` is gone: disconnected, or its connection was handed to a kept session.
+    func sessionEnded(_ session: Session, handedOver: Bool = false) {
         sessions[session.id] = nil
-        logger.debug("client \(session.id) disconnected")
+        if !handedOver { logger.debug("client \(session.id) disconnected") }
     }
 
     func nextHandleID() -> Int64 {

@@ -10,6 +10,7 @@ public enum GatewayErrorCode: Int, CaseIterable {
     case limitReached = -32004
     case system = -32005
     case descriptor = -32006
+    case unknownSession = -32007
     case streamToken = -32008
 }
 
@@ -33,6 +34,7 @@ extension RPCError {
     static func policy(_ message: String) -> RPCError { .gateway(.policyDenied, "denied by policy: \(message)") }
     static func limit(_ message: String) -> RPCError { .gateway(.limitReached, "limit reached: \(message)") }
     static func descriptor(_ message: String) -> RPCError { .gateway(.descriptor, message) }
+    static func unknownSession(_ message: String) -> RPCError { .gateway(.unknownSession, message) }
 }
 
 /// An operating-system failure, reported as -32005 with the errno's name, number and the syscall.

@@ -30,6 +30,17 @@ struct SocketOption: ParsableArguments {
     var socket: String?
 
     var path: String { socket ?? GatewayConfig.defaultSocketPath() }
+
+    /// The path to connect to (attach needs a plain Unix socket, no ssh://); a path no Unix
+    /// socket address can hold is a clear error.
+    func pathToConnect() throws -> String {
+        let path = self.path
+        if let problem = SocketPathOwner.problem(with: path) {
+            FileHandle.standardError.write(Data("tcpgw: \(problem)\n".utf8))
+            throw ExitCode(2)
+        }
+        return path
+    }
 }
 
 struct Serve: ParsableCommand {
@@ -71,6 +82,9 @@ struct Serve: ParsableCommand {
     @Option(help: "Bytes held in memory for all clients together (lines, queued sends, answers and events).")
     var maxBufferBytes: Int = 512 * 1024 * 1024
 
+    @Option(help: "Unacknowledged bytes a kept session (session.keep) holds for replay above which its flowing handles stop reading.")
+    var replayBytes: Int = 8 * 1024 * 1024
+
     @Option(help: "The socket file's mode, in octal (default 0600); set before bind. Ignored under socket activation.")
     var socketMode: String?
 
@@ -97,6 +111,7 @@ struct Serve: ParsableCommand {
         guard outboundHighWatermark >= 64 * 1024 else {
             throw ValidationError("--outbound-high-watermark must be at least 65536")
         }
+        guard replayBytes >= 64 * 1024 else { throw ValidationError("--replay-bytes must be at least 65536") }
         if let socketMode {
             do { _ = try SocketMode(parsing: socketMode) } catch { throw ValidationError("--socket-mode: \(error)") }
         }
@@ -117,6 +132,7 @@ struct Serve: ParsableCommand {
         config.maxConnections = maxConnections
         config.outboundHighWatermark = outboundHighWatermark
         config.maxBufferBytes = maxBufferBytes
+        config.replayBytes = replayBytes
         config.auditPath = audit
         config.faultSeed = seed
 
@@ -284,6 +300,11 @@ struct Bridge: ParsableCommand {
 
             Exit status: 0 when the gateway ended the session, 2 when it could not be reached \
             (ssh failed before any answer), 1 when the link broke in the middle.
+
+            With --keep MS the session survives a dropped gateway connection: the bridge asks \
+            for session.keep with a grace of MS, and after a drop reconnects with backoff within \
+            the grace and resumes, resending what the gateway had not read, so the stdin/stdout \
+            client notices nothing. It exits 1 when the session cannot be resumed in time.
             """)
 
     @Argument(help: "The gateway: a socket path or ssh://[user@]host[:port][/socket] (default: --socket, else the default socket).")
@@ -291,10 +312,32 @@ struct Bridge: ParsableCommand {
 
     @OptionGroup var socketOption: SocketOption
 
+    @Option(help: "Keep the session through dropped connections for this many milliseconds (1..3600000).")
+    var keep: Int?
+
+    func validate() throws {
+        if let keep, !(1...3_600_000).contains(keep) {
+            throw ValidationError("--keep must be between 1 and 3600000 (milliseconds)")
+        }
+    }
+
     func run() throws {
         if address != nil && socketOption.socket != nil {
             FileHandle.standardError.write(Data("tcpgw: give the gateway either as ADDRESS or with --socket, not both\n".utf8))
             throw ExitCode(2)
+        }
+        if let keep {
+            let target: GatewayAddress
+            do { target = try GatewayAddress(parsing: address ?? socketOption.path) } catch {
+                FileHandle.standardError.write(Data("tcpgw: \(error)\n".utf8))
+                throw ExitCode(2)
+            }
+            guard case .unixSocket(let path) = target else {
+                FileHandle.standardError.write(Data("tcpgw: --keep over ssh:// is not supported yet\n".utf8))
+                throw ExitCode(2)
+            }
+            signal(SIGPIPE, SIG_IGN)
+            Foundation.exit(KeptBridge(transport: UnixSocketTransport(path: path), grace: keep).run())
         }
         let link = try connectGateway(address ?? socketOption.path)
         let output = BridgeOutput()

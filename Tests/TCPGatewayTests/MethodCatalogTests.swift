@@ -33,7 +33,7 @@ final class MethodCatalogTests: XCTestCase {
     // MARK: - The catalog itself
 
     func testCatalogHasEveryMethodInDocumentOrder() throws {
-        XCTAssertEqual(catalog.orderedNames.count, 48)  // 42 + fault.add/remove/list + tcp.pipe/stream/attach
+        XCTAssertEqual(catalog.orderedNames.count, 51)  // 42 + fault.add/remove/list + tcp.pipe/stream/attach + session.keep/ack/resume
         XCTAssertEqual(catalog.orderedNames.first, "tcp.createServer")
         XCTAssertEqual(Set(catalog.orderedNames).count, catalog.orderedNames.count, "no duplicates")
         for name in ["tcp.send", "tcp.sendto", "tcp.recv", "tcp.createClient", "tcp.setLinger", "rpc.discover", "gateway.info"] {

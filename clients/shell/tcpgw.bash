@@ -460,15 +460,26 @@ tcpgw_default_socket() {
 	fi
 }
 
-# tcpgw_open [SOCKET|ssh://[USER@]HOST[:PORT][/SOCKET]]: start the session: one
-# persistent connection to the gateway carried by a `tcpgw bridge` coprocess (or
-# $TCPGW_BRIDGE, a command run by bash -c with the address as $1).  An ssh://
-# address goes to the bridge as is: it runs ssh to the remote `tcpgw bridge`.
-# Must run in the main shell, not in $( ).
+# tcpgw_open [--keep MS] [SOCKET|ssh://[USER@]HOST[:PORT][/SOCKET]]: start the
+# session: one persistent connection to the gateway carried by a `tcpgw bridge`
+# coprocess (or $TCPGW_BRIDGE, a command run by bash -c with the address as $1, and
+# `--keep MS` as $2 $3 when given).  An ssh:// address goes to the bridge as is: it
+# runs ssh to the remote `tcpgw bridge`.  With --keep the bridge keeps the session
+# through a dropped gateway connection (it resumes within MS milliseconds; contract
+# §12).  Must run in the main shell, not in $( ).
 tcpgw_open() {
-	local sock=${1:-} bin remote=0 open_ms
+	local sock="" bin remote=0 open_ms keep=()
+	if [[ ${1:-} == --keep ]]; then
+		if [[ ! ${2:-} =~ ^[0-9]{1,7}$ ]] || (( 10#$2 < 1 || 10#$2 > 3600000 )); then
+			_tcpgw_err open "--keep takes milliseconds, 1..3600000"
+			return "$TCPGW_E_USAGE"
+		fi
+		keep=(--keep "$((10#$2))")
+		shift 2
+	fi
+	sock=${1:-}
 	if (( $# > 1 )); then
-		_tcpgw_err open "usage: tcpgw_open [SOCKET|ssh://[USER@]HOST[:PORT][/SOCKET]]"
+		_tcpgw_err open "usage: tcpgw_open [--keep MS] [SOCKET|ssh://[USER@]HOST[:PORT][/SOCKET]]"
 		return "$TCPGW_E_USAGE"
 	fi
 	if _tcpgw_is_open; then
@@ -501,12 +512,12 @@ tcpgw_open() {
 	}
 	: >"$_TCPGW_DIR/events"
 	if [[ -n ${TCPGW_BRIDGE:-} ]]; then
-		coproc _TCPGW_BRIDGE { exec bash -c "$TCPGW_BRIDGE" tcpgw-bridge "$sock"; }
+		coproc _TCPGW_BRIDGE { exec bash -c "$TCPGW_BRIDGE" tcpgw-bridge "$sock" "${keep[@]}"; }
 	elif (( remote )); then
 		# The bridge's own messages (ssh's too) reach our stderr directly.
-		coproc _TCPGW_BRIDGE { exec "$bin" bridge -- "$sock"; }
+		coproc _TCPGW_BRIDGE { exec "$bin" bridge "${keep[@]}" -- "$sock"; }
 	else
-		coproc _TCPGW_BRIDGE { exec "$bin" bridge --socket "$sock"; }
+		coproc _TCPGW_BRIDGE { exec "$bin" bridge --socket "$sock" "${keep[@]}"; }
 	fi
 	_TCPGW_PID=$_TCPGW_BRIDGE_PID
 	# Own duplicates (see the note at the top); then drop bash's coproc copies.

@@ -41,9 +41,11 @@ EXPECTED_METHODS = [
     "fault.add", "fault.remove", "fault.list",
     # Raw byte streams (contract §11).
     "tcp.pipe", "tcp.stream", "tcp.attach",
+    # Resumable sessions (contract §12).
+    "session.keep", "session.ack", "session.resume",
 ]
 EXPECTED_EVENTS = ["tcp.onConnect", "tcp.onAccept", "tcp.onData", "tcp.onEnd", "tcp.onClose"]
-EXPECTED_CODES = {-32700, -32600, -32601, -32602, -32603, -32000, -32001, -32002, -32003, -32004, -32005, -32006, -32008}
+EXPECTED_CODES = {-32700, -32600, -32601, -32602, -32603, -32000, -32001, -32002, -32003, -32004, -32005, -32006, -32007, -32008}
 # Methods whose descriptor travels with SCM_RIGHTS, and which line of the call carries it.
 DESCRIPTOR_FLAGS = {"tcp.createByFd": "request", "tcp.flyAway": "answer"}
 SWIFT_PARAMS = REPO / "Sources" / "TCPGateway" / "Generated" / "MethodParams.swift"

@@ -7,11 +7,16 @@ import NIOCore
 /// One client of the gateway, as a JSON-RPC connection: its Unix socket transport, the request
 /// pipeline framing → JSON-RPC decoding → dispatch → encoded answers, batches, descriptors that
 /// came with request lines, and the in-flight limit. The handles it owns are in `handles`.
+///
+/// A kept session (`session.keep`, contract §12) outlives its connection: the transport is
+/// replaceable, and its lines are numbered and kept in `replay` until acknowledged (see
+/// Session+Resumption.swift).
 final class Session {
     let id: Int
     unowned let gateway: Gateway
     let reactor: Reactor
-    let transport: ClientTransport
+    /// This client's connection; a resume replaces it (the old one is closed first).
+    private(set) var transport: ClientTransport
     let handles: HandleTable
     private var framer: LineFramer
     private var receivedFDs: [ClientTransport.ReceivedDescriptor] = []
@@ -26,6 +31,22 @@ final class Session {
     /// Until a line other than a failed `tcp.attach` arrives, a `tcp.attach` may turn this
     /// connection into a byte stream (contract §11).
     var mayAttach = true
+    /// Lines read on this connection (so `session.resume` knows it is the first).
+    private(set) var linesRead = 0
+
+    // Resumption (contract §12): all nil or idle until session.keep.
+    var lifecycle = SessionLifecycle()
+    /// The lines written since session.keep, until acknowledged; nil for an ordinary session
+    /// (the one branch the hot write paths take).
+    var replay: ReplayLog?
+    var token: String?
+    /// The client's lines read since its session.keep.
+    var clientLines: UInt64 = 0
+    /// More than --replay-bytes is kept: flowing handles stop reading until acks release some.
+    var replayCongested = false
+    var graceTimer: ReactorTimer?
+    /// Set when a session.resume on this connection handed it to the kept session.
+    private var successor: Session?
     /// SO_PEERCRED at connect time: picks the policy profile, and names the client in audit lines.
     let credentials: PeerCredentials
     var peerUID: Int { credentials.uid }
@@ -45,17 +66,22 @@ final class Session {
     }
 
     func start() throws {
-        transport.onRead = { [unowned self] bytes, fds in self.received(bytes, fds) }
-        transport.onClose = { [unowned self] in self.closeAll() }
-        transport.onCongestion = { [unowned self] congested in self.congestionChanged(congested) }
-        transport.onQueued = { [unowned self] delta in self.account(delta) }
+        bindTransport()
         try transport.start()
         transport.resumeReading()
     }
 
+    private func bindTransport() {
+        transport.onRead = { [unowned self] bytes, fds in self.received(bytes, fds) }
+        transport.onClose = { [unowned self] in self.transportClosed() }
+        transport.onCongestion = { [unowned self] congested in self.congestionChanged(congested) }
+        transport.onQueued = { [unowned self] delta in self.account(delta) }
+    }
+
     /// Flowing handles stop reading while this is true: the client does not keep up with its
-    /// events, or holds more than its share of a spent buffer budget.
-    var isCongested: Bool { transport.congested || isRestrained }
+    /// events, holds more than its share of a spent buffer budget, or has too many lines kept
+    /// for replay unacknowledged.
+    var isCongested: Bool { (transport.congested && !transport.isClosed) || isRestrained || replayCongested }
 
     private var isRestrained: Bool {
         gateway.budget.restrains(held: heldBytes, clients: gateway.sessionCount)
@@ -92,32 +118,46 @@ final class Session {
         let chunkStart = receivedTotal
         receivedTotal += UInt64(bytes.count)
         framer.append(bytes, into: &frames)
+        // A session.resume hands this connection (and the rest of what it read) to the kept session.
+        var receiver = self
         for frame in frames {
-            guard !isClosed else { break }
-            switch frame {
-            case .line(let line, _, let end):
-                // What follows an attach line in this read is already the stream's.
-                if mayAttach {
-                    switch attachIfFirst(line, then: UnsafeRawBufferPointer(rebasing: bytes[Int(end - chunkStart)...])) {
-                    case .attached: return
-                    case .refused: _ = takeDescriptors(before: end); continue  // closed: an attach takes none
-                    case .notAttach: break
-                    }
+            if let next = receiver.successor { receiver = next }
+            guard !receiver.isClosed else { break }
+            // What follows an attach line in this read is already the stream's (contract §11).
+            if receiver === self, mayAttach, case .line(let line, _, let end) = frame {
+                switch attachIfFirst(line, then: UnsafeRawBufferPointer(rebasing: bytes[Int(end - chunkStart)...])) {
+                case .attached: return
+                case .refused: _ = takeDescriptors(before: end); continue  // closed: an attach takes none
+                case .notAttach: break
                 }
-                handleLine(line, passed: takeDescriptors(before: end))
-            case .oversized(_, let end):
-                mayAttach = false
-                _ = takeDescriptors(before: end)  // dropped: closed with the discarded line
-                send(RPCResponse.failure(
-                    id: .null,
-                    error: .invalidRequest("message longer than the limit of \(gateway.config.maxMessageBytes) bytes; it was discarded")))
             }
+            if case .oversized = frame { receiver.mayAttach = false }
+            receiver.handleFrame(frame)
         }
+        if let next = receiver.successor { receiver = next }
+        receiver.framingDone()
+    }
+
+    private func framingDone() {
         let framed = framer.heldBytes
         account(framed - framedBytes)
         framedBytes = framed
         // Descriptors that came before any complete line stay queued with their offsets.
         if !isClosed { updateReading() }
+    }
+
+    private func handleFrame(_ frame: LineFramer.Frame) {
+        linesRead += 1
+        if replay != nil { clientLines += 1 }
+        switch frame {
+        case .line(let line, _, let end):
+            handleLine(line, passed: takeDescriptors(before: end))
+        case .oversized(_, let end):
+            _ = takeDescriptors(before: end)  // dropped: closed with the discarded line
+            send(RPCResponse.failure(
+                id: .null,
+                error: .invalidRequest("message longer than the limit of \(gateway.config.maxMessageBytes) bytes; it was discarded")))
+        }
     }
 
     /// The descriptors that arrived with the bytes of the line ending at stream offset `end`.
@@ -219,6 +259,11 @@ final class Session {
         case .request(let request):
             let route = gateway.dispatcher.route(request.method)
             let call = Call(session: self, request: request, answer: answer)
+            if replay != nil, route?.method.descriptor == .answer {
+                // A replayed answer could not carry its descriptor (contract §12).
+                call.fail(RPCError.descriptor("\(request.method) is refused on a kept session: a replayed answer cannot carry a descriptor"))
+                return
+            }
             if route?.method.descriptor == .request {
                 call.passedDescriptors = descriptors.takeAll()
             }
@@ -270,10 +315,18 @@ final class Session {
             send(reply.json, passing: reply.fd)
             return
         }
+        guard replay == nil else {
+            writeKept { LineEncoder.writeSuccess(id: reply.id, result: result, into: &$0) }
+            return
+        }
         transport.writeLine { LineEncoder.writeSuccess(id: reply.id, result: result, into: &$0) }
     }
 
     func send(_ message: JSONValue, passing fd: Int32? = nil) {
+        guard replay == nil else {
+            writeKept(passing: fd) { LineEncoder.write(message, into: &$0) }
+            return
+        }
         guard let fd else {
             transport.writeLine { LineEncoder.write(message, into: &$0) }
             return
@@ -291,6 +344,10 @@ final class Session {
     /// `tcp.onData`, encoded directly: the data path skips building a JSON tree.
     func emitData(handle: Int64, _ data: UnsafeRawBufferPointer) {
         guard !isClosed else { return }
+        guard replay == nil else {
+            keep(line: DataFrameEncoder.onData(handle: handle, data))
+            return
+        }
         transport.write(DataFrameEncoder.onData(handle: handle, data))
     }
 
@@ -329,13 +386,85 @@ final class Session {
     func closeAll() {
         guard !isClosed else { return }
         isClosed = true
+        lifecycle.end()
         handles.closeAll()
         account(-framedBytes)
         framedBytes = 0
         for d in receivedFDs where d.fd >= 0 { _ = tcpgw_close(d.fd) }
         receivedFDs.removeAll()
+        endResumption()
         transport.close()
         gateway.sessionEnded(self)
+    }
+
+    /// The connection dropped: the disconnect path, or for a kept session its grace.
+    private func transportClosed() {
+        switch lifecycle.connectionDropped() {
+        case .closeAll:
+            closeAll()
+        case .startGrace(let milliseconds, let generation):
+            dropUnfinishedInput()
+            gateway.logger.debug("client \(id): connection dropped; its session is kept for \(milliseconds) ms")
+            graceTimer = reactor.schedule(in: milliseconds) { [weak self] in self?.graceExpired(generation) }
+            // The dead connection's congestion no longer holds the handles back.
+            handles.congestionChanged()
+        case .none, .takeOver:
+            break
+        }
+    }
+
+    private func graceExpired(_ generation: Int) {
+        guard lifecycle.graceExpired(generation: generation) == .closeAll else { return }
+        gateway.logger.debug("client \(id): its grace ran out without a resume")
+        closeAll()
+    }
+
+    /// A line the dropped connection left unfinished is discarded (the client resends it),
+    /// and descriptors not yet matched to a line close with it.
+    private func dropUnfinishedInput() {
+        framer = LineFramer(maxLineBytes: gateway.config.maxMessageBytes)
+        account(-framedBytes)
+        framedBytes = 0
+        for d in receivedFDs where d.fd >= 0 { _ = tcpgw_close(d.fd) }
+        receivedFDs.removeAll()
+    }
+
+    // MARK: handing a connection over (session.resume)
+
+    /// `session.resume` from `newcomer` (a new connection whose first line it was, already
+    /// answered): this kept session takes the connection over, replays its lines after
+    /// `received` and goes on live. The caller has checked the token, uid and `received`.
+    func adopt(_ newcomer: Session, received: UInt64) {
+        guard let action = lifecycle.resume() else { return }
+        if action == .takeOver {
+            // The old connection closes first; its unsent lines are in the log anyway.
+            transport.onClose = nil
+            transport.close()
+        }
+        graceTimer?.cancel()
+        graceTimer = nil
+        dropUnfinishedInput()
+        acknowledge(received)
+        // The newcomer's connection, with what it had read beyond its first line.
+        transport = newcomer.transport
+        let queued = transport.queuedBytes
+        newcomer.account(-queued - newcomer.framedBytes)
+        account(queued + newcomer.framedBytes)
+        framer = newcomer.framer
+        framedBytes = newcomer.framedBytes
+        receivedFDs = newcomer.receivedFDs
+        newcomer.framedBytes = 0
+        newcomer.receivedFDs = []
+        newcomer.successor = self
+        newcomer.isClosed = true
+        gateway.sessionEnded(newcomer, handedOver: true)
+        bindTransport()
+        gateway.logger.debug("client \(id) resumed on the connection of client \(newcomer.id)")
+        if let replay {
+            for slice in replay.lines(after: received) { transport.write(slice) }
+        }
+        handles.congestionChanged()
+        updateReading()
     }
 }
 
@@ -358,6 +487,12 @@ final class Call {
         self.session = session
         self.request = request
         self.answer = answer
+    }
+
+    /// Whether this call is an entry of a batch (its answer waits for the whole batch).
+    var inBatch: Bool {
+        if case .batch = answer { return true }
+        return false
     }
 
     func succeed(_ result: JSONValue, passing fd: Int32? = nil) {

@@ -958,6 +958,58 @@ extension FaultListParams {
     }
 }
 
+/// Params of `session.keep`: Make this connection's session survive a dropped connection.
+struct SessionKeepParams: MethodParams, Equatable {
+    static let method = "session.keep"
+    static let descriptor: DescriptorPassing? = nil
+
+    /// How long (ms) the handles stay after the connection drops; default 30000, at most 3600000. 0 ends
+    /// the session at once when the connection drops.
+    let grace: Int?
+}
+
+extension SessionKeepParams {
+    init(_ params: Params) throws {
+        let reader = ParamReader(params)
+        grace = try reader.optional("grace")
+    }
+}
+
+/// Params of `session.ack`: Release the gateway's kept lines up to N.
+struct SessionAckParams: MethodParams, Equatable {
+    static let method = "session.ack"
+    static let descriptor: DescriptorPassing? = nil
+
+    /// How many of the gateway's counted lines the client has read.
+    let received: Int64
+}
+
+extension SessionAckParams {
+    init(_ params: Params) throws {
+        let reader = ParamReader(params)
+        received = try reader.required("received")
+    }
+}
+
+/// Params of `session.resume`: Take a kept session over on a new connection (its first line).
+struct SessionResumeParams: MethodParams, Equatable {
+    static let method = "session.resume"
+    static let descriptor: DescriptorPassing? = nil
+
+    /// The token `session.keep` answered.
+    let token: String
+    /// How many of the gateway's counted lines the client has read.
+    let received: Int64
+}
+
+extension SessionResumeParams {
+    init(_ params: Params) throws {
+        let reader = ParamReader(params)
+        token = try reader.required("token")
+        received = try reader.required("received")
+    }
+}
+
 /// Every request method's params type, in the schema's order.
 enum MethodParamsTypes {
     static let all: [any MethodParams.Type] = [
@@ -1004,5 +1056,8 @@ enum MethodParamsTypes {
         FaultAddParams.self,
         FaultRemoveParams.self,
         FaultListParams.self,
+        SessionKeepParams.self,
+        SessionAckParams.self,
+        SessionResumeParams.self,
     ]
 }

@@ -3638,6 +3638,224 @@ enum OpenRPCDocument {
           ]
         }
       ]
+    },
+    {
+      "name": "session.keep",
+      "summary": "Make this connection's session survive a dropped connection.",
+      "description": "Starts line counting (contract §12) and answers a token that `session.resume` takes on a new connection. After this answer (itself not counted) the gateway numbers the lines it writes to this client 1, 2, 3...; the client numbers the non-empty lines it writes after this request 1, 2, 3.... The gateway keeps its lines until `session.ack` releases them; above `--replay-bytes` (default 8 MiB) of kept lines flowing handles stop reading (the backpressure of a slow reader), so nothing is dropped. When the connection drops, the handles stay for `grace` ms: waiting calls go on and their answers and every event are kept for replay; after `grace` without a resume the session ends as a disconnect does. A second `session.keep` only changes the grace (same token; it is a counted line). Must be a request of its own, not inside a batch (-32600). On a kept session `tcp.flyAway` is refused (-32006): a replayed answer could not carry its descriptor.",
+      "tags": [
+        {
+          "name": "gateway"
+        }
+      ],
+      "paramStructure": "either",
+      "params": [
+        {
+          "name": "grace",
+          "required": false,
+          "description": "How long (ms) the handles stay after the connection drops; default 30000, at most 3600000. 0 ends the session at once when the connection drops.",
+          "schema": {
+            "type": [
+              "integer",
+              "null"
+            ],
+            "minimum": 0,
+            "maximum": 3600000
+          }
+        }
+      ],
+      "result": {
+        "name": "session",
+        "description": "The token for `session.resume` and the grace in force.",
+        "schema": {
+          "type": "object",
+          "required": [
+            "token",
+            "grace"
+          ],
+          "properties": {
+            "token": {
+              "type": "string",
+              "description": "128 random bits, base64url without padding (22 characters)."
+            },
+            "grace": {
+              "type": "integer",
+              "minimum": 0,
+              "maximum": 3600000
+            }
+          }
+        }
+      },
+      "errors": [
+        {
+          "$ref": "#/components/errors/InvalidRequest"
+        },
+        {
+          "$ref": "#/components/errors/InvalidParams"
+        }
+      ],
+      "examples": [
+        {
+          "name": "keep",
+          "params": [
+            {
+              "name": "grace",
+              "value": 60000
+            }
+          ],
+          "result": {
+            "name": "result",
+            "value": {
+              "token": "q8Jm3vX0aQ2cY7nW1eR5tA",
+              "grace": 60000
+            }
+          }
+        }
+      ]
+    },
+    {
+      "name": "session.ack",
+      "summary": "Release the gateway's kept lines up to N.",
+      "description": "Sent as a notification (a counted client line itself): the client has read the gateway's lines up to `received`, so the gateway forgets them (they are no longer replayed) and their bytes leave the replay bound. An older count than one already acknowledged changes nothing. As a request it answers `true`; a count beyond the lines written is -32602, and on a connection without `session.keep` it is -32007.",
+      "tags": [
+        {
+          "name": "gateway"
+        }
+      ],
+      "paramStructure": "either",
+      "params": [
+        {
+          "name": "received",
+          "required": true,
+          "description": "How many of the gateway's counted lines the client has read.",
+          "schema": {
+            "type": "integer",
+            "minimum": 0,
+            "maximum": 9007199254740991
+          }
+        }
+      ],
+      "result": {
+        "name": "ok",
+        "description": "Always true (only a request has an answer).",
+        "schema": {
+          "type": "boolean",
+          "const": true
+        }
+      },
+      "errors": [
+        {
+          "$ref": "#/components/errors/InvalidParams"
+        },
+        {
+          "$ref": "#/components/errors/UnknownSession"
+        }
+      ],
+      "examples": [
+        {
+          "name": "ack",
+          "params": [
+            {
+              "name": "received",
+              "value": 128
+            }
+          ],
+          "result": {
+            "name": "result",
+            "value": true
+          }
+        }
+      ]
+    },
+    {
+      "name": "session.resume",
+      "summary": "Take a kept session over on a new connection (its first line).",
+      "description": "Only as the first line of a new connection, as a request of its own: `{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"session.resume\",\"params\":{\"token\":TOKEN,\"received\":N}}`. The answer (not a counted line) says how many of the client's lines the gateway had read (`received`: M) and lists the session's handles as `tcp.list` does; then the gateway resends its lines after N in order and goes on live, counting on from there, and the client resends its own lines after M. A line the dropped connection left unfinished was discarded and is not counted. A resume while the old connection is still open closes the old one first (takeover). An unknown or expired token, or a client with another uid than the session's owner, is -32007 and nothing changes: this connection stays an ordinary one. `received` before the lines already acknowledged or beyond those written is -32602, likewise changing nothing. Anywhere but a new connection's first line it is -32600.",
+      "tags": [
+        {
+          "name": "gateway"
+        }
+      ],
+      "paramStructure": "either",
+      "params": [
+        {
+          "name": "token",
+          "required": true,
+          "description": "The token `session.keep` answered.",
+          "schema": {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": 64
+          }
+        },
+        {
+          "name": "received",
+          "required": true,
+          "description": "How many of the gateway's counted lines the client has read.",
+          "schema": {
+            "type": "integer",
+            "minimum": 0,
+            "maximum": 9007199254740991
+          }
+        }
+      ],
+      "result": {
+        "name": "resumed",
+        "description": "The client lines the gateway had read, and the session's handles.",
+        "schema": {
+          "type": "object",
+          "required": [
+            "received",
+            "handles"
+          ],
+          "properties": {
+            "received": {
+              "type": "integer",
+              "minimum": 0,
+              "description": "How many of the client's counted lines the gateway had read: the client resends those after it."
+            },
+            "handles": {
+              "type": "array",
+              "items": {
+                "$ref": "#/components/schemas/ListEntry"
+              }
+            }
+          }
+        }
+      },
+      "errors": [
+        {
+          "$ref": "#/components/errors/InvalidRequest"
+        },
+        {
+          "$ref": "#/components/errors/InvalidParams"
+        },
+        {
+          "$ref": "#/components/errors/UnknownSession"
+        }
+      ],
+      "examples": [
+        {
+          "name": "resume",
+          "params": [
+            {
+              "name": "token",
+              "value": "q8Jm3vX0aQ2cY7nW1eR5tA"
+            },
+            {
+              "name": "received",
+              "value": 41
+            }
+          ],
+          "result": {
+            "name": "result",
+            "value": {
+              "received": 17,
+              "handles": []
+            }
+          }
+        }
+      ]
     }
   ],
   "components": {
@@ -4837,6 +5055,10 @@ enum OpenRPCDocument {
       "StreamTokenInvalid": {
         "code": -32008,
         "message": "Unknown, used or expired stream token (or presented by another uid)"
+      },
+      "UnknownSession": {
+        "code": -32007,
+        "message": "Unknown or expired session: no kept session has this token, its grace has run out, or it belongs to another uid; nothing changed"
       }
     }
   }

@@ -28,6 +28,7 @@ final class Dispatcher {
         LookupOperations.register(into: &table)
         FaultOperations.register(into: &table)
         RelayOperations.register(into: &table)
+        SessionOperations.register(into: &table)
         return table
     }
 

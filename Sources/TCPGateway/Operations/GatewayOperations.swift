@@ -25,7 +25,11 @@ enum GatewayOperations {
     }()
 
     static func list(_ call: Call, _ p: TCPListParams) throws -> JSONValue? {
-        let session = call.session
+        listEntries(call.session)
+    }
+
+    /// A session's handles as tcp.list shows them (session.resume answers them too).
+    static func listEntries(_ session: Session) -> JSONValue {
         let entries = session.handles.all.sorted(by: { $0.key < $1.key }).map { id, handle -> JSONValue in
             switch handle {
             case .server(let server):

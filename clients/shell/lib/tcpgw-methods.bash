@@ -407,6 +407,30 @@ fault_list() {
 		-- "$@"
 }
 
+# session.keep: Make this connection's session survive a dropped connection.
+# Usage: session_keep [GRACE]
+session_keep() {
+	_tcpgw_invoke session.keep value 'session_keep [GRACE]' \
+		grace:int \
+		-- "$@"
+}
+
+# session.ack: Release the gateway's kept lines up to N.
+# Usage: session_ack RECEIVED
+session_ack() {
+	_tcpgw_invoke session.ack value 'session_ack RECEIVED' \
+		received:int! \
+		-- "$@"
+}
+
+# session.resume: Take a kept session over on a new connection (its first line).
+# Usage: session_resume TOKEN RECEIVED
+session_resume() {
+	_tcpgw_invoke session.resume value 'session_resume TOKEN RECEIVED' \
+		token:str! received:int! \
+		-- "$@"
+}
+
 # Usage line and summary of every generated function (tcpgw_help).
 # shellcheck disable=SC2034  # read by tcpgw_help in tcpgw.bash
 declare -gA _TCPGW_USAGE=(
@@ -461,6 +485,9 @@ declare -gA _TCPGW_USAGE=(
 	[fault_add]='fault_add HANDLE TYPE [STREAM] [TOXICITY] [ATTRIBUTES] [NAME] — Put a fault on a connection or a server.'
 	[fault_remove]='fault_remove HANDLE NAME — Take a fault off a handle.'
 	[fault_list]='fault_list HANDLE — A handle'\''s faults.'
+	[session_keep]='session_keep [GRACE] — Make this connection'\''s session survive a dropped connection.'
+	[session_ack]='session_ack RECEIVED — Release the gateway'\''s kept lines up to N.'
+	[session_resume]='session_resume TOKEN RECEIVED — Take a kept session over on a new connection (its first line).'
 )
 
 # Event (notification) names of the schema, in order (tcpgw_wait_event checks against them).

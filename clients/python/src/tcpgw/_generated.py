@@ -52,6 +52,7 @@ __all__ = [
     'OSErrorReply',
     'DescriptorError',
     'StreamTokenInvalidError',
+    'UnknownSessionError',
 ]
 
 #: Version of the schema this file was generated from (``info.version``).
@@ -231,6 +232,14 @@ class StreamTokenInvalidError(RPCError):
     CODE = -32008
 
 
+class UnknownSessionError(RPCError):
+    """Unknown or expired session: no kept session has this token, its grace has run out, or it
+    belongs to another uid; nothing changed (code -32007, schema name ``UnknownSession``).
+    """
+
+    CODE = -32007
+
+
 #: Error code -> exception class.
 ERROR_CLASSES: Final[Mapping[int, Type[RPCError]]] = MappingProxyType({
     -32700: ParseError,
@@ -246,6 +255,7 @@ ERROR_CLASSES: Final[Mapping[int, Type[RPCError]]] = MappingProxyType({
     -32005: OSErrorReply,
     -32006: DescriptorError,
     -32008: StreamTokenInvalidError,
+    -32007: UnknownSessionError,
 })
 
 
@@ -315,6 +325,9 @@ METHOD_PARAMS: Final[Mapping[str, Tuple[Tuple[str, bool, bool], ...]]] = Mapping
     'fault.add': (('handle', True, False), ('type', True, False), ('stream', False, False), ('toxicity', False, False), ('attributes', False, False), ('name', False, False)),
     'fault.remove': (('handle', True, False), ('name', True, False)),
     'fault.list': (('handle', True, False),),
+    'session.keep': (('grace', False, False),),
+    'session.ack': (('received', True, False),),
+    'session.resume': (('token', True, False), ('received', True, False)),
 })
 
 #: Request method -> summary and description, for docstrings.
@@ -362,6 +375,9 @@ METHOD_DOCS: Final[Mapping[str, str]] = MappingProxyType({
     'fault.add': 'Put a fault on a connection or a server. Makes a real connection misbehave in a controlled way (contract §10). On a connection the fault applies from now on to `stream` ("in": bytes read from the socket, before delivery; "out": bytes accepted by tcp.send, before they are written); `tcp.send` answers once the fault has taken the bytes. On a server it is a template: every connection the server accepts from now on gets its own instance (its own toxicity draw and randomness); existing connections are untouched. `toxicity` (0..1, default 1) is the probability the fault is active on a connection, drawn once per connection and stream. Types: latency {latency, jitter}: each chunk waits latency ± jitter ms, order kept. bandwidth {rate}: at most rate KiB/s. slicer {averageSize, sizeVariation, delayUs}: the stream is cut into slices delivered (in: separate tcp.onData, a tcp.recv answers at most one) or written (out: TCP_NODELAY on while active) one by one. limitData {bytes}: once bytes have passed, the connection is reset. timeout {timeout}: nothing passes (bytes are dropped); after timeout ms (0: never) the connection is reset. resetPeer {timeout}: the connection is reset (RST) timeout ms after the fault takes effect. slowClose {delay}: the gateway\'s close or shutdown("w") reaches the peer delay ms later. stall {}: in: the gateway stops reading the socket (the peer\'s window fills; nothing is dropped); out: writes wait; until the fault is removed. Bytes a fault holds count against the handle\'s send limit and the buffer budget, and an in-fault holding more than the outbound high watermark stops reading the socket. A connection a fault resets ends with `tcp.onClose {handle, error, fault}`; a paused handle\'s next call fails with -32000 and `data.fault`. Randomness repeats with `tcpgw serve --seed N`. Synchronous. Bad type, stream, toxicity, attribute or a name in use: -32602 naming it.',
     'fault.remove': "Take a fault off a handle. Removes the fault named `name` from a connection (what it held moves on at once, in order: nothing is lost; a stall lets the stream go again) or a server's templates (connections already accepted keep theirs). An unknown name is -32602. Synchronous.",
     'fault.list': "A handle's faults. Answers the faults of a connection or the fault templates of a server, in the order they were added, with defaults filled in; on a connection each says whether its toxicity draw made it `active`. Synchronous.",
+    'session.keep': "Make this connection's session survive a dropped connection. Starts line counting (contract §12) and answers a token that `session.resume` takes on a new connection. After this answer (itself not counted) the gateway numbers the lines it writes to this client 1, 2, 3...; the client numbers the non-empty lines it writes after this request 1, 2, 3.... The gateway keeps its lines until `session.ack` releases them; above `--replay-bytes` (default 8 MiB) of kept lines flowing handles stop reading (the backpressure of a slow reader), so nothing is dropped. When the connection drops, the handles stay for `grace` ms: waiting calls go on and their answers and every event are kept for replay; after `grace` without a resume the session ends as a disconnect does. A second `session.keep` only changes the grace (same token; it is a counted line). Must be a request of its own, not inside a batch (-32600). On a kept session `tcp.flyAway` is refused (-32006): a replayed answer could not carry its descriptor.",
+    'session.ack': "Release the gateway's kept lines up to N. Sent as a notification (a counted client line itself): the client has read the gateway's lines up to `received`, so the gateway forgets them (they are no longer replayed) and their bytes leave the replay bound. An older count than one already acknowledged changes nothing. As a request it answers `true`; a count beyond the lines written is -32602, and on a connection without `session.keep` it is -32007.",
+    'session.resume': 'Take a kept session over on a new connection (its first line). Only as the first line of a new connection, as a request of its own: `{"jsonrpc":"2.0","id":1,"method":"session.resume","params":{"token":TOKEN,"received":N}}`. The answer (not a counted line) says how many of the client\'s lines the gateway had read (`received`: M) and lists the session\'s handles as `tcp.list` does; then the gateway resends its lines after N in order and goes on live, counting on from there, and the client resends its own lines after M. A line the dropped connection left unfinished was discarded and is not counted. A resume while the old connection is still open closes the old one first (takeover). An unknown or expired token, or a client with another uid than the session\'s owner, is -32007 and nothing changes: this connection stays an ordinary one. `received` before the lines already acknowledged or beyond those written is -32602, likewise changing nothing. Anywhere but a new connection\'s first line it is -32600.',
 })
 
 #: Methods that pass a descriptor with SCM_RIGHTS (``x-descriptor`` in the schema).
