@@ -191,10 +191,18 @@ def encode_line(message: Mapping[str, Any]) -> bytes:
     return _encode(message).encode("ascii") + b"\n"
 
 
+_METHOD_TEXT: Dict[str, bytes] = {}  # a method name's JSON text, encoded once per name
+
+
 def request_line(request_id: int, method: str, params: Mapping[str, Any]) -> bytes:
     """A request's line; the same bytes as :func:`encode_line` of the whole message."""
-    return b'{"jsonrpc":"2.0","id":%d,"method":%s,"params":%s}\n' % (
-        request_id, _encode(method).encode("ascii"), _encode(params).encode("ascii"))
+    name = _METHOD_TEXT.get(method)
+    if name is None:
+        name = _METHOD_TEXT[method] = _encode(method).encode("ascii")
+    handle = params.get("handle") if len(params) == 1 else None
+    if type(handle) is int:  # most calls: {"handle": N} alone, without the encoder
+        return b'{"jsonrpc":"2.0","id":%d,"method":%s,"params":{"handle":%d}}\n' % (request_id, name, handle)
+    return b'{"jsonrpc":"2.0","id":%d,"method":%s,"params":%s}\n' % (request_id, name, _encode(params).encode("ascii"))
 
 
 def _as_bytes(chunk: Chunk) -> bytes:
