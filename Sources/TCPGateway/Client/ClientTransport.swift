@@ -61,6 +61,8 @@ final class ClientTransport: ReactorSource, DeferredWork {
     }
 
     var fd: Int32 { socket?.raw ?? -1 }
+    /// Whether the socket is watched for writability (only while a send waits for room).
+    var watchesWritable: Bool { watch.interest.contains(.write) }
 
     func start() throws {
         try watch.set([], fd: fd, source: self, reactor: reactor)
@@ -93,6 +95,9 @@ final class ClientTransport: ReactorSource, DeferredWork {
         if events.writable && waitingForWritable {
             waitingForWritable = false
             flush()
+            // All sent: drop the write interest, or level-triggered EPOLLOUT wakes the loop
+            // again and again for nothing (a busy loop for as long as the socket stays writable).
+            if !waitingForWritable && !isClosed { updateInterest() }
         }
         guard !isClosed else { return }
         if events.readable && reading {

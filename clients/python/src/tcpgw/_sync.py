@@ -70,6 +70,7 @@ from ._wire import (
     schema_doc,
     send_params,
     state_from_result,
+    valid_recv_length,
 )
 
 if TYPE_CHECKING:
@@ -306,16 +307,13 @@ class Tcp(gen._SyncTcpMethods):
 
         ``timeout`` in ms (``None`` = wait forever, ``0`` = do not wait); on timeout raises
         :class:`~tcpgw.RPCTimeoutError` (a ``TimeoutError``) and nothing is lost.
+
+        Reads ahead: each ``tcp.recv`` asks for up to :data:`RECV_AHEAD` bytes, and once bytes
+        came one more request stays in flight, so the next answer is on its way while the
+        caller works; what the caller did not take yet is kept here (counted by
+        :meth:`pending`, handed over first by :meth:`flyAway`/:meth:`stream`/:meth:`resume`).
         """
-        lock = self._gw._lock
-        with lock:
-            kept = self._state.take_ahead(length)
-        if kept is not None:
-            return kept
-        params = drop_none(handle=self.handle, length=recv_length(length), timeout=timeout, encoding="base64")
-        data, _eof = recv_answer(self._gw._call_answer("tcp.recv", params))
-        with lock:
-            return self._state.keep_ahead(data, length)
+        return self._gw._recv(self, length, timeout)
 
     @schema_doc("tcp.recv")
     def recv_into(
@@ -337,9 +335,9 @@ class Tcp(gen._SyncTcpMethods):
     def recvfrom(self, length: int = 65536, timeout: Optional[int] = None) -> Tuple[bytes, Optional[SockAddr]]:
         """Like :meth:`recv`, also returning the peer's address: ``(data, remoteAddr)``, as ``socket.recvfrom``."""
         with self._gw._lock:
-            kept = self._state.take_ahead(length)
-        if kept is not None:
-            return kept, self.remote
+            through_ahead = self._state.ahead_bytes > 0 or self._state.recv_busy
+        if through_ahead and valid_recv_length(length):
+            return self._gw._recv(self, length, timeout), self.remote  # kept bytes come first
         params = drop_none(length=length, timeout=timeout, encoding="base64")
         return recvfrom_result(self._invoke("tcp.recvfrom", params))
 
@@ -352,7 +350,12 @@ class Tcp(gen._SyncTcpMethods):
     def resume(self) -> bool:
         """Switch to flowing mode; bytes a read-ahead already brought here are the first ``"data"`` event."""
         self._gw._requeue_ahead(self)
-        return bool(self._invoke("tcp.resume", {}))
+        try:
+            return bool(self._invoke("tcp.resume", {}))
+        finally:
+            with self._gw._lock:
+                # Answered: a read-ahead in flight was answered before (bytes: now events) or failed.
+                self._state.resuming = False
 
     @schema_doc("tcp.getState")
     def getState(self) -> int:
@@ -731,7 +734,61 @@ class Gateway(gen._SyncGatewayMethods):
                 return
             self._transport.sendall(line, fds)
 
-    def _call_answer(self, method: str, params: Mapping[str, Any], fds: Sequence[int] = ()) -> Answer[Tcp]:
+    def _recv(self, obj: Tcp, length: int, timeout: Optional[int]) -> bytes:
+        """``Tcp.recv``: bytes from ``ahead`` (filed in the gateway's order as answers are read),
+        asking the gateway when none are kept or coming; then a read-ahead goes out."""
+        if not valid_recv_length(length):
+            # An invalid length: the gateway's to refuse (-32602), as given.
+            params = drop_none(handle=obj.handle, length=length, timeout=timeout, encoding="base64")
+            return recv_answer(self._call_answer("tcp.recv", params))[0]
+        state = obj._state
+        deadline = None if timeout is None else time.monotonic() + max(timeout, 0) / 1000.0
+
+        def arrived() -> bool:
+            return bool(state.ahead_bytes) or state.recv_eof or state.recv_error is not None or not state.recv_busy
+
+        while True:
+            with self._lock:
+                while True:
+                    chunk = state.take_ahead(length)
+                    if chunk is not None:
+                        prefetch = None if self._dead else self._session.recv_prefetch(obj)
+                        break
+                    if state.recv_eof:
+                        state.recv_eof = False
+                        return b""
+                    if state.recv_error is not None:
+                        error, state.recv_error = state.recv_error, None
+                        raise error
+                    if not state.recv_busy or state.gone:
+                        chunk = None
+                        break
+                    if self._dead:
+                        raise self._closed_error()
+                    if deadline is not None and time.monotonic() >= deadline:
+                        raise gen.RPCTimeoutError(-32002, f"recv on handle {obj.handle} timed out (nothing lost)")
+                    # Our read-ahead (or another caller's recv) is in flight: wait for its answer.
+                    self._last_fg = time.monotonic()
+                    if self._leader_bg:
+                        self._poke()
+                    self._await(arrived, deadline, interruptible=False)
+            if chunk is not None:
+                if prefetch is not None:
+                    self._send_prefetch(*prefetch)
+                return chunk
+            ms = None if deadline is None else max(0, int((deadline - time.monotonic()) * 1000.0))
+            params = drop_none(handle=obj.handle, length=recv_length(length), timeout=ms, encoding="base64")
+            self._call_answer("tcp.recv", params, sink=obj)  # its bytes are filed in ``ahead``
+
+    def _send_prefetch(self, request_id: int, line: bytes) -> None:
+        try:
+            self._write_line(line, (), self._session.pending.get(request_id))
+        except OSError:
+            with self._lock:
+                self._session.forget(request_id)  # the reader sees the connection end
+
+    def _call_answer(self, method: str, params: Mapping[str, Any], fds: Sequence[int] = (),
+                     sink: Optional[Tcp] = None) -> Answer[Tcp]:
         if method in gen.DESCRIPTOR_METHODS and not self._transport.passes_fds:
             raise gen.DescriptorError(
                 -32006, f"{method} passes a socket descriptor, which cannot travel over {self.path} (only a local Unix socket)")
@@ -739,7 +796,7 @@ class Gateway(gen._SyncGatewayMethods):
         with self._lock:
             if self._dead:
                 raise self._closed_error()
-            request_id, line = self._session.request(method, params, waiter)
+            request_id, line = self._session.request(method, params, waiter, sink)
             pending = self._session.pending[request_id]
             self._last_fg = time.monotonic()  # keeps the background reader from taking over again
             if self._leader_bg:
@@ -787,6 +844,7 @@ class Gateway(gen._SyncGatewayMethods):
 
     def _requeue_ahead(self, obj: Tcp) -> None:
         with self._cv:
+            obj._state.resuming = True
             self._session.requeue_ahead(obj)
             self._changed()
 

@@ -191,10 +191,18 @@ def encode_line(message: Mapping[str, Any]) -> bytes:
     return _encode(message).encode("ascii") + b"\n"
 
 
+_METHOD_TEXT: Dict[str, bytes] = {}  # a method name's JSON text, encoded once per name
+
+
 def request_line(request_id: int, method: str, params: Mapping[str, Any]) -> bytes:
     """A request's line; the same bytes as :func:`encode_line` of the whole message."""
-    return b'{"jsonrpc":"2.0","id":%d,"method":%s,"params":%s}\n' % (
-        request_id, _encode(method).encode("ascii"), _encode(params).encode("ascii"))
+    name = _METHOD_TEXT.get(method)
+    if name is None:
+        name = _METHOD_TEXT[method] = _encode(method).encode("ascii")
+    handle = params.get("handle") if len(params) == 1 else None
+    if type(handle) is int:  # most calls: {"handle": N} alone, without the encoder
+        return b'{"jsonrpc":"2.0","id":%d,"method":%s,"params":{"handle":%d}}\n' % (request_id, name, handle)
+    return b'{"jsonrpc":"2.0","id":%d,"method":%s,"params":%s}\n' % (request_id, name, _encode(params).encode("ascii"))
 
 
 def _as_bytes(chunk: Chunk) -> bytes:
@@ -320,6 +328,11 @@ def recv_length(length: Any) -> Any:
     if isinstance(length, int) and not isinstance(length, bool) and 1 <= length < RECV_AHEAD:
         return RECV_AHEAD
     return length
+
+
+def valid_recv_length(length: Any) -> bool:
+    """Whether ``recv(length)`` may go through ``ahead`` (else the request goes as given)."""
+    return isinstance(length, int) and not isinstance(length, bool) and length >= 1
 
 
 def ahead_event(obj: Any, data: bytes, seq: int) -> Event:
@@ -471,39 +484,62 @@ class HandleState:
         self.queue: Deque[Event] = collections.deque()
         self.listeners: Dict[str, List[Tuple[Listener, bool]]] = {}
         self.gone = False  # closed, flown away, or reported closed by the gateway
-        # Bytes a read-ahead tcp.recv brought that the caller has not taken yet (from ``ahead_pos``).
-        self.ahead = b""
+        # Bytes recv answers brought that no caller has taken yet, oldest first (the first
+        # chunk from ``ahead_pos``), filed in arrival order as the answers are read.
+        self.ahead: Deque[bytes] = collections.deque()
         self.ahead_pos = 0
+        self.ahead_bytes = 0
+        # The pipelined read-ahead (contract §4 lets tcp.recv requests queue on a handle):
+        # at most one of this client's tcp.recv requests feeding ``ahead`` is in flight.
+        self.recv_busy = False
+        self.recv_eof = False  # an answer said end of stream (consumed by the recv returning b"")
+        self.recv_error: Optional[BaseException] = None  # a read-ahead's failure, for the next recv
+        self.resuming = False  # tcp.resume sent: late recv bytes become "data" events
 
     def take_ahead(self, length: int) -> Optional[bytes]:
         """Up to ``length`` bytes already received by a read-ahead, or ``None`` if there are none."""
-        if self.ahead_pos >= len(self.ahead) or length < 1:
+        if not self.ahead_bytes or length < 1:
             return None
-        chunk = self.ahead[self.ahead_pos:self.ahead_pos + length]
-        self.ahead_pos += len(chunk)
-        if self.ahead_pos >= len(self.ahead):
-            self.ahead, self.ahead_pos = b"", 0
+        first = self.ahead[0]
+        pos = self.ahead_pos
+        if pos == 0 and len(first) <= length:
+            chunk = self.ahead.popleft()  # the whole answer: no copy
+        else:
+            chunk = first[pos:pos + length]
+            pos += len(chunk)
+            if pos >= len(first):
+                self.ahead.popleft()
+                pos = 0
+            self.ahead_pos = pos
+        self.ahead_bytes -= len(chunk)
         return chunk
+
+    def push_ahead(self, data: bytes) -> None:
+        """File received bytes after those already kept."""
+        if data:
+            self.ahead.append(data)
+            self.ahead_bytes += len(data)
 
     def keep_ahead(self, data: bytes, length: int) -> bytes:
         """Of a read-ahead's ``data``, the first ``length`` bytes; the rest is kept for later reads."""
         if len(data) <= length:
             return data
-        if self.ahead_pos < len(self.ahead):
-            # Another recv (another thread or task) kept bytes meanwhile: keep both, none lost.
-            self.ahead, self.ahead_pos = self.ahead[self.ahead_pos:] + data[length:], 0
-        else:
-            self.ahead, self.ahead_pos = data, length
+        self.push_ahead(data[length:])
         return data[:length]
 
     def drain_ahead(self) -> bytes:
         """Everything kept (for flyAway, stream, resume: those bytes come first)."""
-        rest = self.ahead[self.ahead_pos:]
-        self.ahead, self.ahead_pos = b"", 0
+        if not self.ahead_bytes:
+            return b""
+        if self.ahead_pos:
+            self.ahead[0] = self.ahead[0][self.ahead_pos:]
+        rest = b"".join(self.ahead)
+        self.ahead.clear()
+        self.ahead_pos = self.ahead_bytes = 0
         return rest
 
     def ahead_count(self) -> int:
-        return len(self.ahead) - self.ahead_pos
+        return self.ahead_bytes
 
     def add_listener(self, name: str, fn: Listener, once: bool) -> None:
         if not callable(fn):
@@ -701,13 +737,17 @@ T = TypeVar("T")
 class Pending(Generic[T]):
     """A request waiting for its answer."""
 
-    __slots__ = ("method", "token", "handle", "line")
+    __slots__ = ("method", "token", "handle", "line", "sink", "prefetch")
 
     def __init__(self, method: str, token: Optional[T], handle: Optional[int]) -> None:
         self.method = method
         self.token = token  # None once the caller stopped waiting
         self.handle = handle  # the handle the request is about, if any
         self.line = 0  # its number among the client's lines of a kept session (0: not counted)
+        # A client recv's tcp.recv: the handle object whose ``ahead`` its bytes go to, filed
+        # when the answer is read (so in the gateway's order, whoever waits for them).
+        self.sink: Any = None
+        self.prefetch = False  # a read-ahead nobody asked for: its failure waits for the next recv
 
 
 class Answer(Generic[H]):
@@ -759,15 +799,53 @@ class Session(Generic[H, T]):
         self.orphan_errors: List[RPCError] = []
 
     # -- requests -------------------------------------------------------------------------
-    def request(self, method: str, params: Mapping[str, Any], token: T) -> Tuple[int, bytes]:
-        """Register a request and return its id and encoded line."""
+    def request(self, method: str, params: Mapping[str, Any], token: Optional[T],
+                sink: Optional[H] = None, prefetch: bool = False) -> Tuple[int, bytes]:
+        """Register a request and return its id and encoded line.
+
+        ``sink``: a ``tcp.recv`` whose bytes go to that handle's ``ahead`` (then its state is
+        ``recv_busy`` until the answer); ``prefetch``: one nobody waits for (``token`` None).
+        """
         request_id = next(self._ids)
         handle = params.get("handle")
         line = request_line(request_id, method, params)
-        self.pending[request_id] = Pending(method, token, handle if isinstance(handle, int) else None)
+        pending: Pending[T] = Pending(method, token, handle if isinstance(handle, int) else None)
+        if sink is not None:
+            pending.sink = sink
+            pending.prefetch = prefetch
+            sink._state.recv_busy = True
+        self.pending[request_id] = pending
         if method in gen.DESCRIPTOR_METHODS:
             self.descriptors_due += 1
         return request_id, line
+
+    def recv_prefetch(self, obj: H) -> Optional[Tuple[int, bytes]]:
+        """A read-ahead ``tcp.recv`` for ``obj`` if one is due (none in flight, little kept)."""
+        state = obj._state
+        if (state.recv_busy or state.gone or state.resuming or state.recv_eof or state.recv_error is not None
+                or state.ahead_bytes >= RECV_AHEAD):
+            return None
+        params = {"handle": obj.handle, "length": RECV_AHEAD, "encoding": "base64"}
+        return self.request("tcp.recv", params, None, sink=obj, prefetch=True)
+
+    def _recv_done(self, pending: "Pending[T]", data: bytes, eof: bool, error: Optional[BaseException],
+                   touched: List[H]) -> None:
+        """A sink recv's answer: its bytes join ``ahead`` (or the event queue while resuming)."""
+        obj = pending.sink
+        state = obj._state
+        state.recv_busy = False
+        if error is None:
+            if state.resuming:
+                if data:  # answered before the gateway saw tcp.resume: these come first
+                    state.queue.append(ahead_event(obj, data, next(self._seq)))
+                    self.ready[obj] = None
+            else:
+                state.push_ahead(data)
+                if eof and not data:
+                    state.recv_eof = True
+        elif pending.prefetch and not state.gone and not state.resuming:
+            state.recv_error = error
+        touched.append(obj)
 
     def forget(self, request_id: int) -> None:
         """The caller stopped waiting (interrupted, cancelled, write failed).
@@ -852,7 +930,7 @@ class Session(Generic[H, T]):
                         continue
                 elif buf.startswith(_RESULT_HEAD, start):
                     if buf.startswith(_RECV_HEAD, start):
-                        if self._fast_recv(buf, inbuf.view, start, nl, answers):
+                        if self._fast_recv(buf, inbuf.view, start, nl, answers, touched):
                             counted += 1
                             continue
                     else:
@@ -917,7 +995,7 @@ class Session(Generic[H, T]):
         return True
 
     def _fast_recv(self, buf: bytearray, view: memoryview, start: int, nl: int,
-                   answers: List[Tuple[T, Answer[H]]]) -> bool:
+                   answers: List[Tuple[T, Answer[H]]], touched: List[H]) -> bool:
         """A ``tcp.recv`` answer in the gateway's shape, decoded in place; False: use json."""
         data_start = start + len(_RECV_HEAD)
         data_end = buf.find(b'"', data_start, nl)
@@ -937,8 +1015,12 @@ class Session(Generic[H, T]):
         del self.pending[request_id]
         if self.keep is not None and pending.line:
             self.keep.gateway_read(pending.line)
+        eof = match.group(1) == b"true"
+        if pending.sink is not None:
+            self._recv_done(pending, data, eof, None, touched)
+            data = b""  # filed: the caller takes its share from ``ahead``
         if pending.token is not None:
-            answer: Answer[H] = Answer(value=match.group(1) == b"true")
+            answer: Answer[H] = Answer(value=eof)
             answer.payload = data
             answers.append((pending.token, answer))
         return True
@@ -954,11 +1036,11 @@ class Session(Generic[H, T]):
             if "method" in item and "id" not in item:
                 self._notification(item, touched)
             elif "id" in item:
-                self._answer(item, answers)
+                self._answer(item, answers, touched)
             else:
                 raise ProtocolError(f"gateway sent a message that is neither answer nor notification: {item!r}")
 
-    def _answer(self, message: Mapping[str, Any], answers: List[Tuple[T, Answer[H]]]) -> None:
+    def _answer(self, message: Mapping[str, Any], answers: List[Tuple[T, Answer[H]]], touched: List[H]) -> None:
         request_id = message.get("id")
         pending = self.pending.pop(request_id, None) if isinstance(request_id, int) else None
         if pending is not None and pending.method in gen.DESCRIPTOR_METHODS:
@@ -970,6 +1052,8 @@ class Session(Generic[H, T]):
             if pending is None:
                 self.orphan_errors.append(error)
                 return
+            if pending.sink is not None:
+                self._recv_done(pending, b"", False, error, touched)
             if pending.token is not None:
                 answers.append((pending.token, Answer(error=error)))
             return
@@ -977,6 +1061,16 @@ class Session(Generic[H, T]):
             return  # not ours (a gateway bug); nothing waits for it
         result = message.get("result")
         answer: Answer[H] = Answer(value=result)
+        if pending.sink is not None:
+            try:
+                data, eof = recv_result(result)
+            except ProtocolError as exc:
+                self._recv_done(pending, b"", False, exc, touched)
+                if pending.token is not None:
+                    answers.append((pending.token, Answer(error=exc)))
+                return
+            self._recv_done(pending, data, eof, None, touched)
+            answer.value = {"data": "", "encoding": "base64", "eof": eof}  # filed in ``ahead``
         if pending.method in _CREATES and isinstance(result, Mapping) and isinstance(result.get("handle"), int):
             kind = _CREATES[pending.method] or str(result.get("kind", "connection"))
             obj = self.handle_obj(result["handle"], kind)

@@ -65,6 +65,7 @@ from ._wire import (
     schema_doc,
     send_params,
     state_from_result,
+    valid_recv_length,
 )
 
 if TYPE_CHECKING:
@@ -228,13 +229,8 @@ class Tcp(gen._AsyncTcpMethods):
 
     @schema_doc("tcp.recv")
     async def recv(self, length: int = 65536, timeout: Optional[int] = None) -> bytes:
-        """As :meth:`tcpgw.Tcp.recv`: up to ``length`` bytes, ``b""`` at end of stream."""
-        kept = self._state.take_ahead(length)
-        if kept is not None:
-            return kept
-        params = drop_none(handle=self.handle, length=recv_length(length), timeout=timeout, encoding="base64")
-        data, _eof = recv_answer(await self._gw._call_answer("tcp.recv", params))
-        return self._state.keep_ahead(data, length)
+        """As :meth:`tcpgw.Tcp.recv`: up to ``length`` bytes, ``b""`` at end of stream (reads ahead the same way)."""
+        return await self._gw._recv(self, length, timeout)
 
     @schema_doc("tcp.recv")
     async def recv_into(
@@ -251,9 +247,8 @@ class Tcp(gen._AsyncTcpMethods):
     @schema_doc("tcp.recvfrom")
     async def recvfrom(self, length: int = 65536, timeout: Optional[int] = None) -> Tuple[bytes, Optional[SockAddr]]:
         """As :meth:`tcpgw.Tcp.recvfrom`: ``(data, remoteAddr)``."""
-        kept = self._state.take_ahead(length)
-        if kept is not None:
-            return kept, self.remote
+        if (self._state.ahead_bytes or self._state.recv_busy) and valid_recv_length(length):
+            return await self._gw._recv(self, length, timeout), self.remote  # kept bytes come first
         params = drop_none(length=length, timeout=timeout, encoding="base64")
         return recvfrom_result(await self._invoke("tcp.recvfrom", params))
 
@@ -266,7 +261,11 @@ class Tcp(gen._AsyncTcpMethods):
     async def resume(self) -> bool:
         """Switch to flowing mode; bytes a read-ahead already brought here are the first ``"data"`` event."""
         self._gw._requeue_ahead(self)
-        return bool(await self._invoke("tcp.resume", {}))
+        try:
+            return bool(await self._invoke("tcp.resume", {}))
+        finally:
+            # Answered: a read-ahead in flight was answered before (bytes: now events) or failed.
+            self._state.resuming = False
 
     @schema_doc("tcp.getState")
     async def getState(self) -> int:
@@ -581,7 +580,52 @@ class Gateway(gen._AsyncGatewayMethods):
                     raise
                 # Dropped: the line is kept and goes out again after the resume.
 
-    async def _call_answer(self, method: str, params: Mapping[str, Any], fds: Sequence[int] = ()) -> Answer[Tcp]:
+    async def _recv(self, obj: Tcp, length: int, timeout: Optional[int]) -> bytes:
+        """``Tcp.recv``: as the threaded client's (bytes filed in ``ahead``, one read-ahead in flight)."""
+        if not valid_recv_length(length):
+            params = drop_none(handle=obj.handle, length=length, timeout=timeout, encoding="base64")
+            return recv_answer(await self._call_answer("tcp.recv", params))[0]
+        state = obj._state
+        loop = self._loop
+        deadline = None if timeout is None else loop.time() + max(timeout, 0) / 1000.0
+        while True:
+            chunk = state.take_ahead(length)
+            if chunk is not None:
+                prefetch = None if self._dead else self._session.recv_prefetch(obj)
+                if prefetch is not None:
+                    request_id, line = prefetch
+                    try:
+                        await self._write_line(line, (), self._session.pending.get(request_id))
+                    except OSError:
+                        self._session.forget(request_id)  # the reader sees the connection end
+                return chunk
+            if state.recv_eof:
+                state.recv_eof = False
+                return b""
+            if state.recv_error is not None:
+                error, state.recv_error = state.recv_error, None
+                raise error
+            if not state.recv_busy or state.gone:
+                ms = None if deadline is None else max(0, int((deadline - loop.time()) * 1000.0))
+                params = drop_none(handle=obj.handle, length=recv_length(length), timeout=ms, encoding="base64")
+                await self._call_answer("tcp.recv", params, sink=obj)  # its bytes are filed in ``ahead``
+                continue
+            if self._dead:
+                raise ConnectionClosedError("connection to the gateway is closed")
+            # Our read-ahead (or another task's recv) is in flight: wait for its answer.
+            remaining = None if deadline is None else deadline - loop.time()
+            if remaining is not None and remaining <= 0:
+                raise gen.RPCTimeoutError(-32002, f"recv on handle {obj.handle} timed out (nothing lost)")
+            if remaining is None:
+                await asyncio.shield(self._changed)
+            else:
+                try:
+                    await asyncio.wait_for(asyncio.shield(self._changed), remaining)
+                except asyncio.TimeoutError:
+                    pass
+
+    async def _call_answer(self, method: str, params: Mapping[str, Any], fds: Sequence[int] = (),
+                           sink: Optional[Tcp] = None) -> Answer[Tcp]:
         if method in gen.DESCRIPTOR_METHODS and not self._transport.passes_fds:
             raise gen.DescriptorError(
                 -32006, f"{method} passes a socket descriptor, which cannot travel over {self.path} (only a local Unix socket)")
@@ -593,7 +637,7 @@ class Gateway(gen._AsyncGatewayMethods):
                 raise ConnectionClosedError(f"connection to the gateway is closed: {failure}")
             raise ConnectionClosedError("connection to the gateway is closed")
         future: "asyncio.Future[Answer[Tcp]]" = self._loop.create_future()
-        request_id, line = self._session.request(method, params, future)
+        request_id, line = self._session.request(method, params, future, sink)
         try:
             await self._write_line(line, fds, self._session.pending.get(request_id))
         except OSError as exc:
@@ -618,6 +662,7 @@ class Gateway(gen._AsyncGatewayMethods):
         self._notify()
 
     def _requeue_ahead(self, obj: Tcp) -> None:
+        obj._state.resuming = True
         self._session.requeue_ahead(obj)
         self._notify()
         self._schedule_pump()
