@@ -30,6 +30,17 @@ struct SocketOption: ParsableArguments {
     var socket: String?
 
     var path: String { socket ?? GatewayConfig.defaultSocketPath() }
+
+    /// The path to connect to (attach needs a plain Unix socket, no ssh://); a path no Unix
+    /// socket address can hold is a clear error.
+    func pathToConnect() throws -> String {
+        let path = self.path
+        if let problem = SocketPathOwner.problem(with: path) {
+            FileHandle.standardError.write(Data("tcpgw: \(problem)\n".utf8))
+            throw ExitCode(2)
+        }
+        return path
+    }
 }
 
 struct Serve: ParsableCommand {
