@@ -4357,6 +4357,14 @@ enum OpenRPCDocument {
             "description": "Present (true) while a stream is attached to the handle (`tcp.attach`).",
             "type": "boolean",
             "const": true
+          },
+          "relayMode": {
+            "description": "Present while the handle is piped or attached: how the bytes read from its socket move now. `splice` (through a kernel pipe, never in user space) or `copy` (through user space: a fault on this handle's `in` or the other handle's `out` needs to see them).",
+            "type": "string",
+            "enum": [
+              "splice",
+              "copy"
+            ]
           }
         }
       },
