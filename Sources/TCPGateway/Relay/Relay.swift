@@ -52,6 +52,7 @@ final class Relay {
     /// Lengths at the front of a direction's buffer that go out in writes of their own (a
     /// slicer's slices): empty when no slicer works.
     private var segments: [CircularBuffer<Int>] = [[], []]
+    private var segmentedBytes = [0, 0]
     /// Each direction's (splice, copy) capacities, for a mode switch.
     private var capacities: [(splice: Int, copy: Int)] = []
     private var notes = [Note(), Note()]
@@ -242,9 +243,19 @@ final class Relay {
         guard count > 0 else { return }
         if segment || !segments[index].isEmpty {
             // Bytes already waiting before the first slice keep their own (one) write.
-            let before = userspace[index].readableBytes - segments[index].reduce(0, +)
-            if segments[index].isEmpty && before > 0 { segments[index].append(before) }
+            let before = userspace[index].readableBytes - segmentedBytes[index]
+            if segments[index].isEmpty && before > 0 {
+                segments[index].append(before)
+                segmentedBytes[index] += before
+            }
             segments[index].append(count)
+            segmentedBytes[index] += count
+        }
+        // The buffer is bounded by the direction's room; written bytes give their space back.
+        if userspace[index].readableBytes == 0 {
+            userspace[index].clear()
+        } else if userspace[index].readerIndex > userspace[index].readableBytes {
+            userspace[index].discardReadBytes()
         }
         userspace[index].writeImmutableBuffer(bytes)
         notes[index].passed += count
@@ -461,6 +472,7 @@ final class Relay {
     }
 
     private func consumeSegments(_ index: Int, _ written: Int) {
+        segmentedBytes[index] = max(segmentedBytes[index] - written, 0)
         var left = written
         while left > 0, let first = segments[index].first {
             if first <= left {
@@ -544,6 +556,7 @@ final class Relay {
         stream = nil
         userspace = [ByteBuffer(), ByteBuffer()]
         segments = [[], []]
+        segmentedBytes = [0, 0]
         work.removeAll()
         let handles = sides.compactMap(\.handle)
         sides = sides.map { _ in Side(handle: nil, fd: -1) }
