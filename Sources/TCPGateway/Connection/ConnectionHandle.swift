@@ -689,10 +689,6 @@ final class ConnectionHandle: ReactorSource {
 
     // MARK: faults
 
-    /// True while a fault chain on the handle holds stages or bytes: its bytes must pass
-    /// through userspace (a splice between handles must not bypass them).
-    var needsBytesInUserspace: Bool { faults?.needsBytesInUserspace ?? false }
-
     /// The faults, created with their sinks on first use: the in-chain delivers to the inbox or
     /// as tcp.onData, the out-chain writes to the socket. While relayed, both chains' output,
     /// their resets and their changes go to the relay instead.

@@ -67,7 +67,6 @@ final class HandleFaults {
     var inActive: Bool { !inChain.isIdle }
     /// Bytes accepted by tcp.send must go through the out-chain.
     var outActive: Bool { !outChain.isIdle }
-    var needsBytesInUserspace: Bool { inActive || outActive }
     /// The socket must not be read: a stall, too much held, or the FIN already taken.
     var stopsReading: Bool { inActive && (inEnded || inChain.stopsReading || inChain.heldBytes > highWater) }
     var heldOutBytes: Int { outChain.heldBytes }
