@@ -256,6 +256,23 @@ final class RelayDirectionTests: XCTestCase {
         XCTAssertEqual(ending.mode, .copy, "the end is still inside the chains")
     }
 
+    func testAQueuedFillOrFlushIsAskedAgainAfterASwitch() {
+        var d = D(mode: .splice, capacity: 1000, otherCapacity: 100)
+        let fill = d.handle(.sourceReady)
+        XCTAssertEqual(fill, [.spliceIn(max: 1000)])
+        _ = d.handle(.switchMode(.copy))
+        XCTAssertEqual(d.current(.spliceIn(max: 1000)), .readIn(max: 100), "a splice queued before the switch becomes a read")
+        _ = d.handle(.passed(10))
+        XCTAssertEqual(d.current(.spliceOut(max: 5)), .writeOut(max: 10))
+        _ = d.handle(.chain(held: 0, stopsReading: true))
+        XCTAssertNil(d.current(.readIn(max: 100)), "no longer wanted: the chains stop the source")
+        _ = d.handle(.flushed(10))
+        XCTAssertNil(d.current(.writeOut(max: 10)), "nothing left to write")
+        var ended = D(mode: .copy, capacity: 100)
+        let actions = ended.handle(.sourceEnded)
+        XCTAssertEqual(actions.compactMap { ended.current($0) }, [.shutdownDestination, .reportEnd], "ends always run")
+    }
+
     func testStreamTokensAreBase64URLOf128Bits() {
         XCTAssertEqual(StreamTokens.base64url([0xFB, 0xFF, 0xFE]), "-__-")
         XCTAssertEqual(StreamTokens.base64url([UInt8](repeating: 0, count: 16)), String(repeating: "A", count: 22))

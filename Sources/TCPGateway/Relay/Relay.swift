@@ -322,8 +322,9 @@ final class Relay {
         defer { running = false }
         var moves = [0, 0]
         absorb()
-        while let (index, action) = work.popFirst() {
+        while let (index, queued) = work.popFirst() {
             if isFinished { break }
+            guard let action = directions[index].current(queued) else { continue }
             switch action {
             case .spliceIn, .readIn, .writeOut, .spliceOut:
                 guard moves[index] < Relay.movesPerWakeup else { continue }

@@ -261,6 +261,19 @@ struct RelayDirection: Equatable {
         }
     }
 
+    /// An action asked for earlier and still queued, as the direction would ask it now (nil:
+    /// no longer wanted). Between the asking and the doing, a mode switch or the chains may
+    /// have changed what a fill or a flush means: a splice into a direction that now copies
+    /// would put bytes where nothing writes them from.
+    func current(_ action: Action) -> Action? {
+        switch action {
+        case .spliceIn, .readIn: return wantsSource ? fillAction() : nil
+        case .writeOut, .spliceOut: return wantsDestination ? flushAction() : nil
+        // The ends are asked by the input that ended the direction: always done.
+        case .shutdownDestination, .reportEnd, .reportError: return action
+        }
+    }
+
     private func fillAction() -> Action {
         mode == .splice ? .spliceIn(max: room) : .readIn(max: room)
     }
