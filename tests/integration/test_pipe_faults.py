@@ -279,10 +279,25 @@ def test_stall_out_stops_writing_to_the_destination_and_loses_nothing(wire: Wire
 
 
 # ---------------------------------------------------------------------------------- live switches
+class PacedPump(Pump):
+    """A Pump whose sender pauses 5 ms every 256 KiB: a 64 MiB transfer lasts over a second,
+    long enough to switch modes several times while bytes flow."""
+
+    def _send(self) -> None:
+        try:
+            view = memoryview(self.data)
+            for offset in range(0, len(view), 1 << 18):
+                self.sock.sendall(view[offset:offset + (1 << 18)])
+                time.sleep(0.005)
+            self.sock.shutdown(socket.SHUT_WR)
+        except OSError as e:
+            self.errors.append(e)
+
+
 def test_faults_added_and_removed_mid_stream_keep_every_byte(wire: Wire, listener: socket.socket) -> None:
     p = Pipe(wire, listener)
     up, down = payload(64 * MiB, 10), payload(64 * MiB, 11)
-    left, right = Pump(p.pa, up), Pump(p.pb, down)
+    left, right = PacedPump(p.pa, up), PacedPump(p.pb, down)
     for round_ in range(3):  # bounded: splice → copy (bytes in the pipe) → splice, three times
         while right.count < (round_ * 2 + 1) * MiB and right.threads[1].is_alive():
             time.sleep(0.01)
