@@ -838,60 +838,6 @@ extension DNSLookupParams {
     }
 }
 
-/// Params of `tcp.pipe`: Join two connection handles inside the gateway: what either reads is written
-/// to the other.
-struct TCPPipeParams: HandleParams, Equatable {
-    static let method = "tcp.pipe"
-    static let descriptor: DescriptorPassing? = nil
-
-    /// The handle to act on.
-    let handle: Int64
-    /// The other connection handle of the same client.
-    let peer: Int64
-}
-
-extension TCPPipeParams {
-    init(_ params: Params) throws {
-        let reader = ParamReader(params)
-        handle = try reader.required("handle")
-        peer = try reader.required("peer")
-    }
-}
-
-/// Params of `tcp.stream`: A single-use token that turns a new gateway connection into this handle's
-/// raw byte stream.
-struct TCPStreamParams: HandleParams, Equatable {
-    static let method = "tcp.stream"
-    static let descriptor: DescriptorPassing? = nil
-
-    /// The handle to act on.
-    let handle: Int64
-}
-
-extension TCPStreamParams {
-    init(_ params: Params) throws {
-        let reader = ParamReader(params)
-        handle = try reader.required("handle")
-    }
-}
-
-/// Params of `tcp.attach`: As the first line of a new connection: become the byte stream of the handle
-/// a tcp.stream token names.
-struct TCPAttachParams: MethodParams, Equatable {
-    static let method = "tcp.attach"
-    static let descriptor: DescriptorPassing? = nil
-
-    /// A token from `tcp.stream`.
-    let token: String
-}
-
-extension TCPAttachParams {
-    init(_ params: Params) throws {
-        let reader = ParamReader(params)
-        token = try reader.required("token")
-    }
-}
-
 /// Params of `fault.add`: Put a fault on a connection or a server.
 struct FaultAddParams: HandleParams, Equatable {
     static let method = "fault.add"
@@ -958,6 +904,60 @@ extension FaultListParams {
     }
 }
 
+/// Params of `tcp.pipe`: Join two connection handles inside the gateway: what either reads is written
+/// to the other.
+struct TCPPipeParams: HandleParams, Equatable {
+    static let method = "tcp.pipe"
+    static let descriptor: DescriptorPassing? = nil
+
+    /// The handle to act on.
+    let handle: Int64
+    /// The other connection handle of the same client.
+    let peer: Int64
+}
+
+extension TCPPipeParams {
+    init(_ params: Params) throws {
+        let reader = ParamReader(params)
+        handle = try reader.required("handle")
+        peer = try reader.required("peer")
+    }
+}
+
+/// Params of `tcp.stream`: A single-use token that turns a new gateway connection into this handle's
+/// raw byte stream.
+struct TCPStreamParams: HandleParams, Equatable {
+    static let method = "tcp.stream"
+    static let descriptor: DescriptorPassing? = nil
+
+    /// The handle to act on.
+    let handle: Int64
+}
+
+extension TCPStreamParams {
+    init(_ params: Params) throws {
+        let reader = ParamReader(params)
+        handle = try reader.required("handle")
+    }
+}
+
+/// Params of `tcp.attach`: As the first line of a new connection: become the byte stream of the handle
+/// a tcp.stream token names.
+struct TCPAttachParams: MethodParams, Equatable {
+    static let method = "tcp.attach"
+    static let descriptor: DescriptorPassing? = nil
+
+    /// A token from `tcp.stream`.
+    let token: String
+}
+
+extension TCPAttachParams {
+    init(_ params: Params) throws {
+        let reader = ParamReader(params)
+        token = try reader.required("token")
+    }
+}
+
 /// Every request method's params type, in the schema's order.
 enum MethodParamsTypes {
     static let all: [any MethodParams.Type] = [
@@ -998,11 +998,11 @@ enum MethodParamsTypes {
         GatewayInfoParams.self,
         RPCDiscoverParams.self,
         DNSLookupParams.self,
-        TCPPipeParams.self,
-        TCPStreamParams.self,
-        TCPAttachParams.self,
         FaultAddParams.self,
         FaultRemoveParams.self,
         FaultListParams.self,
+        TCPPipeParams.self,
+        TCPStreamParams.self,
+        TCPAttachParams.self,
     ]
 }

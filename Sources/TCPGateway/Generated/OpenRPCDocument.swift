@@ -2860,190 +2860,6 @@ enum OpenRPCDocument {
       ]
     },
     {
-      "name": "tcp.pipe",
-      "summary": "Join two connection handles inside the gateway: what either reads is written to the other.",
-      "description": "Relays bytes between the connections `handle` and `peer` of the calling client, both connected, without passing them through the client: with splice(2) through a kernel pipe per direction (bytes never enter user space), or through a bounded user-space buffer when a fault needs to see them. Bytes either handle had already read and not delivered go first. An end of stream on one side becomes a `shutdown(\"w\")` on the other once everything before it is written, so half-closes pass through. While piped, neither handle has `tcp.onData`, and `tcp.recv`, `tcp.send`, `tcp.shutdown`, `tcp.flyAway` are -32001; options, faults, `tcp.getState`, counters (`bytesIn`/`bytesOut` count what the relay moves) and `tcp.list` (`pipedTo`) still work. `tcp.close` of either closes both, with no event. Faults (fault.add, inherited server templates) work inside the pipe as on a plain handle: a direction runs through the source handle's \"in\" faults and then the destination handle's \"out\" faults while either is active, spliced otherwise (`tcp.list`'s `relayMode`); bytes already in the kernel pipe when a fault is added pass before it takes effect, unfaulted; an end of stream stays behind the bytes a fault holds; a stall on \"in\" stops reading the source (a zero window). When both directions have ended, each handle is gone with `tcp.onClose {handle}`; when one side is reset or fails, the other is reset too and each handle is gone with `tcp.onClose {handle, error}` (and `fault` on the handle whose fault reset it). Piping a handle that is already piped or attached, still connecting, closed, shut down, or still sending queued bytes, is -32001; a server handle is -32001; `peer` equal to `handle` is -32602. Synchronous: answers once the relay runs.",
-      "tags": [
-        {
-          "name": "connection"
-        }
-      ],
-      "paramStructure": "either",
-      "params": [
-        {
-          "$ref": "#/components/contentDescriptors/handle"
-        },
-        {
-          "name": "peer",
-          "required": true,
-          "description": "The other connection handle of the same client.",
-          "schema": {
-            "$ref": "#/components/schemas/Handle"
-          }
-        }
-      ],
-      "result": {
-        "name": "ok",
-        "description": "Always true on success.",
-        "schema": {
-          "type": "boolean",
-          "const": true
-        }
-      },
-      "errors": [
-        {
-          "$ref": "#/components/errors/InvalidParams"
-        },
-        {
-          "$ref": "#/components/errors/UnknownHandle"
-        },
-        {
-          "$ref": "#/components/errors/WrongHandleState"
-        },
-        {
-          "$ref": "#/components/errors/OsFailure"
-        }
-      ],
-      "examples": [
-        {
-          "name": "join two",
-          "params": [
-            {
-              "name": "handle",
-              "value": 3
-            },
-            {
-              "name": "peer",
-              "value": 4
-            }
-          ],
-          "result": {
-            "name": "result",
-            "value": true
-          }
-        }
-      ]
-    },
-    {
-      "name": "tcp.stream",
-      "summary": "A single-use token that turns a new gateway connection into this handle's raw byte stream.",
-      "description": "Answers a token of 128 random bits (base64url, no padding) valid for 10 seconds and for one use: a new connection to the gateway whose first line is the `tcp.attach` request with this token becomes the connection's byte stream, both ways, with no JSON (see `tcp.attach`). Only a client with the same uid may use it. Issuing a token changes nothing about the handle until the attach. -32001 when the handle cannot be attached now (already piped or attached, still connecting, closed, shut down, or still sending queued bytes); -32004 when too many tokens wait. Synchronous.",
-      "tags": [
-        {
-          "name": "connection"
-        }
-      ],
-      "paramStructure": "either",
-      "params": [
-        {
-          "$ref": "#/components/contentDescriptors/handle"
-        }
-      ],
-      "result": {
-        "name": "stream",
-        "description": "The token to present in `tcp.attach`.",
-        "schema": {
-          "$ref": "#/components/schemas/StreamToken"
-        }
-      },
-      "errors": [
-        {
-          "$ref": "#/components/errors/InvalidParams"
-        },
-        {
-          "$ref": "#/components/errors/UnknownHandle"
-        },
-        {
-          "$ref": "#/components/errors/WrongHandleState"
-        },
-        {
-          "$ref": "#/components/errors/LimitReached"
-        }
-      ],
-      "examples": [
-        {
-          "name": "token",
-          "params": [
-            {
-              "name": "handle",
-              "value": 7
-            }
-          ],
-          "result": {
-            "name": "result",
-            "value": {
-              "token": "q3Vx0yPp7m9Yb2mKcW1xHQ"
-            }
-          }
-        }
-      ]
-    },
-    {
-      "name": "tcp.attach",
-      "summary": "As the first line of a new connection: become the byte stream of the handle a tcp.stream token names.",
-      "description": "Valid only as the first line of a new connection to the gateway, on its own (a failed attempt may be retried; any other line ends the chance): `{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tcp.attach\",\"params\":{\"token\":TOKEN}}`. The gateway answers one line, `{\"jsonrpc\":\"2.0\",\"result\":{\"handle\":N,\"buffered\":COUNT},\"id\":1}`, and from then on the connection is the TCP connection's byte stream, both ways, raw: first the COUNT bytes the gateway had already read, then everything else. Bytes the client sent after its attach line go to the TCP peer first. The client's `shutdown(SHUT_WR)` becomes `shutdown(\"w\")` on the TCP socket; the peer's end of stream shuts the stream's writing side. The owning connection keeps the handle (`tcp.list`: `attached: true`); its `tcp.recv`, `tcp.send`, `tcp.shutdown`, `tcp.flyAway` are -32001, options, faults and `tcp.close` work (closing ends the stream too), and when the stream has finished the owner gets `tcp.onClose {handle}` (with `error` when it ended by an error or reset). A wrong, used or expired token, or a client of another uid, is -32008 and the connection stays a JSON-RPC connection; a handle closed meanwhile is -32000, one that can no longer be attached -32001. Anywhere but the first line (or in a batch) it is -32600.",
-      "tags": [
-        {
-          "name": "connection"
-        }
-      ],
-      "paramStructure": "either",
-      "params": [
-        {
-          "name": "token",
-          "required": true,
-          "description": "A token from `tcp.stream`.",
-          "schema": {
-            "type": "string",
-            "minLength": 1,
-            "maxLength": 64
-          }
-        }
-      ],
-      "result": {
-        "name": "attached",
-        "description": "The handle and how many already-read bytes come first.",
-        "schema": {
-          "$ref": "#/components/schemas/AttachResult"
-        }
-      },
-      "errors": [
-        {
-          "$ref": "#/components/errors/InvalidRequest"
-        },
-        {
-          "$ref": "#/components/errors/InvalidParams"
-        },
-        {
-          "$ref": "#/components/errors/StreamTokenInvalid"
-        },
-        {
-          "$ref": "#/components/errors/UnknownHandle"
-        },
-        {
-          "$ref": "#/components/errors/WrongHandleState"
-        }
-      ],
-      "examples": [
-        {
-          "name": "attach",
-          "params": [
-            {
-              "name": "token",
-              "value": "q3Vx0yPp7m9Yb2mKcW1xHQ"
-            }
-          ],
-          "result": {
-            "name": "result",
-            "value": {
-              "handle": 7,
-              "buffered": 0
-            }
-          }
-        }
-      ]
-    },
-    {
       "name": "fault.add",
       "summary": "Put a fault on a connection or a server.",
       "description": "Makes a real connection misbehave in a controlled way (contract §10). On a connection the fault applies from now on to `stream` (\"in\": bytes read from the socket, before delivery; \"out\": bytes accepted by tcp.send, before they are written); `tcp.send` answers once the fault has taken the bytes. On a server it is a template: every connection the server accepts from now on gets its own instance (its own toxicity draw and randomness); existing connections are untouched. On a piped or attached connection (`tcp.pipe`, `tcp.attach`) the fault works on the relay as on a plain handle: \"in\" on the bytes read from this handle's socket before they go on, \"out\" on the bytes about to be written to it; a reset by a fault resets both sides of a pipe and names the fault in this handle's `tcp.onClose`. Bytes already in the relay's kernel pipe when the fault is added pass unfaulted, in order. `toxicity` (0..1, default 1) is the probability the fault is active on a connection, drawn once per connection and stream. Types: latency {latency, jitter}: each chunk waits latency ± jitter ms, order kept. bandwidth {rate}: at most rate KiB/s. slicer {averageSize, sizeVariation, delayUs}: the stream is cut into slices delivered (in: separate tcp.onData, a tcp.recv answers at most one) or written (out: TCP_NODELAY on while active) one by one. limitData {bytes}: once bytes have passed, the connection is reset. timeout {timeout}: nothing passes (bytes are dropped); after timeout ms (0: never) the connection is reset. resetPeer {timeout}: the connection is reset (RST) timeout ms after the fault takes effect. slowClose {delay}: the gateway's close or shutdown(\"w\") reaches the peer delay ms later. stall {}: in: the gateway stops reading the socket (the peer's window fills; nothing is dropped); out: writes wait; until the fault is removed. Bytes a fault holds count against the handle's send limit and the buffer budget, and an in-fault holding more than the outbound high watermark stops reading the socket. A connection a fault resets ends with `tcp.onClose {handle, error, fault}`; a paused handle's next call fails with -32000 and `data.fault`. Randomness repeats with `tcpgw serve --seed N`. Synchronous. Bad type, stream, toxicity, attribute or a name in use: -32602 naming it.",
@@ -3313,6 +3129,190 @@ enum OpenRPCDocument {
                 "active": true
               }
             ]
+          }
+        }
+      ]
+    },
+    {
+      "name": "tcp.pipe",
+      "summary": "Join two connection handles inside the gateway: what either reads is written to the other.",
+      "description": "Relays bytes between the connections `handle` and `peer` of the calling client, both connected, without passing them through the client: with splice(2) through a kernel pipe per direction (bytes never enter user space), or through a bounded user-space buffer when a fault needs to see them. Bytes either handle had already read and not delivered go first. An end of stream on one side becomes a `shutdown(\"w\")` on the other once everything before it is written, so half-closes pass through. While piped, neither handle has `tcp.onData`, and `tcp.recv`, `tcp.send`, `tcp.shutdown`, `tcp.flyAway` are -32001; options, faults, `tcp.getState`, counters (`bytesIn`/`bytesOut` count what the relay moves) and `tcp.list` (`pipedTo`) still work. `tcp.close` of either closes both, with no event. Faults (fault.add, inherited server templates) work inside the pipe as on a plain handle: a direction runs through the source handle's \"in\" faults and then the destination handle's \"out\" faults while either is active, spliced otherwise (`tcp.list`'s `relayMode`); bytes already in the kernel pipe when a fault is added pass before it takes effect, unfaulted; an end of stream stays behind the bytes a fault holds; a stall on \"in\" stops reading the source (a zero window). When both directions have ended, each handle is gone with `tcp.onClose {handle}`; when one side is reset or fails, the other is reset too and each handle is gone with `tcp.onClose {handle, error}` (and `fault` on the handle whose fault reset it). Piping a handle that is already piped or attached, still connecting, closed, shut down, or still sending queued bytes, is -32001; a server handle is -32001; `peer` equal to `handle` is -32602. Synchronous: answers once the relay runs.",
+      "tags": [
+        {
+          "name": "connection"
+        }
+      ],
+      "paramStructure": "either",
+      "params": [
+        {
+          "$ref": "#/components/contentDescriptors/handle"
+        },
+        {
+          "name": "peer",
+          "required": true,
+          "description": "The other connection handle of the same client.",
+          "schema": {
+            "$ref": "#/components/schemas/Handle"
+          }
+        }
+      ],
+      "result": {
+        "name": "ok",
+        "description": "Always true on success.",
+        "schema": {
+          "type": "boolean",
+          "const": true
+        }
+      },
+      "errors": [
+        {
+          "$ref": "#/components/errors/InvalidParams"
+        },
+        {
+          "$ref": "#/components/errors/UnknownHandle"
+        },
+        {
+          "$ref": "#/components/errors/WrongHandleState"
+        },
+        {
+          "$ref": "#/components/errors/OsFailure"
+        }
+      ],
+      "examples": [
+        {
+          "name": "join two",
+          "params": [
+            {
+              "name": "handle",
+              "value": 3
+            },
+            {
+              "name": "peer",
+              "value": 4
+            }
+          ],
+          "result": {
+            "name": "result",
+            "value": true
+          }
+        }
+      ]
+    },
+    {
+      "name": "tcp.stream",
+      "summary": "A single-use token that turns a new gateway connection into this handle's raw byte stream.",
+      "description": "Answers a token of 128 random bits (base64url, no padding) valid for 10 seconds and for one use: a new connection to the gateway whose first line is the `tcp.attach` request with this token becomes the connection's byte stream, both ways, with no JSON (see `tcp.attach`). Only a client with the same uid may use it. Issuing a token changes nothing about the handle until the attach. -32001 when the handle cannot be attached now (already piped or attached, still connecting, closed, shut down, or still sending queued bytes); -32004 when too many tokens wait. Synchronous.",
+      "tags": [
+        {
+          "name": "connection"
+        }
+      ],
+      "paramStructure": "either",
+      "params": [
+        {
+          "$ref": "#/components/contentDescriptors/handle"
+        }
+      ],
+      "result": {
+        "name": "stream",
+        "description": "The token to present in `tcp.attach`.",
+        "schema": {
+          "$ref": "#/components/schemas/StreamToken"
+        }
+      },
+      "errors": [
+        {
+          "$ref": "#/components/errors/InvalidParams"
+        },
+        {
+          "$ref": "#/components/errors/UnknownHandle"
+        },
+        {
+          "$ref": "#/components/errors/WrongHandleState"
+        },
+        {
+          "$ref": "#/components/errors/LimitReached"
+        }
+      ],
+      "examples": [
+        {
+          "name": "token",
+          "params": [
+            {
+              "name": "handle",
+              "value": 7
+            }
+          ],
+          "result": {
+            "name": "result",
+            "value": {
+              "token": "q3Vx0yPp7m9Yb2mKcW1xHQ"
+            }
+          }
+        }
+      ]
+    },
+    {
+      "name": "tcp.attach",
+      "summary": "As the first line of a new connection: become the byte stream of the handle a tcp.stream token names.",
+      "description": "Valid only as the first line of a new connection to the gateway, on its own (a failed attempt may be retried; any other line ends the chance): `{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tcp.attach\",\"params\":{\"token\":TOKEN}}`. The gateway answers one line, `{\"jsonrpc\":\"2.0\",\"result\":{\"handle\":N,\"buffered\":COUNT},\"id\":1}`, and from then on the connection is the TCP connection's byte stream, both ways, raw: first the COUNT bytes the gateway had already read, then everything else. Bytes the client sent after its attach line go to the TCP peer first. The client's `shutdown(SHUT_WR)` becomes `shutdown(\"w\")` on the TCP socket; the peer's end of stream shuts the stream's writing side. The owning connection keeps the handle (`tcp.list`: `attached: true`); its `tcp.recv`, `tcp.send`, `tcp.shutdown`, `tcp.flyAway` are -32001, options, faults and `tcp.close` work (closing ends the stream too), and when the stream has finished the owner gets `tcp.onClose {handle}` (with `error` when it ended by an error or reset). A wrong, used or expired token, or a client of another uid, is -32008 and the connection stays a JSON-RPC connection; a handle closed meanwhile is -32000, one that can no longer be attached -32001. Anywhere but the first line (or in a batch) it is -32600.",
+      "tags": [
+        {
+          "name": "connection"
+        }
+      ],
+      "paramStructure": "either",
+      "params": [
+        {
+          "name": "token",
+          "required": true,
+          "description": "A token from `tcp.stream`.",
+          "schema": {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": 64
+          }
+        }
+      ],
+      "result": {
+        "name": "attached",
+        "description": "The handle and how many already-read bytes come first.",
+        "schema": {
+          "$ref": "#/components/schemas/AttachResult"
+        }
+      },
+      "errors": [
+        {
+          "$ref": "#/components/errors/InvalidRequest"
+        },
+        {
+          "$ref": "#/components/errors/InvalidParams"
+        },
+        {
+          "$ref": "#/components/errors/StreamTokenInvalid"
+        },
+        {
+          "$ref": "#/components/errors/UnknownHandle"
+        },
+        {
+          "$ref": "#/components/errors/WrongHandleState"
+        }
+      ],
+      "examples": [
+        {
+          "name": "attach",
+          "params": [
+            {
+              "name": "token",
+              "value": "q3Vx0yPp7m9Yb2mKcW1xHQ"
+            }
+          ],
+          "result": {
+            "name": "result",
+            "value": {
+              "handle": 7,
+              "buffered": 0
+            }
           }
         }
       ]

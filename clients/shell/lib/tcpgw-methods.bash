@@ -359,30 +359,6 @@ dns_lookup() {
 		-- "$@"
 }
 
-# tcp.pipe: Join two connection handles inside the gateway: what either reads is written to the other.
-# Usage: tcp_pipe HANDLE PEER
-tcp_pipe() {
-	_tcpgw_invoke tcp.pipe value 'tcp_pipe HANDLE PEER' \
-		handle:int! peer:int! \
-		-- "$@"
-}
-
-# tcp.stream: A single-use token that turns a new gateway connection into this handle's raw byte stream.
-# Usage: tcp_stream HANDLE
-tcp_stream() {
-	_tcpgw_invoke tcp.stream value 'tcp_stream HANDLE' \
-		handle:int! \
-		-- "$@"
-}
-
-# tcp.attach: As the first line of a new connection: become the byte stream of the handle a tcp.stream token names.
-# Usage: tcp_attach TOKEN
-tcp_attach() {
-	_tcpgw_invoke tcp.attach handle 'tcp_attach TOKEN' \
-		token:str! \
-		-- "$@"
-}
-
 # fault.add: Put a fault on a connection or a server.
 # Usage: fault_add HANDLE TYPE [STREAM] [TOXICITY] [ATTRIBUTES] [NAME]
 fault_add() {
@@ -404,6 +380,30 @@ fault_remove() {
 fault_list() {
 	_tcpgw_invoke fault.list value 'fault_list HANDLE' \
 		handle:int! \
+		-- "$@"
+}
+
+# tcp.pipe: Join two connection handles inside the gateway: what either reads is written to the other.
+# Usage: tcp_pipe HANDLE PEER
+tcp_pipe() {
+	_tcpgw_invoke tcp.pipe value 'tcp_pipe HANDLE PEER' \
+		handle:int! peer:int! \
+		-- "$@"
+}
+
+# tcp.stream: A single-use token that turns a new gateway connection into this handle's raw byte stream.
+# Usage: tcp_stream HANDLE
+tcp_stream() {
+	_tcpgw_invoke tcp.stream value 'tcp_stream HANDLE' \
+		handle:int! \
+		-- "$@"
+}
+
+# tcp.attach: As the first line of a new connection: become the byte stream of the handle a tcp.stream token names.
+# Usage: tcp_attach TOKEN
+tcp_attach() {
+	_tcpgw_invoke tcp.attach handle 'tcp_attach TOKEN' \
+		token:str! \
 		-- "$@"
 }
 
@@ -455,12 +455,12 @@ declare -gA _TCPGW_USAGE=(
 	[gateway_info]='gateway_info — Gateway version, process and limits.'
 	[rpc_discover]='rpc_discover — This OpenRPC document.'
 	[dns_lookup]='dns_lookup HOST [DOMAIN] — Resolve a host name to its addresses.'
-	[tcp_pipe]='tcp_pipe HANDLE PEER — Join two connection handles inside the gateway: what either reads is written to the other.'
-	[tcp_stream]='tcp_stream HANDLE — A single-use token that turns a new gateway connection into this handle'\''s raw byte stream.'
-	[tcp_attach]='tcp_attach TOKEN — As the first line of a new connection: become the byte stream of the handle a tcp.stream token names.'
 	[fault_add]='fault_add HANDLE TYPE [STREAM] [TOXICITY] [ATTRIBUTES] [NAME] — Put a fault on a connection or a server.'
 	[fault_remove]='fault_remove HANDLE NAME — Take a fault off a handle.'
 	[fault_list]='fault_list HANDLE — A handle'\''s faults.'
+	[tcp_pipe]='tcp_pipe HANDLE PEER — Join two connection handles inside the gateway: what either reads is written to the other.'
+	[tcp_stream]='tcp_stream HANDLE — A single-use token that turns a new gateway connection into this handle'\''s raw byte stream.'
+	[tcp_attach]='tcp_attach TOKEN — As the first line of a new connection: become the byte stream of the handle a tcp.stream token names.'
 )
 
 # Event (notification) names of the schema, in order (tcpgw_wait_event checks against them).
