@@ -97,6 +97,13 @@ final class ConnectionStateMachineTests: XCTestCase {
         expect(&closed, .relayEnded(errno: nil), [], "a handle the client closed has nothing to report")
         var connecting = M(connecting: true, flowing: false)
         expect(&connecting, .relayEnded(errno: nil), [], "never relayed while connecting")
+        XCTAssertNil(reset.endedByFault)
+    }
+
+    func testRelayEndedByAFaultKeepsItsName() {
+        var m = M(connecting: false, flowing: true)
+        expect(&m, .relayEnded(errno: ECONNRESET, fault: "limitData_in"), [.failReceivers(.unknownHandle), .completeShutdowns, .closeSocket, .forget, .emitClose(errno: ECONNRESET)])
+        XCTAssertEqual(m.endedByFault, "limitData_in", "for tcp.onClose's fault and the handle table's memory")
     }
 
     func testInitialStates() {

@@ -621,10 +621,11 @@ final class ConnectionHandle: ReactorSource {
     func countRelayed(read count: Int) { bytesIn += Int64(count) }
     func countRelayed(written count: Int) { bytesOut += Int64(count) }
 
-    /// The relay has ended (both directions, or by `errno`): the handle is gone with tcp.onClose.
-    func relayFinished(errno: Int32?) {
+    /// The relay has ended (both directions, or by `errno`, a reset by `fault` of this
+    /// handle's): the handle is gone with tcp.onClose.
+    func relayFinished(errno: Int32?, fault: String? = nil) {
         relay = nil
-        apply(machine.handle(.relayEnded(errno: errno)))
+        apply(machine.handle(.relayEnded(errno: errno, fault: fault)))
     }
 
     /// The client closed the relay's other end: this one closes with it, quietly.
@@ -688,17 +689,15 @@ final class ConnectionHandle: ReactorSource {
 
     // MARK: faults
 
-    /// True while a fault chain on the handle holds stages or bytes: its bytes must pass
-    /// through userspace (a splice between handles must not bypass them).
-    var needsBytesInUserspace: Bool { faults?.needsBytesInUserspace ?? false }
-
     /// The faults, created with their sinks on first use: the in-chain delivers to the inbox or
-    /// as tcp.onData, the out-chain writes to the socket.
+    /// as tcp.onData, the out-chain writes to the socket. While relayed, both chains' output,
+    /// their resets and their changes go to the relay instead.
     func faultsCreatingIfNeeded() -> HandleFaults {
         if let faults { return faults }
         let created = HandleFaults(handleID: id, gateway: session.gateway)
         created.sinks = HandleFaults.Sinks(
             deliver: { [unowned self] bytes in
+                if let relay { return relay.chainDelivered(bytes, from: self) }
                 if machine.flowing {
                     bytes.withUnsafeReadableBytes { session.emitData(handle: id, $0) }
                 } else {
@@ -706,14 +705,24 @@ final class ConnectionHandle: ReactorSource {
                     inbox.writeImmutableBuffer(bytes)
                 }
             },
-            deliveredEnd: { [unowned self] in apply(machine.handle(.peerFinished)) },
-            delivered: { [unowned self] in if !machine.flowing { serveReceivers() } },
-            write: { [unowned self] bytes in writeFromChain(bytes) },
+            deliveredEnd: { [unowned self] in
+                if let relay { return relay.chainDeliveredEnd(from: self) }
+                apply(machine.handle(.peerFinished))
+            },
+            delivered: { [unowned self] in if relay == nil && !machine.flowing { serveReceivers() } },
+            write: { [unowned self] bytes in
+                if let relay { return relay.chainWrote(bytes, to: self) }
+                writeFromChain(bytes)
+            },
             reset: { [unowned self] name in
+                if let relay { return relay.chainReset(self, fault: name) }
                 if let raw = socket?.raw { _ = tcpgw_set_linger(raw, 1, 0) }  // close sends RST
                 apply(machine.handle(.failed(errno: ECONNRESET, fault: name)))
             },
-            interestChanged: { [unowned self] in updateInterest() },
+            interestChanged: { [unowned self] in
+                if let relay { return relay.chainsChanged() }
+                updateInterest()
+            },
             account: { [unowned self] delta in session.account(delta) },
             fd: { [unowned self] in fd })
         faults = created

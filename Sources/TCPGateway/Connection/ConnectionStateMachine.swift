@@ -58,7 +58,7 @@ struct ConnectionStateMachine: Equatable {
         case detached
         case setFlowing(Bool)
         /// A relay (tcp.pipe, tcp.attach) that had the socket ended, cleanly or by `errno`.
-        case relayEnded(errno: Int32?)
+        case relayEnded(errno: Int32?, fault: String? = nil)
     }
 
     enum Action: Equatable {
@@ -197,9 +197,10 @@ struct ConnectionStateMachine: Equatable {
             phase = .gone
             return [.failReceivers(.unknownHandle), .completeShutdowns]
 
-        case .relayEnded(let errno):
+        case .relayEnded(let errno, let fault):
             guard phase == .open else { return [] }
             phase = .gone
+            endedByFault = fault
             return [.failReceivers(.unknownHandle), .completeShutdowns, .closeSocket, .forget, .emitClose(errno: errno)]
 
         case .setFlowing(let on):

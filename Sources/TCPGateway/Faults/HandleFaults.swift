@@ -67,10 +67,14 @@ final class HandleFaults {
     var inActive: Bool { !inChain.isIdle }
     /// Bytes accepted by tcp.send must go through the out-chain.
     var outActive: Bool { !outChain.isIdle }
-    var needsBytesInUserspace: Bool { inActive || outActive }
     /// The socket must not be read: a stall, too much held, or the FIN already taken.
     var stopsReading: Bool { inActive && (inEnded || inChain.stopsReading || inChain.heldBytes > highWater) }
     var heldOutBytes: Int { outChain.heldBytes }
+    var heldInBytes: Int { inChain.heldBytes }
+    /// A stall on `in`: the socket must not be read (a relay asks this; a plain handle, `stopsReading`).
+    var stallsIn: Bool { inActive && inChain.stopsReading }
+    /// A slicer works on `out`: each slice goes to the socket in its own write.
+    var slicesOut: Bool { outChain.stages.contains { $0.stage is SlicerStage } }
     /// How late a close or shutdown("w") reaches the peer (the longest active slowClose).
     var closeDelayMS: Int? {
         let delays = (inChain.stages + outChain.stages).compactMap { ($0.stage as? SlowCloseStage)?.delayMS }

@@ -49,6 +49,7 @@ enum GatewayOperations {
                 // Relayed (contract §11): where its bytes go instead of to the client.
                 if let relay = connection.relay {
                     if let peer = relay.peer(of: connection) { entry["pipedTo"] = .int(peer.id) } else { entry["attached"] = true }
+                    if let mode = relay.mode(readingFrom: connection) { entry["relayMode"] = mode == .splice ? "splice" : "copy" }
                 }
                 return .object(entry)
             }

@@ -11,6 +11,13 @@ import NIOCore
 /// When both directions have ended, each handle is gone with `tcp.onClose`; when one fails
 /// (a reset, an error), every TCP socket of the relay is reset and each handle is gone with
 /// `tcp.onClose {error}`. A client closing one of the handles closes the whole relay quietly.
+///
+/// Faults (contract §10): a direction whose source handle's `in` chain or destination
+/// handle's `out` chain is active copies, and what it reads goes through those chains (in,
+/// then out) before the buffer. The chains' sinks call back here (`chainDelivered`,
+/// `chainWrote`, ...); those calls only take note, and the notes become the direction's inputs
+/// in `absorb`, so a chain never runs the relay from inside its own pump. Each change of the
+/// chains re-picks the directions' modes (`Relay.mode`).
 final class Relay {
     /// One end: a connection handle's socket (borrowed; the handle keeps owning it), or an
     /// attached stream's socket (owned here).
@@ -30,21 +37,45 @@ final class Relay {
     /// one relay cannot starve the loop.
     private static let movesPerWakeup = 16
 
+    /// What the chains did for a direction since it was last told.
+    private struct Note {
+        var passed = 0
+        var ended = false
+    }
+
     private let reactor: Reactor
+    private unowned let gateway: Gateway
     private var sides: [Side]
     private var directions: [RelayDirection]
     private var pipes: [(read: Int32, write: Int32)?]
     private var userspace: [ByteBuffer]
+    /// Lengths at the front of a direction's buffer that go out in writes of their own (a
+    /// slicer's slices): empty when no slicer works.
+    private var segments: [CircularBuffer<Int>] = [[], []]
+    private var segmentedBytes = [0, 0]
+    /// Each direction's (splice, copy) capacities, for a mode switch.
+    private var capacities: [(splice: Int, copy: Int)] = []
+    private var notes = [Note(), Note()]
+    /// A fault of `handle` asked for a reset.
+    private var resetBy: (handle: ConnectionHandle, fault: String)?
+    private var work: CircularBuffer<(index: Int, action: RelayDirection.Action)> = []
+    private var running = false
+    private var kickScheduled = false
+    /// Bytes the chains of a direction may hold before the source is not read (the handles'
+    /// own limit).
+    private let highWater: Int
     private var watchers: [RelayWatcher] = []
     /// The attached stream's socket, once it is here.
     private var stream: OwnedFD?
     private(set) var isFinished = false
     private var started = false
 
-    /// How a direction moves its bytes. Splice, unless a fault on either handle needs to see
-    /// them (contract §10): the one place where that is decided.
+    /// How a direction moves its bytes. Splice, unless a fault needs to see them (contract
+    /// §10): the source's `in` chain or the destination's `out` chain is active. The one place
+    /// where that is decided.
     static func mode(from source: ConnectionHandle?, to destination: ConnectionHandle?, gateway: Gateway) -> RelayDirection.Mode {
         if gateway.config.relayCopyMode { return .copy }
+        if source?.faults?.inActive == true || destination?.faults?.outActive == true { return .copy }
         return .splice
     }
 
@@ -55,7 +86,7 @@ final class Relay {
         try first.checkRelayable()
         try second.checkRelayable()
         let modes = [mode(from: first, to: second, gateway: gateway), mode(from: second, to: first, gateway: gateway)]
-        let relay = try Relay(reactor: gateway.reactor, modes: modes, handles: [first, second])
+        let relay = try Relay(gateway: gateway, modes: modes)
         let a = first.beginRelay(relay)
         let b = second.beginRelay(relay)
         relay.sides = [Side(handle: first, fd: a.fd), Side(handle: second, fd: b.fd)]
@@ -73,7 +104,7 @@ final class Relay {
         let gateway = handle.session.gateway
         try handle.checkRelayable()
         let modes = [mode(from: handle, to: nil, gateway: gateway), mode(from: nil, to: handle, gateway: gateway)]
-        let relay = try Relay(reactor: gateway.reactor, modes: modes, handles: [handle])
+        let relay = try Relay(gateway: gateway, modes: modes)
         let taken = handle.beginRelay(relay)
         relay.sides = [Side(handle: handle, fd: taken.fd), Side(handle: nil, fd: -1)]
         let buffered = taken.buffered.readableBytes
@@ -82,25 +113,38 @@ final class Relay {
         return (relay, buffered)
     }
 
-    private init(reactor: Reactor, modes: [RelayDirection.Mode], handles: [ConnectionHandle]) throws {
-        self.reactor = reactor
+    private init(gateway: Gateway, modes: [RelayDirection.Mode]) throws {
+        self.reactor = gateway.reactor
+        self.gateway = gateway
+        self.highWater = gateway.config.outboundHighWatermark
         self.sides = []
         self.directions = []
         self.pipes = [nil, nil]
         self.userspace = [ByteBuffer(), ByteBuffer()]
-        // Pipes first: a refusal (out of descriptors) leaves the handles as they were.
-        var capacities = [Relay.copyCapacity, Relay.copyCapacity]
-        for (index, mode) in modes.enumerated() where mode == .splice {
-            var fds: [Int32] = [-1, -1]
-            let capacity = fds.withUnsafeMutableBufferPointer { tcpgw_pipe($0.baseAddress, Int32(Relay.pipeSize)) }
-            if capacity < 0 {
-                closePipes()
-                throw SystemError(errno: -capacity, syscall: "pipe2")
+        // Pipes first: a refusal (out of descriptors) leaves the handles as they were. Every
+        // direction gets one (a copying direction splices again once its faults are gone),
+        // unless the test knob keeps the relay copying.
+        capacities = modes.map { _ in (Relay.copyCapacity, Relay.copyCapacity) }
+        if !gateway.config.relayCopyMode {
+            for index in modes.indices {
+                var fds: [Int32] = [-1, -1]
+                let capacity = fds.withUnsafeMutableBufferPointer { tcpgw_pipe($0.baseAddress, Int32(Relay.pipeSize)) }
+                if capacity < 0 {
+                    closePipes()
+                    throw SystemError(errno: -capacity, syscall: "pipe2")
+                }
+                pipes[index] = (fds[0], fds[1])
+                capacities[index].splice = Int(capacity)
             }
-            pipes[index] = (fds[0], fds[1])
-            capacities[index] = Int(capacity)
         }
-        directions = modes.enumerated().map { RelayDirection(mode: $1, capacity: capacities[$0]) }
+        directions = modes.enumerated().map { direction(mode: $1, index: $0, prefix: 0, sourceEnded: false) }
+    }
+
+    private func direction(mode: RelayDirection.Mode, index: Int, prefix: Int, sourceEnded: Bool) -> RelayDirection {
+        let (splice, copy) = capacities[index]
+        return RelayDirection(
+            mode: mode, capacity: mode == .splice ? splice : copy, otherCapacity: mode == .splice ? copy : splice,
+            prefix: prefix, sourceEnded: sourceEnded)
     }
 
     deinit {
@@ -109,9 +153,8 @@ final class Relay {
 
     private func prepare(_ index: Int, prefix: ByteBuffer, sourceEnded: Bool) {
         userspace[index] = prefix
-        directions[index] = RelayDirection(
-            mode: directions[index].mode, capacity: directions[index].capacity, prefix: prefix.readableBytes,
-            sourceEnded: sourceEnded)
+        directions[index] = direction(
+            mode: directions[index].mode, index: index, prefix: prefix.readableBytes, sourceEnded: sourceEnded)
     }
 
     /// The attached stream's socket arrived (nil: the client went away before the answer
@@ -133,7 +176,8 @@ final class Relay {
     private func start() {
         started = true
         watchers = sides.indices.map { RelayWatcher(relay: self, side: $0) }
-        for index in directions.indices { run(index, directions[index].start()) }
+        for index in directions.indices { enqueue(index, directions[index].start()) }
+        drive()
         settle()
     }
 
@@ -146,6 +190,104 @@ final class Relay {
     }
 
     var isStream: Bool { sides.count == 2 && sides[1].handle == nil }
+
+    /// For `tcp.list`'s `relayMode`: how the bytes read from `handle`'s socket move now.
+    func mode(readingFrom handle: ConnectionHandle) -> RelayDirection.Mode? {
+        guard let index = sides.firstIndex(where: { $0.handle === handle }) else { return nil }
+        return directions[index].mode
+    }
+
+    // MARK: what the fault chains of the handles do (their sinks, while relayed)
+
+    /// `handle`'s in-chain let `bytes` go: on to the destination's out-chain, if active, else
+    /// to be written.
+    func chainDelivered(_ bytes: ByteBuffer, from handle: ConnectionHandle) {
+        guard !isFinished, let index = side(of: handle) else { return }
+        if let faults = sides[1 - index].handle?.faults, faults.outActive {
+            faults.feedOut(bytes)
+        } else {
+            append(bytes, to: index, segment: handle.faults?.keepsSliceBoundaries == true)
+        }
+    }
+
+    /// `handle`'s in-chain let the source's end go: it follows what the out-chain holds.
+    func chainDeliveredEnd(from handle: ConnectionHandle) {
+        guard !isFinished, let index = side(of: handle) else { return }
+        endThroughOutChain(index)
+    }
+
+    /// `handle`'s out-chain let `bytes` go: they are written to its socket.
+    func chainWrote(_ bytes: ByteBuffer, to handle: ConnectionHandle) {
+        guard !isFinished, let index = side(of: handle) else { return }
+        append(bytes, to: 1 - index, segment: handle.faults?.slicesOut == true)
+    }
+
+    /// A fault of `handle` resets the connection: the relay fails, every TCP socket is reset.
+    func chainReset(_ handle: ConnectionHandle, fault: String) {
+        guard !isFinished else { return }
+        if resetBy == nil { resetBy = (handle, fault) }
+        kick()
+    }
+
+    /// A chain's content, stages or stall changed: the directions are told, their modes re-picked.
+    func chainsChanged() {
+        kick()
+    }
+
+    private func side(of handle: ConnectionHandle) -> Int? {
+        sides.firstIndex { $0.handle === handle }
+    }
+
+    private func append(_ bytes: ByteBuffer, to index: Int, segment: Bool) {
+        let count = bytes.readableBytes
+        guard count > 0 else { return }
+        if segment || !segments[index].isEmpty {
+            // Bytes already waiting before the first slice keep their own (one) write.
+            let before = userspace[index].readableBytes - segmentedBytes[index]
+            if segments[index].isEmpty && before > 0 {
+                segments[index].append(before)
+                segmentedBytes[index] += before
+            }
+            segments[index].append(count)
+            segmentedBytes[index] += count
+        }
+        // The buffer is bounded by the direction's room; written bytes give their space back.
+        if userspace[index].readableBytes == 0 {
+            userspace[index].clear()
+        } else if userspace[index].readerIndex > userspace[index].readableBytes {
+            userspace[index].discardReadBytes()
+        }
+        userspace[index].writeImmutableBuffer(bytes)
+        notes[index].passed += count
+        kick()
+    }
+
+    private func endThroughOutChain(_ index: Int) {
+        if let faults = sides[1 - index].handle?.faults, faults.outActive {
+            faults.whenOutDrained { [weak self] in self?.noteEnd(index) }
+        } else {
+            noteEnd(index)
+        }
+    }
+
+    private func noteEnd(_ index: Int) {
+        guard !isFinished else { return }
+        notes[index].ended = true
+        kick()
+    }
+
+    /// Notes taken outside a round of actions are acted on in the loop's next turn: never from
+    /// inside a chain's pump.
+    private func kick() {
+        guard !running, !kickScheduled, !isFinished else { return }
+        kickScheduled = true
+        reactor.execute { [weak self] in
+            guard let self else { return }
+            self.kickScheduled = false
+            self.drive()
+            self.settle()
+        }
+    }
 
     /// A client closed `closing` (or its session ended): the relay stops, quietly; the other
     /// handle of a pipe closes too, the attached stream closes.
@@ -161,29 +303,67 @@ final class Relay {
     fileprivate func ready(side: Int, _ events: IOEvents) {
         guard !isFinished else { return }
         // Direction `side` reads this side; direction `1 - side` writes it.
-        if events.readable { run(side, directions[side].handle(.sourceReady)) }
-        if events.writable && !isFinished { run(1 - side, directions[1 - side].handle(.destinationReady)) }
+        if events.readable { enqueue(side, directions[side].handle(.sourceReady)) }
+        if events.writable { enqueue(1 - side, directions[1 - side].handle(.destinationReady)) }
+        drive()
         settle()
     }
 
-    /// Performs `actions` of direction `index` and what their results lead to. Reads and
-    /// writes are bounded per call (level-triggered readiness brings the rest); ends and
-    /// errors always run.
-    private func run(_ index: Int, _ actions: [RelayDirection.Action]) {
-        var pending = actions[...]
-        var moves = 0
-        while let action = pending.popFirst() {
-            if isFinished { return }
+    private func enqueue(_ index: Int, _ actions: [RelayDirection.Action]) {
+        for action in actions { work.append((index, action)) }
+    }
+
+    /// Performs the queued actions and what their results (and the chains' notes) lead to.
+    /// Reads and writes are bounded per round and direction (level-triggered readiness brings
+    /// the rest); ends and errors always run.
+    private func drive() {
+        guard started, !running, !isFinished else { return }
+        running = true
+        defer { running = false }
+        var moves = [0, 0]
+        absorb()
+        while let (index, queued) = work.popFirst() {
+            if isFinished { break }
+            guard let action = directions[index].current(queued) else { continue }
             switch action {
             case .spliceIn, .readIn, .writeOut, .spliceOut:
-                guard moves < Relay.movesPerWakeup else { continue }
-                moves += 1
+                guard moves[index] < Relay.movesPerWakeup else { continue }
+                moves[index] += 1
             case .shutdownDestination, .reportEnd, .reportError:
                 break
             }
             if let feedback = perform(action, index) {
-                pending.append(contentsOf: directions[index].handle(feedback))
+                enqueue(index, directions[index].handle(feedback))
             }
+            absorb()
+        }
+        if isFinished { work.removeAll() }
+    }
+
+    /// Tells the directions what the chains did and hold, and re-picks their modes.
+    private func absorb() {
+        guard !isFinished else { return }
+        if let reset = resetBy {
+            resetBy = nil
+            // What the chains let go before the reset goes out first, as far as the sockets take it.
+            for index in directions.indices where userspace[index].readableBytes > 0 && sides[1 - index].fd >= 0 {
+                _ = perform(.writeOut(max: userspace[index].readableBytes), index)
+            }
+            fail(errno: ECONNRESET, fault: reset)
+            return
+        }
+        for index in directions.indices where directions[index].isActive {
+            let source = sides[index].handle?.faults
+            let destination = sides[1 - index].handle?.faults
+            let held = (source?.heldInBytes ?? 0) + (destination?.heldOutBytes ?? 0)
+            let stops = source?.stallsIn == true || held > highWater
+            enqueue(index, directions[index].handle(.chain(held: held, stopsReading: stops)))
+            let wanted = Relay.mode(from: sides[index].handle, to: sides[1 - index].handle, gateway: gateway)
+            enqueue(index, directions[index].handle(.switchMode(wanted)))
+            let note = notes[index]
+            notes[index] = Note()
+            if note.passed > 0 { enqueue(index, directions[index].handle(.passed(note.passed))) }
+            if note.ended { enqueue(index, directions[index].handle(.chainEnded)) }
         }
     }
 
@@ -197,6 +377,7 @@ final class Relay {
             return filled(n, from: source)
 
         case .readIn(let most):
+            if let into = chains(index) { return readIntoChains(index, into, most: most) }
             let wanted = most
             var n = 0
             // The buffer stays within the direction's capacity: written bytes make room again.
@@ -212,10 +393,13 @@ final class Relay {
             return filled(n, from: source)
 
         case .writeOut(let most):
+            // A slice goes in a write of its own (with TCP_NODELAY, a segment of its own).
+            let limit = min(most, segments[index].first ?? most)
             let n = userspace[index].withUnsafeReadableBytes { raw in
-                tcpgw_write(destination.fd, raw.baseAddress, min(most, raw.count))
+                tcpgw_write(destination.fd, raw.baseAddress, min(limit, raw.count))
             }
             if n > 0 {
+                consumeSegments(index, n)
                 userspace[index].moveReaderIndex(forwardBy: n)
                 // A drained prefix gives its memory back; a copy buffer keeps its storage.
                 if userspace[index].readableBytes == 0 && directions[index].mode == .splice { userspace[index] = ByteBuffer() }
@@ -228,12 +412,77 @@ final class Relay {
             return flushed(n == 0 ? -Int(EAGAIN) : n, to: destination)
 
         case .shutdownDestination:
+            if let handle = destination.handle, let delay = handle.faults?.closeDelayMS {
+                // slowClose: the FIN reaches the destination's peer late (unless the handle
+                // has let go of its socket by then: its own close is delayed the same way).
+                let fd = destination.fd
+                reactor.schedule(in: delay) { [weak handle] in
+                    if let handle, fd >= 0, handle.fd == fd { _ = tcpgw_shutdown(fd, 1) }
+                }
+                return nil
+            }
             // A destination whose peer already left refuses with ENOTCONN: nothing more to say.
             _ = tcpgw_shutdown(destination.fd, 1)
             return nil
 
         case .reportEnd, .reportError:
             return nil
+        }
+    }
+
+    /// Where direction `index` must put what it reads, when a fault chain is active: the
+    /// source's in-chain, else the destination's out-chain.
+    private enum ChainEntry {
+        case inChain(HandleFaults)
+        case outChain(HandleFaults)
+    }
+
+    private func chains(_ index: Int) -> ChainEntry? {
+        if let faults = sides[index].handle?.faults, faults.inActive { return .inChain(faults) }
+        if let faults = sides[1 - index].handle?.faults, faults.outActive { return .outChain(faults) }
+        return nil
+    }
+
+    /// A read for the chains: in chunks of a handle's own read size, so each fault sees what
+    /// it would on a plain handle; the end of stream follows the bytes through the chains.
+    private func readIntoChains(_ index: Int, _ entry: ChainEntry, most: Int) -> RelayDirection.Input {
+        let source = sides[index]
+        let wanted = min(most, ConnectionHandle.readChunk)
+        var chunk = ByteBufferAllocator().buffer(capacity: wanted)
+        var n = 0
+        chunk.writeWithUnsafeMutableBytes(minimumWritableBytes: wanted) { buffer in
+            n = tcpgw_read(source.fd, buffer.baseAddress, wanted)
+            return max(n, 0)
+        }
+        if n > 0 {
+            source.handle?.countRelayed(read: n)
+            switch entry {
+            case .inChain(let faults): faults.feedIn(chunk)
+            case .outChain(let faults): faults.feedOut(chunk)
+            }
+            return .fedToChain(n)
+        }
+        if n == 0 {
+            switch entry {
+            case .inChain(let faults): faults.feedInEnd()
+            case .outChain: endThroughOutChain(index)
+            }
+            return .sourceEndedIntoChain
+        }
+        return filled(n, from: source)
+    }
+
+    private func consumeSegments(_ index: Int, _ written: Int) {
+        segmentedBytes[index] = max(segmentedBytes[index] - written, 0)
+        var left = written
+        while left > 0, let first = segments[index].first {
+            if first <= left {
+                segments[index].removeFirst()
+                left -= first
+            } else {
+                segments[index][segments[index].startIndex] = first - left
+                left = 0
+            }
         }
     }
 
@@ -282,16 +531,20 @@ final class Relay {
         }
     }
 
-    private func fail(errno: Int32) {
+    /// `fault`: the handle whose fault reset the connection, and the fault's name, for its
+    /// `tcp.onClose`.
+    private func fail(errno: Int32, fault: (handle: ConnectionHandle, fault: String)? = nil) {
         // A broken relay must not look like a clean end to either peer: reset every TCP socket.
         for side in sides where side.handle != nil && side.fd >= 0 { _ = tcpgw_set_linger(side.fd, 1, 0) }
-        finish(errno: errno)
+        finish(errno: errno, fault: fault)
     }
 
-    private func finish(errno: Int32?) {
+    private func finish(errno: Int32?, fault: (handle: ConnectionHandle, fault: String)? = nil) {
         guard !isFinished else { return }
         let handles = stop()
-        for handle in handles { handle.relayFinished(errno: errno) }
+        for handle in handles {
+            handle.relayFinished(errno: errno, fault: fault.flatMap { $0.handle === handle ? $0.fault : nil })
+        }
     }
 
     /// Stops watching, closes the pipes and the stream, and lets go of the handles (which
@@ -303,6 +556,9 @@ final class Relay {
         closePipes()
         stream = nil
         userspace = [ByteBuffer(), ByteBuffer()]
+        segments = [[], []]
+        segmentedBytes = [0, 0]
+        work.removeAll()
         let handles = sides.compactMap(\.handle)
         sides = sides.map { _ in Side(handle: nil, fd: -1) }
         return handles

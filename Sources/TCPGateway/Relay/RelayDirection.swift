@@ -11,6 +11,15 @@
 ///
 /// The source's end of stream becomes a shutdown of the destination's writing side once
 /// every byte before it has been written.
+///
+/// Faults (contract §10): in copy mode the driver may pass what it reads through fault chains
+/// (the source handle's `in`, then the destination handle's `out`) instead of the buffer. The
+/// direction then learns what the chains hold (`chain`), what they let go into the buffer
+/// (`passed`) and when the end of stream comes out of them (`chainEnded`): the end never
+/// overtakes the bytes a chain holds, and the source is not read while the chains ask so (a
+/// stall, or more held than the high-water mark). A switch to copy mode waits until the kernel
+/// pipe is empty (its bytes go first, in order); a switch back to splice, until the chains
+/// hold nothing.
 struct RelayDirection: Equatable {
     enum Mode: Equatable {
         /// Through a kernel pipe with splice(2): the bytes never enter user space.
@@ -23,6 +32,9 @@ struct RelayDirection: Equatable {
         case reading
         /// The source ended; what is held is still being written.
         case draining
+        /// Copy mode: the source ended and its end is inside the fault chains, behind the bytes
+        /// they hold; `chainEnded` brings it out.
+        case endInChain
         /// Everything written and the destination's writing side shut.
         case ended
         case failed(errno: Int32)
@@ -47,6 +59,18 @@ struct RelayDirection: Equatable {
         /// A read, a write or the shutdown failed with this errno.
         case failed(errno: Int32)
         case cancel
+        /// A read's bytes (this many) went into the fault chains, not the buffer.
+        case fedToChain(Int)
+        /// A read found the source's end and it went into the fault chains.
+        case sourceEndedIntoChain
+        /// The fault chains now hold this many bytes; whether they ask not to read the source.
+        case chain(held: Int, stopsReading: Bool)
+        /// The chains let this many bytes go into the buffer.
+        case passed(Int)
+        /// The source's end came out of the chains.
+        case chainEnded
+        /// How bytes should move from now on (faults were added or removed).
+        case switchMode(Mode)
     }
 
     enum Action: Equatable {
@@ -65,9 +89,14 @@ struct RelayDirection: Equatable {
         case reportError(errno: Int32)
     }
 
-    let mode: Mode
-    /// How much the pipe (splice) or the buffer (copy) may hold.
-    let capacity: Int
+    private(set) var mode: Mode
+    /// splice → copy asked while the pipe held bytes: no more filling until it is empty.
+    private(set) var switchingTo: Mode?
+    private let spliceCapacity: Int
+    private let copyCapacity: Int
+    /// What the fault chains hold (copy mode): not writable yet, but not finished either.
+    private(set) var chainHeld = 0
+    private(set) var chainStopsReading = false
     private(set) var phase: Phase
     private(set) var userspaceHeld: Int
     private(set) var pipeHeld = 0
@@ -77,26 +106,32 @@ struct RelayDirection: Equatable {
     private(set) var fillBlocked = false
 
     /// `prefix` bytes are already in user space and go first; `sourceEnded` when the source's
-    /// end of stream was read before the relay began.
-    init(mode: Mode, capacity: Int, prefix: Int = 0, sourceEnded: Bool = false) {
+    /// end of stream was read before the relay began. `capacity` is the pipe's (splice) or the
+    /// buffer's (copy); `otherCapacity` the other mode's, for a switch (default: the same).
+    init(mode: Mode, capacity: Int, otherCapacity: Int? = nil, prefix: Int = 0, sourceEnded: Bool = false) {
         self.mode = mode
-        self.capacity = max(capacity, 1)
+        let other = max(otherCapacity ?? capacity, 1)
+        self.spliceCapacity = mode == .splice ? max(capacity, 1) : other
+        self.copyCapacity = mode == .copy ? max(capacity, 1) : other
         self.userspaceHeld = prefix
         self.phase = sourceEnded ? .draining : .reading
     }
 
+    /// How much the pipe (splice) or the buffer (copy) may hold.
+    var capacity: Int { mode == .splice ? spliceCapacity : copyCapacity }
+    /// Bytes taken from the source that may be written now (the chains' are not yet).
     var held: Int { userspaceHeld + pipeHeld }
     var isFinished: Bool {
         switch phase {
         case .ended, .failed, .cancelled: return true
-        case .reading, .draining: return false
+        case .reading, .draining, .endInChain: return false
         }
     }
     var isActive: Bool { !isFinished }
 
     /// Whether the source should be watched for reading.
     var wantsSource: Bool {
-        guard phase == .reading, !fillBlocked else { return false }
+        guard phase == .reading, !fillBlocked, switchingTo == nil, !chainStopsReading else { return false }
         return room > 0
     }
 
@@ -152,9 +187,14 @@ struct RelayDirection: Equatable {
             userspaceHeld -= fromUser
             pipeHeld = max(pipeHeld - (count - fromUser), 0)
             fillBlocked = false
+            if pipeHeld == 0, let target = switchingTo {
+                // The pipe's bytes are out, in order: the new mode starts now.
+                mode = target
+                switchingTo = nil
+            }
             if held > 0 { return [flushAction()] }
             if phase == .draining { return finish() }
-            return phase == .reading ? [fillAction()] : []
+            return wantsSource ? [fillAction()] : []
 
         case .flushWouldBlock:
             return []
@@ -167,6 +207,70 @@ struct RelayDirection: Equatable {
             guard isActive else { return [] }
             phase = .cancelled
             return []
+
+        case .fedToChain:
+            // The chains' output comes as `passed`; level-triggered readiness brings more.
+            return []
+
+        case .sourceEndedIntoChain:
+            guard phase == .reading else { return [] }
+            phase = .endInChain
+            return []
+
+        case .chain(let heldBytes, let stops):
+            chainHeld = max(heldBytes, 0)
+            chainStopsReading = stops
+            return []
+
+        case .passed(let count):
+            guard count > 0 else { return [] }
+            userspaceHeld += count
+            return [flushAction()]
+
+        case .chainEnded:
+            guard phase == .endInChain || phase == .reading else { return [] }
+            phase = .draining
+            return held == 0 ? finish() : [flushAction()]
+
+        case .switchMode(let target):
+            return switchMode(to: target)
+        }
+    }
+
+    private mutating func switchMode(to target: Mode) -> [Action] {
+        if target == mode {
+            switchingTo = nil  // a switch asked and taken back before the pipe emptied
+            return []
+        }
+        switch target {
+        case .copy:
+            fillBlocked = false
+            if pipeHeld > 0 {
+                // What the pipe holds was read before the fault came: it goes first, as it is.
+                switchingTo = .copy
+                return []
+            }
+            mode = .copy
+            return []
+        case .splice:
+            // Only once the chains hold nothing (and the end is not inside them).
+            guard chainHeld == 0, phase != .endInChain else { return [] }
+            switchingTo = nil
+            mode = .splice
+            return []
+        }
+    }
+
+    /// An action asked for earlier and still queued, as the direction would ask it now (nil:
+    /// no longer wanted). Between the asking and the doing, a mode switch or the chains may
+    /// have changed what a fill or a flush means: a splice into a direction that now copies
+    /// would put bytes where nothing writes them from.
+    func current(_ action: Action) -> Action? {
+        switch action {
+        case .spliceIn, .readIn: return wantsSource ? fillAction() : nil
+        case .writeOut, .spliceOut: return wantsDestination ? flushAction() : nil
+        // The ends are asked by the input that ended the direction: always done.
+        case .shutdownDestination, .reportEnd, .reportError: return action
         }
     }
 

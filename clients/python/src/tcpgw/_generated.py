@@ -369,10 +369,10 @@ METHOD_DOCS: Final[Mapping[str, str]] = MappingProxyType({
     'gateway.info': "Gateway version, process and limits. Answers the gateway's name, version, pid, uptime (seconds, fractional), socket path, limits, the number of client connections and of handles (all connections), and the policy in force (its file, digest and load time; see SIGHUP). The limits that a policy profile sets are this client's own. Synchronous; takes no params.",
     'rpc.discover': "This OpenRPC document. Answers the OpenRPC document the gateway embeds (schema/tcpgw.openrpc.json, the protocol's single source of truth; the gateway validates params against it). `tcpgw schema` prints the same document. Takes no params.",
     'dns.lookup': 'Resolve a host name to its addresses. Resolves `host` with the system resolver (getaddrinfo, TCP), off the gateway\'s event loop, and answers its addresses in the resolver\'s order without duplicates. `domain` 2 asks for IPv4 addresses only, 10 for IPv6 only; absent for both. `host` must be a host name as `sockaddr.addr` describes (an address literal is not a name: -32602). A name that does not resolve is -32005 with `data.syscall` "getaddrinfo", `data.errno` the EAI_* name, `data.errnoNumber` its negative number and `data.host`. When the policy\'s `connect` list has an `allow` list, only a name some allow rule names (exactly or by wildcard) is looked up; any other is -32003 and no query is made.',
-    'fault.add': 'Put a fault on a connection or a server. Makes a real connection misbehave in a controlled way (contract §10). On a connection the fault applies from now on to `stream` ("in": bytes read from the socket, before delivery; "out": bytes accepted by tcp.send, before they are written); `tcp.send` answers once the fault has taken the bytes. On a server it is a template: every connection the server accepts from now on gets its own instance (its own toxicity draw and randomness); existing connections are untouched. `toxicity` (0..1, default 1) is the probability the fault is active on a connection, drawn once per connection and stream. Types: latency {latency, jitter}: each chunk waits latency ± jitter ms, order kept. bandwidth {rate}: at most rate KiB/s. slicer {averageSize, sizeVariation, delayUs}: the stream is cut into slices delivered (in: separate tcp.onData, a tcp.recv answers at most one) or written (out: TCP_NODELAY on while active) one by one. limitData {bytes}: once bytes have passed, the connection is reset. timeout {timeout}: nothing passes (bytes are dropped); after timeout ms (0: never) the connection is reset. resetPeer {timeout}: the connection is reset (RST) timeout ms after the fault takes effect. slowClose {delay}: the gateway\'s close or shutdown("w") reaches the peer delay ms later. stall {}: in: the gateway stops reading the socket (the peer\'s window fills; nothing is dropped); out: writes wait; until the fault is removed. Bytes a fault holds count against the handle\'s send limit and the buffer budget, and an in-fault holding more than the outbound high watermark stops reading the socket. A connection a fault resets ends with `tcp.onClose {handle, error, fault}`; a paused handle\'s next call fails with -32000 and `data.fault`. Randomness repeats with `tcpgw serve --seed N`. Synchronous. Bad type, stream, toxicity, attribute or a name in use: -32602 naming it.',
+    'fault.add': 'Put a fault on a connection or a server. Makes a real connection misbehave in a controlled way (contract §10). On a connection the fault applies from now on to `stream` ("in": bytes read from the socket, before delivery; "out": bytes accepted by tcp.send, before they are written); `tcp.send` answers once the fault has taken the bytes. On a server it is a template: every connection the server accepts from now on gets its own instance (its own toxicity draw and randomness); existing connections are untouched. On a piped or attached connection (`tcp.pipe`, `tcp.attach`) the fault works on the relay as on a plain handle: "in" on the bytes read from this handle\'s socket before they go on, "out" on the bytes about to be written to it; a reset by a fault resets both sides of a pipe and names the fault in this handle\'s `tcp.onClose`. Bytes already in the relay\'s kernel pipe when the fault is added pass unfaulted, in order. `toxicity` (0..1, default 1) is the probability the fault is active on a connection, drawn once per connection and stream. Types: latency {latency, jitter}: each chunk waits latency ± jitter ms, order kept. bandwidth {rate}: at most rate KiB/s. slicer {averageSize, sizeVariation, delayUs}: the stream is cut into slices delivered (in: separate tcp.onData, a tcp.recv answers at most one) or written (out: TCP_NODELAY on while active) one by one. limitData {bytes}: once bytes have passed, the connection is reset. timeout {timeout}: nothing passes (bytes are dropped); after timeout ms (0: never) the connection is reset. resetPeer {timeout}: the connection is reset (RST) timeout ms after the fault takes effect. slowClose {delay}: the gateway\'s close or shutdown("w") reaches the peer delay ms later. stall {}: in: the gateway stops reading the socket (the peer\'s window fills; nothing is dropped); out: writes wait; until the fault is removed. Bytes a fault holds count against the handle\'s send limit and the buffer budget, and an in-fault holding more than the outbound high watermark stops reading the socket. A connection a fault resets ends with `tcp.onClose {handle, error, fault}`; a paused handle\'s next call fails with -32000 and `data.fault`. Randomness repeats with `tcpgw serve --seed N`. Synchronous. Bad type, stream, toxicity, attribute or a name in use: -32602 naming it.',
     'fault.remove': "Take a fault off a handle. Removes the fault named `name` from a connection (what it held moves on at once, in order: nothing is lost; a stall lets the stream go again) or a server's templates (connections already accepted keep theirs). An unknown name is -32602. Synchronous.",
     'fault.list': "A handle's faults. Answers the faults of a connection or the fault templates of a server, in the order they were added, with defaults filled in; on a connection each says whether its toxicity draw made it `active`. Synchronous.",
-    'tcp.pipe': 'Join two connection handles inside the gateway: what either reads is written to the other. Relays bytes between the connections `handle` and `peer` of the calling client, both connected, without passing them through the client: with splice(2) through a kernel pipe per direction (bytes never enter user space), or through a bounded user-space buffer when a fault needs to see them. Bytes either handle had already read and not delivered go first. An end of stream on one side becomes a `shutdown("w")` on the other once everything before it is written, so half-closes pass through. While piped, neither handle has `tcp.onData`, and `tcp.recv`, `tcp.send`, `tcp.shutdown`, `tcp.flyAway` are -32001; options, faults, `tcp.getState`, counters (`bytesIn`/`bytesOut` count what the relay moves) and `tcp.list` (`pipedTo`) still work. `tcp.close` of either closes both, with no event. When both directions have ended, each handle is gone with `tcp.onClose {handle}`; when one side is reset or fails, the other is reset too and each handle is gone with `tcp.onClose {handle, error}`. Piping a handle that is already piped or attached, still connecting, closed, shut down, or still sending queued bytes, is -32001; a server handle is -32001; `peer` equal to `handle` is -32602. Synchronous: answers once the relay runs.',
+    'tcp.pipe': 'Join two connection handles inside the gateway: what either reads is written to the other. Relays bytes between the connections `handle` and `peer` of the calling client, both connected, without passing them through the client: with splice(2) through a kernel pipe per direction (bytes never enter user space), or through a bounded user-space buffer when a fault needs to see them. Bytes either handle had already read and not delivered go first. An end of stream on one side becomes a `shutdown("w")` on the other once everything before it is written, so half-closes pass through. While piped, neither handle has `tcp.onData`, and `tcp.recv`, `tcp.send`, `tcp.shutdown`, `tcp.flyAway` are -32001; options, faults, `tcp.getState`, counters (`bytesIn`/`bytesOut` count what the relay moves) and `tcp.list` (`pipedTo`) still work. `tcp.close` of either closes both, with no event. Faults (fault.add, inherited server templates) work inside the pipe as on a plain handle: a direction runs through the source handle\'s "in" faults and then the destination handle\'s "out" faults while either is active, spliced otherwise (`tcp.list`\'s `relayMode`); bytes already in the kernel pipe when a fault is added pass before it takes effect, unfaulted; an end of stream stays behind the bytes a fault holds; a stall on "in" stops reading the source (a zero window). When both directions have ended, each handle is gone with `tcp.onClose {handle}`; when one side is reset or fails, the other is reset too and each handle is gone with `tcp.onClose {handle, error}` (and `fault` on the handle whose fault reset it). Piping a handle that is already piped or attached, still connecting, closed, shut down, or still sending queued bytes, is -32001; a server handle is -32001; `peer` equal to `handle` is -32602. Synchronous: answers once the relay runs.',
     'tcp.stream': "A single-use token that turns a new gateway connection into this handle's raw byte stream. Answers a token of 128 random bits (base64url, no padding) valid for 10 seconds and for one use: a new connection to the gateway whose first line is the `tcp.attach` request with this token becomes the connection's byte stream, both ways, with no JSON (see `tcp.attach`). Only a client with the same uid may use it. Issuing a token changes nothing about the handle until the attach. -32001 when the handle cannot be attached now (already piped or attached, still connecting, closed, shut down, or still sending queued bytes); -32004 when too many tokens wait. Synchronous.",
     'tcp.attach': 'As the first line of a new connection: become the byte stream of the handle a tcp.stream token names. Valid only as the first line of a new connection to the gateway, on its own (a failed attempt may be retried; any other line ends the chance): `{"jsonrpc":"2.0","id":1,"method":"tcp.attach","params":{"token":TOKEN}}`. The gateway answers one line, `{"jsonrpc":"2.0","result":{"handle":N,"buffered":COUNT},"id":1}`, and from then on the connection is the TCP connection\'s byte stream, both ways, raw: first the COUNT bytes the gateway had already read, then everything else. Bytes the client sent after its attach line go to the TCP peer first. The client\'s `shutdown(SHUT_WR)` becomes `shutdown("w")` on the TCP socket; the peer\'s end of stream shuts the stream\'s writing side. The owning connection keeps the handle (`tcp.list`: `attached: true`); its `tcp.recv`, `tcp.send`, `tcp.shutdown`, `tcp.flyAway` are -32001, options, faults and `tcp.close` work (closing ends the stream too), and when the stream has finished the owner gets `tcp.onClose {handle}` (with `error` when it ended by an error or reset). A wrong, used or expired token, or a client of another uid, is -32008 and the connection stays a JSON-RPC connection; a handle closed meanwhile is -32000, one that can no longer be attached -32001. Anywhere but the first line (or in a batch) it is -32600.',
     'session.keep': "Make this connection's session survive a dropped connection. Starts line counting (contract §12) and answers a token that `session.resume` takes on a new connection. After this answer (itself not counted) the gateway numbers the lines it writes to this client 1, 2, 3...; the client numbers the non-empty lines it writes after this request 1, 2, 3.... The gateway keeps its lines until `session.ack` releases them; above `--replay-bytes` (default 8 MiB) of kept lines flowing handles stop reading (the backpressure of a slow reader), so nothing is dropped. When the connection drops, the handles stay for `grace` ms: waiting calls go on and their answers and every event are kept for replay; after `grace` without a resume the session ends as a disconnect does. A second `session.keep` only changes the grace (same token; it is a counted line). Must be a request of its own, not inside a batch (-32600). On a kept session `tcp.flyAway` is refused (-32006): a replayed answer could not carry its descriptor.",
@@ -761,21 +761,26 @@ class _SyncTcpMethods:
         delivery; "out": bytes accepted by tcp.send, before they are written); `tcp.send`
         answers once the fault has taken the bytes. On a server it is a template: every
         connection the server accepts from now on gets its own instance (its own toxicity draw
-        and randomness); existing connections are untouched. `toxicity` (0..1, default 1) is the
-        probability the fault is active on a connection, drawn once per connection and stream.
-        Types: latency {latency, jitter}: each chunk waits latency ± jitter ms, order kept.
-        bandwidth {rate}: at most rate KiB/s. slicer {averageSize, sizeVariation, delayUs}: the
-        stream is cut into slices delivered (in: separate tcp.onData, a tcp.recv answers at most
-        one) or written (out: TCP_NODELAY on while active) one by one. limitData {bytes}: once
-        bytes have passed, the connection is reset. timeout {timeout}: nothing passes (bytes are
-        dropped); after timeout ms (0: never) the connection is reset. resetPeer {timeout}: the
-        connection is reset (RST) timeout ms after the fault takes effect. slowClose {delay}:
-        the gateway's close or shutdown("w") reaches the peer delay ms later. stall {}: in: the
-        gateway stops reading the socket (the peer's window fills; nothing is dropped); out:
-        writes wait; until the fault is removed. Bytes a fault holds count against the handle's
-        send limit and the buffer budget, and an in-fault holding more than the outbound high
-        watermark stops reading the socket. A connection a fault resets ends with `tcp.onClose
-        {handle, error, fault}`; a paused handle's next call fails with -32000 and `data.fault`.
+        and randomness); existing connections are untouched. On a piped or attached connection
+        (`tcp.pipe`, `tcp.attach`) the fault works on the relay as on a plain handle: "in" on
+        the bytes read from this handle's socket before they go on, "out" on the bytes about to
+        be written to it; a reset by a fault resets both sides of a pipe and names the fault in
+        this handle's `tcp.onClose`. Bytes already in the relay's kernel pipe when the fault is
+        added pass unfaulted, in order. `toxicity` (0..1, default 1) is the probability the
+        fault is active on a connection, drawn once per connection and stream. Types: latency
+        {latency, jitter}: each chunk waits latency ± jitter ms, order kept. bandwidth {rate}:
+        at most rate KiB/s. slicer {averageSize, sizeVariation, delayUs}: the stream is cut into
+        slices delivered (in: separate tcp.onData, a tcp.recv answers at most one) or written
+        (out: TCP_NODELAY on while active) one by one. limitData {bytes}: once bytes have
+        passed, the connection is reset. timeout {timeout}: nothing passes (bytes are dropped);
+        after timeout ms (0: never) the connection is reset. resetPeer {timeout}: the connection
+        is reset (RST) timeout ms after the fault takes effect. slowClose {delay}: the gateway's
+        close or shutdown("w") reaches the peer delay ms later. stall {}: in: the gateway stops
+        reading the socket (the peer's window fills; nothing is dropped); out: writes wait;
+        until the fault is removed. Bytes a fault holds count against the handle's send limit
+        and the buffer budget, and an in-fault holding more than the outbound high watermark
+        stops reading the socket. A connection a fault resets ends with `tcp.onClose {handle,
+        error, fault}`; a paused handle's next call fails with -32000 and `data.fault`.
         Randomness repeats with `tcpgw serve --seed N`. Synchronous. Bad type, stream, toxicity,
         attribute or a name in use: -32602 naming it.
 
@@ -851,12 +856,18 @@ class _SyncTcpMethods:
         handle has `tcp.onData`, and `tcp.recv`, `tcp.send`, `tcp.shutdown`, `tcp.flyAway` are
         -32001; options, faults, `tcp.getState`, counters (`bytesIn`/`bytesOut` count what the
         relay moves) and `tcp.list` (`pipedTo`) still work. `tcp.close` of either closes both,
-        with no event. When both directions have ended, each handle is gone with `tcp.onClose
-        {handle}`; when one side is reset or fails, the other is reset too and each handle is
-        gone with `tcp.onClose {handle, error}`. Piping a handle that is already piped or
-        attached, still connecting, closed, shut down, or still sending queued bytes, is -32001;
-        a server handle is -32001; `peer` equal to `handle` is -32602. Synchronous: answers once
-        the relay runs.
+        with no event. Faults (fault.add, inherited server templates) work inside the pipe as on
+        a plain handle: a direction runs through the source handle's "in" faults and then the
+        destination handle's "out" faults while either is active, spliced otherwise
+        (`tcp.list`'s `relayMode`); bytes already in the kernel pipe when a fault is added pass
+        before it takes effect, unfaulted; an end of stream stays behind the bytes a fault
+        holds; a stall on "in" stops reading the source (a zero window). When both directions
+        have ended, each handle is gone with `tcp.onClose {handle}`; when one side is reset or
+        fails, the other is reset too and each handle is gone with `tcp.onClose {handle, error}`
+        (and `fault` on the handle whose fault reset it). Piping a handle that is already piped
+        or attached, still connecting, closed, shut down, or still sending queued bytes, is
+        -32001; a server handle is -32001; `peer` equal to `handle` is -32602. Synchronous:
+        answers once the relay runs.
 
         Args:
             peer: The other connection handle of the same client.
@@ -1248,21 +1259,26 @@ class _AsyncTcpMethods:
         delivery; "out": bytes accepted by tcp.send, before they are written); `tcp.send`
         answers once the fault has taken the bytes. On a server it is a template: every
         connection the server accepts from now on gets its own instance (its own toxicity draw
-        and randomness); existing connections are untouched. `toxicity` (0..1, default 1) is the
-        probability the fault is active on a connection, drawn once per connection and stream.
-        Types: latency {latency, jitter}: each chunk waits latency ± jitter ms, order kept.
-        bandwidth {rate}: at most rate KiB/s. slicer {averageSize, sizeVariation, delayUs}: the
-        stream is cut into slices delivered (in: separate tcp.onData, a tcp.recv answers at most
-        one) or written (out: TCP_NODELAY on while active) one by one. limitData {bytes}: once
-        bytes have passed, the connection is reset. timeout {timeout}: nothing passes (bytes are
-        dropped); after timeout ms (0: never) the connection is reset. resetPeer {timeout}: the
-        connection is reset (RST) timeout ms after the fault takes effect. slowClose {delay}:
-        the gateway's close or shutdown("w") reaches the peer delay ms later. stall {}: in: the
-        gateway stops reading the socket (the peer's window fills; nothing is dropped); out:
-        writes wait; until the fault is removed. Bytes a fault holds count against the handle's
-        send limit and the buffer budget, and an in-fault holding more than the outbound high
-        watermark stops reading the socket. A connection a fault resets ends with `tcp.onClose
-        {handle, error, fault}`; a paused handle's next call fails with -32000 and `data.fault`.
+        and randomness); existing connections are untouched. On a piped or attached connection
+        (`tcp.pipe`, `tcp.attach`) the fault works on the relay as on a plain handle: "in" on
+        the bytes read from this handle's socket before they go on, "out" on the bytes about to
+        be written to it; a reset by a fault resets both sides of a pipe and names the fault in
+        this handle's `tcp.onClose`. Bytes already in the relay's kernel pipe when the fault is
+        added pass unfaulted, in order. `toxicity` (0..1, default 1) is the probability the
+        fault is active on a connection, drawn once per connection and stream. Types: latency
+        {latency, jitter}: each chunk waits latency ± jitter ms, order kept. bandwidth {rate}:
+        at most rate KiB/s. slicer {averageSize, sizeVariation, delayUs}: the stream is cut into
+        slices delivered (in: separate tcp.onData, a tcp.recv answers at most one) or written
+        (out: TCP_NODELAY on while active) one by one. limitData {bytes}: once bytes have
+        passed, the connection is reset. timeout {timeout}: nothing passes (bytes are dropped);
+        after timeout ms (0: never) the connection is reset. resetPeer {timeout}: the connection
+        is reset (RST) timeout ms after the fault takes effect. slowClose {delay}: the gateway's
+        close or shutdown("w") reaches the peer delay ms later. stall {}: in: the gateway stops
+        reading the socket (the peer's window fills; nothing is dropped); out: writes wait;
+        until the fault is removed. Bytes a fault holds count against the handle's send limit
+        and the buffer budget, and an in-fault holding more than the outbound high watermark
+        stops reading the socket. A connection a fault resets ends with `tcp.onClose {handle,
+        error, fault}`; a paused handle's next call fails with -32000 and `data.fault`.
         Randomness repeats with `tcpgw serve --seed N`. Synchronous. Bad type, stream, toxicity,
         attribute or a name in use: -32602 naming it.
 
@@ -1338,12 +1354,18 @@ class _AsyncTcpMethods:
         handle has `tcp.onData`, and `tcp.recv`, `tcp.send`, `tcp.shutdown`, `tcp.flyAway` are
         -32001; options, faults, `tcp.getState`, counters (`bytesIn`/`bytesOut` count what the
         relay moves) and `tcp.list` (`pipedTo`) still work. `tcp.close` of either closes both,
-        with no event. When both directions have ended, each handle is gone with `tcp.onClose
-        {handle}`; when one side is reset or fails, the other is reset too and each handle is
-        gone with `tcp.onClose {handle, error}`. Piping a handle that is already piped or
-        attached, still connecting, closed, shut down, or still sending queued bytes, is -32001;
-        a server handle is -32001; `peer` equal to `handle` is -32602. Synchronous: answers once
-        the relay runs.
+        with no event. Faults (fault.add, inherited server templates) work inside the pipe as on
+        a plain handle: a direction runs through the source handle's "in" faults and then the
+        destination handle's "out" faults while either is active, spliced otherwise
+        (`tcp.list`'s `relayMode`); bytes already in the kernel pipe when a fault is added pass
+        before it takes effect, unfaulted; an end of stream stays behind the bytes a fault
+        holds; a stall on "in" stops reading the source (a zero window). When both directions
+        have ended, each handle is gone with `tcp.onClose {handle}`; when one side is reset or
+        fails, the other is reset too and each handle is gone with `tcp.onClose {handle, error}`
+        (and `fault` on the handle whose fault reset it). Piping a handle that is already piped
+        or attached, still connecting, closed, shut down, or still sending queued bytes, is
+        -32001; a server handle is -32001; `peer` equal to `handle` is -32602. Synchronous:
+        answers once the relay runs.
 
         Args:
             peer: The other connection handle of the same client.
