@@ -21,6 +21,7 @@ def main(listen_port: int, upstream_port: int, latency_ms: int = 100) -> None:
             # Upstream's answers reach the client late (Toxiproxy's "downstream" latency);
             # added to a live pipe, as a toxic to a running proxy.
             upstream.addFault("latency", attributes={"latency": latency_ms, "jitter": latency_ms // 10})
+            print(f"proxying {client.remote['addr']}:{client.remote['port']} with {latency_ms} ms latency", flush=True)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import os
 import pathlib
+import select
 import socket
 import subprocess
 import sys
@@ -51,7 +52,7 @@ def proxy(start_gateway: GatewayFactory):
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
     line = process.stdout.readline()
     assert line.startswith("listening on 127.0.0.1:"), (line, process.stderr.read() if process.poll() is not None else "")
-    yield int(line.rsplit(":", 1)[1])
+    yield int(line.rsplit(":", 1)[1]), process
     process.terminate()
     process.wait(10)
     upstream.close()
@@ -74,14 +75,23 @@ def echo_time(sock: socket.socket, message: bytes) -> float:
     return time.monotonic() - t0
 
 
-def test_the_proxy_adds_latency_and_passes_every_byte(proxy: int) -> None:
-    first = py_connect("127.0.0.1", proxy)
-    first.settimeout(20)
-    echo_time(first, b"warm-up")  # the fault is added right after the pipe: wait for it once
+def proxied(process: subprocess.Popen, port: int) -> socket.socket:
+    """A client of the proxy, once the proxy says its pipe has the fault (the line it prints
+    after fault.add), so the measurement cannot race the proxy's calls."""
+    sock = py_connect("127.0.0.1", port)
+    sock.settimeout(20)
+    ready, _, _ = select.select([process.stdout], [], [], 20)
+    assert ready, "the proxy did not report the new client within 20 s"
+    line = process.stdout.readline()
+    assert line.startswith("proxying 127.0.0.1:") and line.rstrip().endswith("with 300 ms latency"), line
+    return sock
+
+
+def test_the_proxy_adds_latency_and_passes_every_byte(proxy: tuple[int, subprocess.Popen]) -> None:
+    port, process = proxy
+    first = proxied(process, port)
     assert echo_time(first, b"PING") >= 0.25, "300 ms latency (jitter 30) on upstream's answers"
-    second = py_connect("127.0.0.1", proxy)
-    second.settimeout(20)
-    echo_time(second, b"warm-up")
+    second = proxied(process, port)
     assert echo_time(second, b"PING") >= 0.25, "every accepted client gets its own faulted pipe"
     data = os.urandom(1 << 20)
     threading.Thread(target=lambda: (first.sendall(data), first.shutdown(socket.SHUT_WR)), daemon=True).start()
