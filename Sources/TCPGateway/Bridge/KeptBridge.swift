@@ -344,7 +344,7 @@ public final class KeptBridge {
     private func dropped() {
         drops += 1
         // ssh has usually exited already when its pipe ended: a moment to learn its status.
-        if let end = closeLink(linger: 100, receivedAny: phase != .awaitingKeep), end.message != nil { lastLinkEnd = end }
+        if let end = closeLink(linger: 100, receivedAny: phase == .live), end.message != nil { lastLinkEnd = end }
         downPartial = []  // a cut line comes again whole, in the replay
         preamble = []
         let now = KeptBridge.now()
