@@ -2,7 +2,7 @@
 # tcpgw_open ssh://...: the session runs through `tcpgw bridge ssh://...` and a real sshd on
 # loopback (tests/support/sshd.py: generated keys, its own configs, never ~/.ssh or /etc/ssh).
 
-# shellcheck disable=SC2154  # $stderr is set by bats (run --separate-stderr)
+# shellcheck disable=SC2154,SC2119  # $stderr is set by bats (run --separate-stderr); tcp_list takes no params here
 load helpers
 
 SSHD_DIR=""
@@ -148,5 +148,5 @@ gateway_connections() {
 	# The same session: one handle, the remote bridge the gateway's only client, no zombies.
 	[ "$(tcp_list | jq -c '[.[].handle]')" = "[$h]" ]
 	[ "$(tcpgw_call gateway.info | jq .connections)" = 1 ]
-	[ -z "$(ps -o stat= --ppid "$_TCPGW_PID" | grep Z || true)" ]
+	[ -z "$(ps -o stat= --ppid "$_TCPGW_PID" | awk '/^Z/')" ]  # no zombie child
 }
