@@ -304,7 +304,15 @@ struct Bridge: ParsableCommand {
             With --keep MS the session survives a dropped gateway connection: the bridge asks \
             for session.keep with a grace of MS, and after a drop reconnects with backoff within \
             the grace and resumes, resending what the gateway had not read, so the stdin/stdout \
-            client notices nothing. It exits 1 when the session cannot be resumed in time.
+            client notices nothing. It exits 1 when the session cannot be resumed in time. Over \
+            ssh:// every reconnect runs ssh again (each ssh child is reaped, killed if it \
+            lingers); the session lives in the remote gateway.
+
+            The kept bridge refuses descriptor passing the same way (-32006, never sent, not \
+            one of the counted lines) and exits with the same statuses: 2 when the gateway is \
+            never reached (ssh's failure reported as above), 1 when the session is lost. \
+            Differences: a drop is not status 1 but a resume, and a last line without its \
+            newline is not sent (the gateway drops an unfinished line of a kept session).
             """)
 
     @Argument(help: "The gateway: a socket path or ssh://[user@]host[:port][/socket] (default: --socket, else the default socket).")
@@ -332,12 +340,18 @@ struct Bridge: ParsableCommand {
                 FileHandle.standardError.write(Data("tcpgw: \(error)\n".utf8))
                 throw ExitCode(2)
             }
-            guard case .unixSocket(let path) = target else {
-                FileHandle.standardError.write(Data("tcpgw: --keep over ssh:// is not supported yet\n".utf8))
-                throw ExitCode(2)
+            let transport: BridgeTransport
+            switch target {
+            case .unixSocket(let path):
+                transport = UnixSocketTransport(path: path)
+            case .ssh(let remote):
+                do { transport = try SSHTransport(remote) } catch {
+                    FileHandle.standardError.write(Data("tcpgw: \(error)\n".utf8))
+                    throw ExitCode(2)
+                }
             }
             signal(SIGPIPE, SIG_IGN)
-            Foundation.exit(KeptBridge(transport: UnixSocketTransport(path: path), grace: keep).run())
+            Foundation.exit(KeptBridge(transport: transport, grace: keep).run())
         }
         let link = try connectGateway(address ?? socketOption.path)
         let output = BridgeOutput()

@@ -448,3 +448,244 @@ def test_ssh_killed_mid_session(server: sshd.SSHD, gw: Gateway, bridges: list[Br
     assert peer.recv(10) == b""
     peer.close()
     assert gw.connect().call("gateway.info")["handles"] == 0
+
+
+# ---------------------------------------------------------------------- tcpgw bridge --keep over ssh
+def children_of(pid: int) -> list[tuple[int, str, str]]:
+    """(pid, comm, state) of each child of `pid`, zombies included."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                head, tail = f.read().rsplit(")", 1)
+        except OSError:
+            continue
+        fields = tail.split()
+        if int(fields[1]) == pid:
+            out.append((int(entry), head.split("(", 1)[1], fields[0]))
+    return out
+
+
+def live_ssh_child(b: BridgeWire, timeout: float = 20.0) -> int:
+    """The bridge's ssh child once it has one (it may be between two runs of ssh)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        kids = [p for p, comm, state in children_of(b.proc.pid) if comm == "ssh" and state != "Z"]
+        if kids:
+            return kids[0]
+        b._pump(0.02)
+    raise AssertionError(f"the bridge has no ssh child: {b.stderr()}")
+
+
+def assert_no_zombies(b: BridgeWire) -> None:
+    kids = children_of(b.proc.pid)
+    assert all(state != "Z" for _, _, state in kids), kids
+    assert len(kids) <= 1, kids
+
+
+def logins(server: sshd.SSHD) -> int:
+    return server.log().count("Accepted publickey")
+
+
+class PeerStreamer(threading.Thread):
+    """Writes `payload` to `sock` in seeded chunks while reading what comes back."""
+
+    def __init__(self, sock: socket.socket, payload: bytes, seed: int) -> None:
+        super().__init__(daemon=True)
+        self.sock, self.payload, self.rng = sock, payload, random.Random(seed)
+        self.got = bytearray()
+        self.stop = False
+        self.error: Optional[BaseException] = None
+
+    def run(self) -> None:
+        try:
+            offset = 0
+            self.sock.settimeout(0.02)
+            while not self.stop:
+                if offset < len(self.payload):
+                    n = self.rng.randint(1, 30_000)
+                    self.sock.sendall(self.payload[offset:offset + n])
+                    offset += n
+                try:
+                    chunk = self.sock.recv(1 << 16)
+                except socket.timeout:
+                    continue
+                if not chunk:
+                    return
+                self.got += chunk
+        except BaseException as e:  # the test reports it
+            self.error = e
+
+
+@pytest.mark.parametrize("seed", [3, 17])
+def test_kept_bridge_over_ssh_resumes_after_ssh_is_killed(server: sshd.SSHD, gw: Gateway, bridges: list[BridgeWire],
+                                                          seed: int) -> None:
+    rng = random.Random(seed)
+    before = logins(server)
+    b = bridge(bridges, gw, ["--keep", "30000", server.url(gw.path)], ssh_env(server))
+    lst = py_listener("127.0.0.1")
+    handle = b.call("tcp.createClient", {"sockaddr": {"addr": "127.0.0.1", "port": port_of(lst)}, "async": True},
+                    timeout=20)["handle"]
+    peer, _ = lst.accept()
+    # A second, synchronous handle with a call that waits across every drop.
+    waiting = b.call("tcp.createClient", {"sockaddr": {"addr": "127.0.0.1", "port": port_of(lst)}, "timeout": 5000})
+    other, _ = lst.accept()
+    lst.close()
+    blocked = b.request("tcp.recv", {"handle": waiting["handle"], "length": 5, "timeout": 120000})
+
+    down = random.Random(seed + 100).randbytes(1_500_000)
+    streamer = PeerStreamer(peer, down, seed)
+    streamer.start()
+    up = bytearray()
+    sends: dict[int, int] = {}
+    kill_at = sorted(rng.sample(range(10, 150), 3))
+    for i in range(160):
+        chunk = rng.randbytes(rng.randint(1, 6000))
+        sends[b.request("tcp.send", {"handle": handle, "data": b64(chunk), "encoding": "base64"})] = len(chunk)
+        up += chunk
+        b._pump(rng.random() * 0.01)
+        if i in kill_at:
+            os.kill(live_ssh_child(b), signal.SIGKILL)
+    got = bytearray()
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        for m in b.events_for(handle, "tcp.onData"):
+            got += decode(m.params)
+        b.events = [m for m in b.events if m.method != "tcp.onData"]
+        answered = {m.obj.get("id") for m in b.inbox if isinstance(m.obj, dict)}
+        if set(sends) <= answered and len(got) >= len(down) and len(streamer.got) >= len(up):
+            break
+        b._pump(0.05)
+        assert b.proc.poll() is None, b.stderr()
+    # Every request answered exactly once, with its own count; none of the bridge's own lines leak.
+    replies = [m.obj for m in b.inbox]
+    assert sorted(r["id"] for r in replies) == sorted(sends), [r for r in replies if r.get("id") not in sends][:3]
+    for r in replies:
+        assert r.get("result") == sends[r["id"]], r
+    b.inbox.clear()
+    assert hashlib.sha256(bytes(got)).hexdigest() == hashlib.sha256(down).hexdigest(), (len(got), len(down))
+    streamer.stop = True
+    streamer.join(10)
+    assert streamer.error is None, streamer.error
+    assert hashlib.sha256(bytes(streamer.got)).hexdigest() == hashlib.sha256(bytes(up)).hexdigest()
+    # The call that waited through every drop is answered once.
+    other.sendall(b"later")
+    assert decode(result_of_reply(b, blocked)) == b"later"
+    # A kill may land before that ssh logged in: at least one more login than the first.
+    assert logins(server) - before >= 2, "ssh ran again after a kill"
+    assert b.stderr().count("resuming") >= 1, b.stderr()  # a kill before a resume is the same outage
+    assert_no_zombies(b)
+    # Still one session, one gateway client: its handles as they were.
+    assert sorted(h["handle"] for h in b.call("tcp.list")) == sorted([handle, waiting["handle"]])
+    b.end_input()
+    rc, err = b.wait_exit()
+    assert rc == 0, err
+    for s in (peer, other):
+        s.settimeout(10)
+        assert recv_until_eof(s) is True, "the session's sockets are closed at the end"
+        s.close()
+    assert gw.connect().call("gateway.info")["handles"] == 0
+
+
+def result_of_reply(b: BridgeWire, rid: int) -> dict:
+    m = b.reply(rid, timeout=20).obj
+    assert "result" in m, m
+    return m["result"]
+
+
+def recv_until_eof(s: socket.socket) -> bool:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            if s.recv(1 << 16) == b"":
+                return True
+        except socket.timeout:
+            continue
+    return False
+
+
+def test_kept_bridge_over_ssh_gives_up_after_the_grace(gw: Gateway, bridges: list[BridgeWire]) -> None:
+    sshd.skip_unless_available()
+    d = short_tmpdir()
+    own = sshd.SSHD(workdir=d, remote_path=[os.path.dirname(os.path.abspath(TCPGW_BIN))]).start()
+    try:
+        b = bridge(bridges, gw, ["--keep", "1500", own.url(gw.path)], ssh_env(own))
+        srv = b.call("tcp.createServer", {"sockaddr": {"addr": "127.0.0.1", "port": 0}}, timeout=20)
+        assert gw.connect().call("gateway.info")["handles"] == 1
+        own._kill()  # sshd stops (its files stay): no new ssh can log in
+        os.kill(live_ssh_child(b), signal.SIGKILL)
+        started = time.monotonic()
+        rc, err = b.wait_exit()
+        assert rc == 1, err
+        assert "could not resume the session within its grace of 1500 ms" in err, err
+        assert "ssh failed (status 255" in err, err  # the last attempt's reason
+        assert time.monotonic() - started < 15
+        assert children_of(b.proc.pid) == []
+        # The gateway ended the session after its grace: the server's handle is gone.
+        deadline = time.monotonic() + 10
+        while gw.connect().call("gateway.info")["handles"] != 0 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert gw.connect().call("gateway.info")["handles"] == 0
+        with pytest.raises(OSError):
+            py_connect("127.0.0.1", srv["local"]["port"], timeout=2).close()
+    finally:
+        own.stop()
+        shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.mark.parametrize("via", ["ssh", "socket"])
+def test_kept_bridge_refuses_descriptor_passing_and_counts_only_what_it_sends(
+        server: sshd.SSHD, gw: Gateway, bridges: list[BridgeWire], addr: str, via: str) -> None:
+    target = server.url(gw.path) if via == "ssh" else gw.path
+    b = bridge(bridges, gw, ["--keep", "20000", target], ssh_env(server))
+    lst = py_listener(addr)
+    c = b.call("tcp.createClient", {"sockaddr": {"addr": addr, "port": port_of(lst)}, "timeout": 5000}, timeout=20)
+    peer, _ = lst.accept()
+    lst.close()
+    for round_ in range(3):
+        with pytest.raises(RPCError) as refused:
+            b.call("tcp.flyAway", {"handle": c["handle"]})
+        assert refused.value.code == FD_PASSING
+        assert refused.value.data == {"method": "tcp.flyAway", "refusedBy": "bridge"}
+        with pytest.raises(RPCError) as by_fd:
+            b.call("tcp.createByFd", {})
+        assert by_fd.value.code == FD_PASSING and "tcp.createByFd" in by_fd.value.message
+        b.send_obj([{"jsonrpc": "2.0", "id": f"b{round_}", "method": "tcp.close", "params": [c["handle"]]},
+                    {"jsonrpc": "2.0", "id": f"f{round_}", "method": "tcp.flyAway", "params": [c["handle"]]}])
+        batch = b.next_reply().obj
+        assert isinstance(batch, list) and all(e["error"]["code"] == FD_PASSING for e in batch), batch
+        b.notify("tcp.flyAway", {"handle": c["handle"]})
+        # Interleaved with ordinary calls, then the link drops: had a refused line been
+        # counted, the resume would disagree about the count, or a call would run twice.
+        assert b.call("tcp.send", {"handle": c["handle"], "data": f"r{round_}"}) == 2
+        assert recv_exact_py(peer, 2) == f"r{round_}".encode()
+        if via == "ssh":  # the socket variant checks the refusals without a drop
+            os.kill(live_ssh_child(b), signal.SIGKILL)
+        assert [h["handle"] for h in b.call("tcp.list", timeout=20)] == [c["handle"]]
+    assert "dropped a tcp.flyAway notification" in b.stderr()
+    peer.sendall(b"still here")
+    assert decode(b.call("tcp.recv", {"handle": c["handle"], "length": 10, "timeout": 5000})) == b"still here"
+    b.end_input()
+    rc, err = b.wait_exit()
+    assert rc == 0, err
+    assert_no_zombies(b)
+    peer.close()
+
+
+def test_kept_bridge_ssh_failures_match_the_plain_bridge(server: sshd.SSHD, gw: Gateway) -> None:
+    for variant in ("unauthorized", "wrong-host-key"):
+        plain = run_bridge([server.url(gw.path)], ssh_env(server, variant), stdin=b'{"jsonrpc":"2.0","id":1,"method":"gateway.info"}\n')
+        kept = run_bridge(["--keep", "5000", server.url(gw.path)], ssh_env(server, variant),
+                          stdin=b'{"jsonrpc":"2.0","id":1,"method":"gateway.info"}\n')
+        assert plain.returncode == kept.returncode == 2, (plain, kept)
+        ours = [line for line in kept.stderr.decode().splitlines() if line.startswith("tcpgw:")]
+        assert ours == [line for line in plain.stderr.decode().splitlines() if line.startswith("tcpgw:")], (plain, kept)
+        assert "ssh failed (status 255" in ours[0]
+        assert kept.stdout == b""
+    missing = run_bridge(["--keep", "5000", server.url(gw.path)], ssh_env(server, TCPGW_SSH="/nonexistent/ssh"))
+    assert missing.returncode == 2 and b"cannot run '/nonexistent/ssh'" in missing.stderr, missing
+    bad = run_bridge(["--keep", "5000", server.url(gw.path)], ssh_env(server, TCPGW_SSH="ssh 'unterminated"))
+    assert bad.returncode == 2 and b"unterminated single quote" in bad.stderr, bad
+    assert gw.connect().call("gateway.info")["connections"] == 1  # only this check's own

@@ -80,7 +80,7 @@ public struct GatewayLink: Sendable {
         Glibc.close(readFD)
     }
 
-    private static func spawn(_ argv: [String], _ remote: SSHGatewayAddress) throws(GatewayLinkError) -> GatewayLink {
+    static func spawn(_ argv: [String], _ remote: SSHGatewayAddress) throws(GatewayLinkError) -> GatewayLink {
         var toChild: [Int32] = [-1, -1]
         var fromChild: [Int32] = [-1, -1]
         // Close-on-exec: the child gets only the dup2'd copies as its stdin and stdout.

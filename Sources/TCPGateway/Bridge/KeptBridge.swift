@@ -14,6 +14,12 @@ import JSONRPC
 /// gateway has read (and free them), it sends now and then another `session.keep` (a second
 /// one only sets the grace again): its answer means every earlier line was read.
 ///
+/// Calls that pass a descriptor are answered by the bridge itself with -32006, as the plain
+/// bridge does (`BridgeRequestFilter`): never sent, so never counted as one of the client's lines.
+///
+/// Over ssh (`SSHTransport`) every reconnect runs ssh again; a link's ssh child is reaped (and
+/// killed if need be) whenever the link is closed.
+///
 /// One thread and poll(2): the gateway connection is non-blocking; stdin is read only when
 /// poll says so; stdout is written in the loop.
 public final class KeptBridge {
@@ -37,6 +43,7 @@ public final class KeptBridge {
     /// Written before the log's bytes on a new connection: the keep or resume line (not counted).
     private var preamble: [UInt8] = []
     private var stdinPartial: [UInt8] = []
+    private var filter = BridgeRequestFilter()
     private var stdinEnded = false
     private var writingShut = false
     /// The probe in flight (an id and the number of its line), and what was sent since the last.
@@ -59,6 +66,8 @@ public final class KeptBridge {
     private var dropDeadline: UInt64 = 0
     private var nextAttempt: UInt64 = 0
     private var backoff: UInt64 = 20
+    /// How the last link's ssh ended, when it failed by itself (for the message that ends the bridge).
+    private var lastLinkEnd: GatewayLinkEnd?
 
     /// Past this much unsent toward either side, the bridge stops reading the other (backpressure).
     private static let queueLimit = 1 << 20
@@ -82,7 +91,7 @@ public final class KeptBridge {
         signal(SIGPIPE, SIG_IGN)
         switch transport.connect() {
         case .failure(let failure):
-            return fail("cannot connect to \(transport.address): \(failure.message)", status: 2)
+            return fail(failure.description, status: 2)
         case .success(let link):
             attach(link)
         }
@@ -90,7 +99,10 @@ public final class KeptBridge {
                          "params": ["grace": .int(Int64(grace))]])
         var chunk = [UInt8](repeating: 0, count: 65536)
         while true {
-            if let status = step(&chunk) { return status }
+            if let status = step(&chunk) {
+                _ = closeLink(linger: 100, receivedAny: true)  // no ssh child left behind
+                return status
+            }
         }
     }
 
@@ -104,7 +116,9 @@ public final class KeptBridge {
     private func step(_ chunk: inout [UInt8]) -> Int32? {
         if link == nil, let status = reconnect() { return status }
         var fds: [pollfd] = []
-        let stdinSlot = pollSlot(&fds, 0, POLLIN, when: !stdinEnded && log.unsentBytes < KeptBridge.queueLimit)
+        // stdout's queue holds the bridge's own refusals too: a client that does not read stops being read.
+        let stdinSlot = pollSlot(&fds, 0, POLLIN, when: !stdinEnded && log.unsentBytes < KeptBridge.queueLimit
+            && stdoutQueue.count - stdoutSent < KeptBridge.queueLimit)
         let stdoutSlot = pollSlot(&fds, 1, POLLOUT, when: stdoutSent < stdoutQueue.count)
         var linkReadSlot: Int? = nil
         var linkWriteSlot: Int? = nil
@@ -144,14 +158,26 @@ public final class KeptBridge {
         let n = chunk.withUnsafeMutableBytes { read(0, $0.baseAddress, $0.count) }
         if n < 0 && (errno == EINTR || errno == EAGAIN) { return }
         guard n > 0 else {
-            // A line left unfinished cannot be answered; the last line makes the session end with
-            // the connection instead of lingering for the grace.
+            // A line left unfinished is not sent (the gateway drops an unfinished line of a kept
+            // session); a refused one is still answered. The last line makes the session end
+            // with the connection instead of lingering for the grace.
             stdinEnded = true
+            deliver(filter.finish(), forward: false)
             stdinPartial = []
             appendOwn(["jsonrpc": "2.0", "method": "session.keep", "params": ["grace": 0]])
             return
         }
-        stdinPartial.append(contentsOf: chunk[0..<n])
+        let out = chunk.withUnsafeBytes { filter.feed(UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
+        deliver(out, forward: true)
+    }
+
+    /// What the filter made of the client's bytes: refusals to stdout (between whole lines: the
+    /// queue holds only those), notices to stderr, the rest into the log as counted lines.
+    private func deliver(_ out: BridgeRequestFilter.Output, forward: Bool) {
+        for notice in out.notices { FileHandle.standardError.write(Data((notice + "\n").utf8)) }
+        for answer in out.toClient { stdoutQueue.append(contentsOf: answer) }
+        guard forward, !out.toGateway.isEmpty else { return }
+        stdinPartial.append(contentsOf: out.toGateway)
         guard let lastNewline = stdinPartial.lastIndex(of: 0x0A) else { return }
         var start = 0
         while start <= lastNewline, let newline = stdinPartial[start...lastNewline].firstIndex(of: 0x0A) {
@@ -222,7 +248,18 @@ public final class KeptBridge {
             if writingShut || phase == .awaitingKeep {
                 // The session ended as the client asked (or never began): pass on what came, stop.
                 while stdoutSent < stdoutQueue.count { if !writeStdout() { break } }
-                return phase == .awaitingKeep ? fail("the gateway closed the connection before session.keep was answered", status: 1) : 0
+                if phase == .awaitingKeep {
+                    // Over ssh, ssh's status says why (as for the plain bridge: 2, never reached).
+                    if let end = closeLink(linger: 5000, receivedAny: false), let message = end.message {
+                        return fail(message, status: end.status)
+                    }
+                    return fail("the gateway closed the connection before session.keep was answered", status: 1)
+                }
+                // The session is over; a remote bridge that failed at the end still says so.
+                if let end = closeLink(linger: 5000, receivedAny: true), let message = end.message {
+                    return fail(message, status: end.status)
+                }
+                return 0
             }
             dropped()
             return nil
@@ -306,8 +343,8 @@ public final class KeptBridge {
 
     private func dropped() {
         drops += 1
-        link?.close()
-        link = nil
+        // ssh has usually exited already when its pipe ended: a moment to learn its status.
+        if let end = closeLink(linger: 100, receivedAny: phase == .live), end.message != nil { lastLinkEnd = end }
         downPartial = []  // a cut line comes again whole, in the replay
         preamble = []
         let now = KeptBridge.now()
@@ -321,29 +358,45 @@ public final class KeptBridge {
         nextAttempt = now
         backoff = 20
         phase = .awaitingResume
-        FileHandle.standardError.write(Data("tcpgw bridge: the gateway connection dropped; resuming\n".utf8))
+        FileHandle.standardError.write(Data("tcpgw: the gateway connection dropped; resuming\n".utf8))
     }
 
     private func reconnect() -> Int32? {
         let now = KeptBridge.now()
         guard now >= nextAttempt else { return nil }
-        if token.isEmpty { return fail("the gateway connection dropped before session.keep was answered", status: 1) }
-        if now > dropDeadline {
-            return fail("could not resume the session within its grace of \(grace) ms", status: 1)
+        if token.isEmpty {
+            if let end = lastLinkEnd, let message = end.message { return fail(message, status: 2) }
+            return fail("the gateway connection dropped before session.keep was answered", status: 1)
         }
-        guard case .success(let link) = transport.connect() else {
+        if now > dropDeadline {
+            let last = lastLinkEnd?.message.map { " (last attempt: \($0))" } ?? ""
+            return fail("could not resume the session within its grace of \(grace) ms\(last)", status: 1)
+        }
+        switch transport.connect() {
+        case .failure(let failure):
+            lastLinkEnd = GatewayLinkEnd(status: 1, message: failure.description)
             nextAttempt = now + backoff
             backoff = min(backoff * 2, 1000)
             return nil
+        case .success(let link):
+            lastLinkEnd = nil
+            attach(link)
         }
-        attach(link)
         preamble = line(["jsonrpc": "2.0", "id": .string(marker + "-resume"), "method": "session.resume",
                          "params": ["token": .string(token), "received": .int(Int64(received))]])
         return nil
     }
 
+    /// Closes the link (reaping its ssh child); how ssh ended, when it ended by itself.
+    private func closeLink(linger: Int, receivedAny: Bool) -> GatewayLinkEnd? {
+        let end = link?.close(linger: linger, receivedAny: receivedAny)
+        link = nil
+        return end
+    }
+
     private func fail(_ message: String, status: Int32) -> Int32 {
-        FileHandle.standardError.write(Data("tcpgw bridge: \(message)\n".utf8))
+        // The plain bridge's prefix: both say the same things the same way.
+        FileHandle.standardError.write(Data("tcpgw: \(message)\n".utf8))
         return status
     }
 }

@@ -2,7 +2,7 @@
 # tcpgw_open ssh://...: the session runs through `tcpgw bridge ssh://...` and a real sshd on
 # loopback (tests/support/sshd.py: generated keys, its own configs, never ~/.ssh or /etc/ssh).
 
-# shellcheck disable=SC2154  # $stderr is set by bats (run --separate-stderr)
+# shellcheck disable=SC2154,SC2119  # $stderr is set by bats (run --separate-stderr); tcp_list takes no params here
 load helpers
 
 SSHD_DIR=""
@@ -120,4 +120,33 @@ gateway_connections() {
 	run --separate-stderr tcp_list
 	[ "$status" -eq 4 ]
 	[[ $stderr == *"connection to the gateway"* ]]
+}
+
+@test "tcpgw_open --keep over ssh://: the ssh child is killed, ssh runs again, calls go on" {
+	tcpgw_open --keep 20000 "ssh://127.0.0.1:$SSHD_PORT$GW_SOCK" 3>&-
+	start_peer echo "$ECHO_PEER"
+	h=$(tcp_createClient 127.0.0.1 "$PEER_PORT" 5000)
+	[[ $h =~ ^[0-9]+$ ]]
+	local round ssh_pid i old=""
+	for round in 1 2 3; do
+		# The bridge's ssh child (a new one after each kill: wait until it differs).
+		for (( i = 0; i < 200; i++ )); do
+			ssh_pid=$(ps -o pid= --ppid "$_TCPGW_PID" -o comm= | awk '$2 == "ssh" {print $1}' | head -n1)
+			[[ $ssh_pid =~ ^[0-9]+$ && $ssh_pid != "$old" ]] && break
+			sleep 0.05
+		done
+		[[ $ssh_pid =~ ^[0-9]+$ && $ssh_pid != "$old" ]]
+		kill -KILL "$ssh_pid"
+		old=$ssh_pid
+		run tcp_send "$h" "round $round"
+		[ "$status" -eq 0 ]
+		[ "$output" = 7 ]
+		run recv_hex_exact "$h" 7
+		[ "$status" -eq 0 ]
+		[ "$output" = "$(hex_of "round $round")" ]
+	done
+	# The same session: one handle, the remote bridge the gateway's only client, no zombies.
+	[ "$(tcp_list | jq -c '[.[].handle]')" = "[$h]" ]
+	[ "$(tcpgw_call gateway.info | jq .connections)" = 1 ]
+	[ -z "$(ps -o stat= --ppid "$_TCPGW_PID" | awk '/^Z/')" ]  # no zombie child
 }
