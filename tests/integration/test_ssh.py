@@ -29,6 +29,7 @@ from wire import FD_PASSING, RPCError, Wire, b64, decode
 
 sys.path.insert(0, os.path.join(REPO_ROOT, "tests", "support"))
 import sshd  # noqa: E402
+from streamer import Streamer  # noqa: E402
 
 BRIDGE_EXIT_TIMEOUT = 20.0  # seconds; ssh itself gives up on a dead peer well before this
 
@@ -489,34 +490,6 @@ def logins(server: sshd.SSHD) -> int:
     return server.log().count("Accepted publickey")
 
 
-class PeerStreamer(threading.Thread):
-    """Writes `payload` to `sock` in seeded chunks while reading what comes back."""
-
-    def __init__(self, sock: socket.socket, payload: bytes, seed: int) -> None:
-        super().__init__(daemon=True)
-        self.sock, self.payload, self.rng = sock, payload, random.Random(seed)
-        self.got = bytearray()
-        self.stop = False
-        self.error: Optional[BaseException] = None
-
-    def run(self) -> None:
-        try:
-            offset = 0
-            self.sock.settimeout(0.02)
-            while not self.stop:
-                if offset < len(self.payload):
-                    n = self.rng.randint(1, 30_000)
-                    self.sock.sendall(self.payload[offset:offset + n])
-                    offset += n
-                try:
-                    chunk = self.sock.recv(1 << 16)
-                except socket.timeout:
-                    continue
-                if not chunk:
-                    return
-                self.got += chunk
-        except BaseException as e:  # the test reports it
-            self.error = e
 
 
 @pytest.mark.parametrize("seed", [3, 17])
@@ -536,7 +509,7 @@ def test_kept_bridge_over_ssh_resumes_after_ssh_is_killed(server: sshd.SSHD, gw:
     blocked = b.request("tcp.recv", {"handle": waiting["handle"], "length": 5, "timeout": 120000})
 
     down = random.Random(seed + 100).randbytes(1_500_000)
-    streamer = PeerStreamer(peer, down, seed)
+    streamer = Streamer(peer, down, seed)
     streamer.start()
     up = bytearray()
     sends: dict[int, int] = {}

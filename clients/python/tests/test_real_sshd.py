@@ -11,7 +11,6 @@ import os
 import random
 import socket
 import sys
-import threading
 import time
 from typing import Iterator
 
@@ -22,6 +21,7 @@ from conftest import REPO_ROOT, GatewayProcess, recv_exactly, wait_until
 
 sys.path.insert(0, str(REPO_ROOT / "tests" / "support"))
 import sshd  # noqa: E402
+from streamer import Streamer  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -121,36 +121,6 @@ def test_unauthorized_key_with_keep_is_a_clear_error(gateway: GatewayProcess, se
     assert time.monotonic() - started < 20
 
 
-class Streamer(threading.Thread):
-    """Writes `payload` to `sock` in seeded chunks while reading what comes back."""
-
-    def __init__(self, sock: socket.socket, payload: bytes, seed: int) -> None:
-        super().__init__(daemon=True)
-        self.sock = sock
-        self.payload = payload
-        self.rng = random.Random(seed)
-        self.got = bytearray()
-        self.error: "BaseException | None" = None
-        self.stop = False
-
-    def run(self) -> None:
-        try:
-            offset = 0
-            self.sock.settimeout(0.05)
-            while not self.stop:
-                if offset < len(self.payload):
-                    n = self.rng.randint(1, 40_000)
-                    self.sock.sendall(self.payload[offset:offset + n])
-                    offset += n
-                try:
-                    chunk = self.sock.recv(1 << 16)
-                except socket.timeout:
-                    continue
-                if not chunk:
-                    return
-                self.got += chunk
-        except BaseException as e:  # reported by the test
-            self.error = e
 
 
 @pytest.mark.parametrize("seed", [5, 29])
@@ -162,7 +132,7 @@ def test_keep_over_real_ssh_survives_killed_ssh(gateway: GatewayProcess, ssh_env
         conn, peer = pair(gw, py_server)
         down = random.Random(seed + 1).randbytes(1_200_000)
         up = bytearray()
-        streamer = Streamer(peer, down, seed)
+        streamer = Streamer(peer, down, seed, max_chunk=40_000, poll=0.05)
         conn.resume()
         streamer.start()
         got = bytearray()
