@@ -1,3 +1,4 @@
+import CNetShim
 import Foundation
 import JSONRPC
 import NIOCore
@@ -22,6 +23,35 @@ final class DataCodecTests: XCTestCase {
             XCTAssertEqual(ours.utf8.count, Base64.encodedLength(length), "encodedLength, length \(length)")
             XCTAssertEqual(Base64.decode(foundation), bytes, "decode of Foundation's text, length \(length)")
             XCTAssertEqual(Data(base64Encoded: ours).map { [UInt8]($0) }, bytes, "Foundation decodes ours, length \(length)")
+        }
+    }
+
+    /// The vectorised encoders (SSSE3, AVX2, whichever this CPU has) against the scalar one and
+    /// Foundation: every length up to 200 (each tail and each split between vector steps and the
+    /// scalar loop), then long buffers at every start offset modulo 32 (unaligned loads).
+    func testBase64EveryInstructionSetMatchesTheScalarEncoder() {
+        var rng = SplitMix64(seed: 0x7C9_0011)
+        let best = Int(tcpgw_base64_best_level())
+        XCTAssertTrue((0...2).contains(best))
+        func encoded(_ bytes: [UInt8], level: Int32) -> String {
+            var out = [UInt8](repeating: 0, count: Base64.encodedLength(bytes.count) + 64)
+            let count = bytes.withUnsafeBytes { input in
+                out.withUnsafeMutableBytes { tcpgw_base64_encode_level(input.baseAddress, input.count, $0.baseAddress, level) }
+            }
+            XCTAssertEqual(count, Base64.encodedLength(bytes.count))
+            XCTAssertTrue(out[count...].allSatisfy { $0 == 0 }, "nothing written past the end, \(bytes.count) bytes")
+            return String(decoding: out[..<count], as: UTF8.self)
+        }
+        var cases = (0...200).map { S.randomBytes($0, &rng) }
+        cases += [Array(0...255), [UInt8](repeating: 0xFF, count: 300), [UInt8](repeating: 0, count: 300)]
+        let long = S.randomBytes(70_000, &rng)
+        cases += (0..<32).map { Array(long[$0...]) }
+        for bytes in cases {
+            let foundation = Data(bytes).base64EncodedString()
+            for level: Int32 in 0...2 {
+                XCTAssertEqual(encoded(bytes, level: level), foundation, "level \(level), \(bytes.count) bytes")
+            }
+            XCTAssertEqual(Base64.encode(S.buffer(bytes)), foundation, "the chosen encoder, \(bytes.count) bytes")
         }
     }
 
@@ -198,6 +228,40 @@ final class DataCodecTests: XCTestCase {
             XCTAssertEqual(frameBytes, JanssonCodec.serialize(expected) + [0x0A], "vs serialize, length \(length)")
             XCTAssertEqual(frameBytes, JanssonCodec.serialize(expected, splicing: false) + [0x0A], "vs plain jansson, length \(length)")
         }
+    }
+
+    /// The written tcp.recv / tcp.recvfrom answer line is what the generic path prints for the
+    /// same result (`LineEncoder.writeSuccess` and jansson), for ids and remotes of each kind.
+    func testRecvAnswerMatchesTheGenericWriter() throws {
+        var rng = SplitMix64(seed: 0x7C9_0012)
+        let ids: [JSONValue] = [1, 0, -5, .int(Int64.max), "req-7", .null]
+        let remotes: [JSONValue?] = [nil, .null, ["address": "127.0.0.1", "port": 5555, "family": "IPv4"]]
+        for (index, length) in [0, 1, 2, 3, 64, 385, 65536, 262_144].enumerated() {
+            let bytes = S.randomBytes(length, &rng)
+            for (idIndex, id) in ids.enumerated() {
+                let remote = remotes[(index + idIndex) % remotes.count]
+                let eof = (index + idIndex) % 2 == 0
+                let line = try XCTUnwrap(DataFrameEncoder.recvAnswer(id: id, S.buffer(bytes), eof: eof, remote: remote))
+                var result: JSONObject = [
+                    "data": .string(Data(bytes).base64EncodedString()), "encoding": "base64", "eof": .bool(eof),
+                ]
+                if let remote { result["remote"] = remote }
+                var generic = ByteBufferAllocator().buffer(capacity: 64)
+                LineEncoder.writeSuccess(id: id, result: .object(result), into: &generic)
+                XCTAssertEqual(Array(line.readableBytesView), Array(generic.readableBytesView), "\(length) bytes, id \(id)")
+                let envelope = RPCResponse.success(id: id, result: .object(result))
+                XCTAssertEqual(Array(line.readableBytesView), JanssonCodec.serialize(envelope) + [0x0A], "vs jansson")
+            }
+        }
+    }
+
+    func testRecvAnswerLeavesIdsItCannotWriteToTheGenericWriter() {
+        let data = S.buffer([1, 2, 3])
+        XCTAssertNil(DataFrameEncoder.recvAnswer(id: "caf\u{E9}", data, eof: false, remote: nil), "non-ASCII id")
+        XCTAssertNil(DataFrameEncoder.recvAnswer(id: "a\"b", data, eof: false, remote: nil), "an id to escape")
+        XCTAssertNil(DataFrameEncoder.recvAnswer(id: 1.5, data, eof: false, remote: nil), "a real id")
+        XCTAssertNil(DataFrameEncoder.recvAnswer(id: 1, data, eof: false, remote: ["address": "a\nb"]))
+        XCTAssertNotNil(DataFrameEncoder.recvAnswer(id: 1, data, eof: true, remote: nil))
     }
 
     func testOnDataFrameUsesOnlyTheReadableBytes() throws {

@@ -107,6 +107,15 @@ int tcpgw_pipe_cloexec(int fds[2]);
 const void *tcpgw_memmem(const void *haystack, size_t haystack_len, const void *needle, size_t needle_len);
 const void *tcpgw_memrchr(const void *s, int c, size_t n);
 
+/* Base64 (standard alphabet, '=' padding) for the data path: writes 4 * ceil(n / 3) bytes to
+   out and returns that count. Vectorised where the CPU allows (SSSE3, AVX2), chosen at run time. */
+size_t tcpgw_base64_encode(const void *in, size_t n, void *out);
+/* The same with the instruction set capped at level (0 scalar, 1 SSSE3, 2 AVX2): for tests,
+   which check every level against the others. */
+size_t tcpgw_base64_encode_level(const void *in, size_t n, void *out, int level);
+/* The best level this CPU runs (0, 1 or 2). */
+int tcpgw_base64_best_level(void);
+
 /* Service-manager plumbing (contract §9). */
 #include "CNetShimService.h"
 

@@ -47,6 +47,17 @@ enum LineEncoder {
         }
     }
 
+    /// Appends `value` as jansson prints it, when it is simple; false (nothing written) otherwise.
+    static func appendSimple(_ value: JSONValue, to buffer: inout ByteBuffer) -> Bool {
+        guard let length = simpleLength(value) else { return false }
+        _ = buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: length) { raw in
+            var out = raw.baseAddress!.assumingMemoryBound(to: UInt8.self)
+            writeSimple(value, to: &out)
+            return length
+        }
+        return true
+    }
+
     /// How many bytes `value` prints as, when every part of it is simple; nil otherwise.
     static func simpleLength(_ value: JSONValue) -> Int? {
         switch value {

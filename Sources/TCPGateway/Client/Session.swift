@@ -225,6 +225,9 @@ final class Session {
         let id: JSONValue
         let outcome: Result<JSONValue, RPCError>
         let fd: Int32?
+        /// The whole answer line, already written (a data answer: see `Call.succeed(received:)`);
+        /// `outcome` then holds the same result as a value, for a batch.
+        var line: ByteBuffer? = nil
 
         var json: JSONValue {
             switch outcome {
@@ -279,7 +282,8 @@ final class Session {
             return
         }
         switch outcome {
-        case .success(let value): deliver(Reply(id: id, outcome: .success(value.result), fd: value.fd), to: call.answer)
+        case .success(let value):
+            deliver(Reply(id: id, outcome: .success(value.result), fd: value.fd, line: value.line), to: call.answer)
         case .failure(let error): deliver(Reply(id: id, outcome: .failure(error), fd: nil), to: call.answer)
         }
     }
@@ -311,6 +315,10 @@ final class Session {
 
     /// An answer line; a result goes out without building its envelope object.
     private func send(_ reply: Reply) {
+        if let line = reply.line {
+            guard replay == nil else { return keep(line: line) }
+            return transport.write(line)
+        }
         guard reply.fd == nil, case .success(let result) = reply.outcome else {
             send(reply.json, passing: reply.fd)
             return
@@ -473,6 +481,7 @@ final class Call {
     struct Success {
         let result: JSONValue
         let fd: Int32?
+        var line: ByteBuffer? = nil
     }
 
     let session: Session
@@ -502,6 +511,24 @@ final class Call {
         }
         done = true
         session.finish(self, .success(Success(result: result, fd: fd)))
+    }
+
+    /// Answers a `tcp.recv`/`tcp.recvfrom`. In base64 on a line of its own, the answer is
+    /// written straight from the bytes (`DataFrameEncoder.recvAnswer`); otherwise, and in a
+    /// batch, it is built as a value like any other result.
+    func succeed(received bytes: ByteBuffer, encoding: DataEncoding, eof: Bool, remote: JSONValue?) {
+        if encoding == .base64, !inBatch, !done, let id = request.id,
+            let line = DataFrameEncoder.recvAnswer(id: id, bytes, eof: eof, remote: remote)
+        {
+            done = true
+            session.finish(self, .success(Success(result: .null, fd: nil, line: line)))
+            return
+        }
+        var answer: JSONObject = [
+            "data": .string(encoding.encode(bytes)), "encoding": .string(encoding.rawValue), "eof": .bool(eof),
+        ]
+        if let remote { answer["remote"] = remote }
+        succeed(.object(answer))
     }
 
     func fail(_ error: Error) {

@@ -1,3 +1,4 @@
+import CNetShim
 import JSONRPC
 import NIOCore
 
@@ -16,42 +17,22 @@ enum Base64 {
 
     static func encodedLength(_ count: Int) -> Int { (count + 2) / 3 * 4 }
 
-    /// Appends the base64 of `input` to `out`.
+    /// Appends the base64 of `input` to `out` (vectorised, in the C shim: see base64.c).
     static func encode(_ input: UnsafeRawBufferPointer, into out: inout ByteBuffer) {
         let length = encodedLength(input.count)
-        out.reserveCapacity(minimumWritableBytes: length)
         _ = out.writeWithUnsafeMutableBytes(minimumWritableBytes: length) { dest in
-            alphabet.withUnsafeBufferPointer { table in
-                var i = 0
-                var o = 0
-                let n = input.count
-                while i + 3 <= n {
-                    let v = UInt32(input[i]) << 16 | UInt32(input[i + 1]) << 8 | UInt32(input[i + 2])
-                    dest[o] = table[Int(v >> 18)]
-                    dest[o + 1] = table[Int((v >> 12) & 63)]
-                    dest[o + 2] = table[Int((v >> 6) & 63)]
-                    dest[o + 3] = table[Int(v & 63)]
-                    i += 3
-                    o += 4
-                }
-                let rest = n - i
-                if rest > 0 {
-                    let v = UInt32(input[i]) << 16 | (rest > 1 ? UInt32(input[i + 1]) << 8 : 0)
-                    dest[o] = table[Int(v >> 18)]
-                    dest[o + 1] = table[Int((v >> 12) & 63)]
-                    dest[o + 2] = rest > 1 ? table[Int((v >> 6) & 63)] : UInt8(ascii: "=")
-                    dest[o + 3] = UInt8(ascii: "=")
-                    o += 4
-                }
-                return o
-            }
+            guard let source = input.baseAddress, let target = dest.baseAddress else { return 0 }
+            return tcpgw_base64_encode(source, input.count, target)
         }
     }
 
     static func encode(_ buffer: ByteBuffer) -> String {
-        var out = ByteBufferAllocator().buffer(capacity: encodedLength(buffer.readableBytes))
-        buffer.withUnsafeReadableBytes { encode($0, into: &out) }
-        return String(buffer: out)
+        buffer.withUnsafeReadableBytes { input in
+            String(unsafeUninitializedCapacity: encodedLength(input.count)) { dest in
+                guard let source = input.baseAddress, let target = dest.baseAddress else { return 0 }
+                return tcpgw_base64_encode(source, input.count, target)
+            }
+        }
     }
 
     /// Per input position, the 6-bit value already shifted into place; 0xFF00_0000 marks a
@@ -171,8 +152,9 @@ enum DataEncoding: String {
     }
 }
 
-/// Writes `tcp.onData` notifications without building a JSON tree: the one message whose size
-/// grows with the traffic. Its shape matches what jansson would print for the same object.
+/// Writes the two messages whose size grows with the traffic, `tcp.onData` and the answer to
+/// `tcp.recv`, without building a JSON tree or a String of the data. Each line is byte for byte
+/// what jansson would print for the same object.
 enum DataFrameEncoder {
     private static let head = Array(#"{"jsonrpc":"2.0","method":"tcp.onData","params":{"handle":"#.utf8)
     private static let middle = Array(#","data":""#.utf8)
@@ -191,6 +173,40 @@ enum DataFrameEncoder {
         Base64.encode(data, into: &out)
         out.writeBytes(tail)
         out.writeInteger(UInt8(0x0A))
+        return out
+    }
+
+    private static let answerHead = Array(#"{"jsonrpc":"2.0","result":{"data":""#.utf8)
+    private static let answerEncoding = Array(#"","encoding":"base64","eof":"#.utf8)
+    private static let answerRemote = Array(#","remote":"#.utf8)
+    private static let answerID = Array(#"},"id":"#.utf8)
+
+    /// The answer line to a `tcp.recv` (or, with `remote`, `tcp.recvfrom`) in base64:
+    /// `{"jsonrpc":"2.0","result":{"data":…,"encoding":"base64","eof":…[,"remote":…]},"id":…}`.
+    /// Nil when `id` or `remote` is not a simple value (the generic writer takes those).
+    static func recvAnswer(id: JSONValue, _ data: ByteBuffer, eof: Bool, remote: JSONValue?) -> ByteBuffer? {
+        guard let idLength = LineEncoder.simpleLength(id) else { return nil }
+        let remoteLength: Int
+        if let remote {
+            guard let length = LineEncoder.simpleLength(remote) else { return nil }
+            remoteLength = answerRemote.count + length
+        } else {
+            remoteLength = 0
+        }
+        var out = ByteBufferAllocator().buffer(
+            capacity: answerHead.count + Base64.encodedLength(data.readableBytes) + answerEncoding.count + 5
+                + remoteLength + answerID.count + idLength + 2)
+        out.writeBytes(answerHead)
+        data.withUnsafeReadableBytes { Base64.encode($0, into: &out) }
+        out.writeBytes(answerEncoding)
+        out.writeStaticString(eof ? "true" : "false")
+        if let remote {
+            out.writeBytes(answerRemote)
+            _ = LineEncoder.appendSimple(remote, to: &out)
+        }
+        out.writeBytes(answerID)
+        _ = LineEncoder.appendSimple(id, to: &out)
+        out.writeStaticString("}\n")
         return out
     }
 }

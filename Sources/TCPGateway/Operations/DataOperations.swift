@@ -69,11 +69,9 @@ enum DataOperations {
         connection.recv(length: length, timeoutMS: p.timeout) { result in
             switch result {
             case .success(let (bytes, eof)):
-                var answer: JSONObject = [
-                    "data": .string(encoding.encode(bytes)), "encoding": .string(encoding.rawValue), "eof": .bool(eof),
-                ]
-                if withRemote { answer["remote"] = connection.remote?.json ?? .null }
-                call.succeed(.object(answer))
+                // Spelled out: JSONValue takes a nil literal as JSON null.
+                let remote: JSONValue? = withRemote ? (connection.remote?.json ?? JSONValue.null) : Optional.none
+                call.succeed(received: bytes, encoding: encoding, eof: eof, remote: remote)
             case .failure(let error):
                 call.fail(error)
             }
