@@ -22,7 +22,7 @@ let package = Package(
         .target(name: "CNetShim"),
         .target(
             name: "JSONRPC",
-            dependencies: ["CJansson"]
+            dependencies: ["CJansson", "CNetShim"]
         ),
         .target(
             name: "TCPGateway",

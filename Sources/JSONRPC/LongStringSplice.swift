@@ -1,4 +1,5 @@
 import CJansson
+import CNetShim
 
 /// Long plain strings — printable ASCII with nothing to escape, which is what base64 and hex
 /// payloads are — travel around jansson instead of through it. jansson handles strings a
@@ -63,8 +64,8 @@ enum LongStringSplice {
         return (reduced, pieces)
     }
 
-    /// The index of the first byte at or after `from` that is not plain (a word-at-a-time scan
-    /// in the C shim: this runs over every payload byte).
+    /// The index of the first byte at or after `from` that is not plain (a vector scan in the
+    /// C shim: this runs over every payload byte).
     @inline(__always)
     static func plainRunEnd(_ bytes: UnsafeRawBufferPointer, from: Int) -> Int {
         guard let base = bytes.baseAddress, from < bytes.count else { return from }

@@ -96,7 +96,7 @@ final class LongStringSpliceTests: XCTestCase {
     func testPlainRunStopsAtEveryNonPlainByteAtEveryPosition() {
         for byte in 0...255 {
             let plain = byte >= 0x20 && byte <= 0x7E && byte != 0x22 && byte != 0x5C
-            for position in 0..<24 {
+            for position in 0..<40 {  // the 16-byte steps, the 8-byte step, the last bytes
                 var bytes = [UInt8](repeating: UInt8(ascii: "Q"), count: 40)
                 bytes[position] = UInt8(byte)
                 let end = bytes.withUnsafeBytes { LongStringSplice.plainRunEnd($0, from: 0) }

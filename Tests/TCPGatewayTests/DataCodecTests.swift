@@ -55,6 +55,64 @@ final class DataCodecTests: XCTestCase {
         }
     }
 
+    /// The vectorised decoders take whole blocks of the standard alphabet and stop at the first
+    /// block holding anything else; what they leave, the scalar code decodes and judges. Checked
+    /// at every level, for every length, with the odd character at every position.
+    func testBase64VectorDecodersStopAtAnythingButTheStandardAlphabet() {
+        var rng = SplitMix64(seed: 0x7C9_0013)
+        for level: Int32 in 0...2 {
+            for length in [0, 12, 13, 24, 47, 48, 96, 300, 3000] {
+                let bytes = S.randomBytes(length, &rng)
+                let text = Array(Data(bytes).base64EncodedString().utf8)
+                let stripped = text.count - text.reversed().prefix(while: { $0 == UInt8(ascii: "=") }).count
+                var out = [UInt8](repeating: 0xAA, count: bytes.count)
+                let used = text.withUnsafeBytes { input in
+                    out.withUnsafeMutableBytes {
+                        tcpgw_base64_decode_prefix_level(input.baseAddress, stripped, $0.baseAddress, $0.count, level)
+                    }
+                }
+                XCTAssertEqual(used % 16, 0)
+                XCTAssertLessThanOrEqual(used, stripped)
+                if level == 0 { XCTAssertEqual(used, 0) }
+                if level > 0 && Int(tcpgw_base64_best_level()) > 0 {
+                    // It stops only for lack of room (a step writes 4 bytes past what it decodes).
+                    XCTAssertGreaterThan(used + 16 + 16, min(stripped, (out.count - 4) / 3 * 4), "level \(level), \(length)")
+                }
+                XCTAssertEqual(Array(out[..<(used / 4 * 3)]), Array(bytes[..<(used / 4 * 3)]), "level \(level), \(length)")
+                // A step's store may run 8 bytes past what it decoded (AVX2: 32 for 24), never past `cap`.
+                XCTAssertTrue(out[min(out.count, used / 4 * 3 + 8)...].allSatisfy { $0 == 0xAA },
+                              "nothing written past what it decoded but the step's slack")
+            }
+            // An odd character anywhere: the decoder stops at or before its block.
+            let text = Array(Data(S.randomBytes(96, &rng)).base64EncodedString().utf8)  // 128 characters
+            for position in 0..<text.count {
+                for odd: UInt8 in [UInt8(ascii: "-"), UInt8(ascii: "_"), UInt8(ascii: "="), 0x00, 0x80, 0xFF, 0x40, 0x7B, 0x2C] {
+                    var bad = text
+                    bad[position] = odd
+                    var out = [UInt8](repeating: 0, count: 256)
+                    let used = bad.withUnsafeBytes { input in
+                        out.withUnsafeMutableBytes {
+                            tcpgw_base64_decode_prefix_level(input.baseAddress, input.count, $0.baseAddress, $0.count, level)
+                        }
+                    }
+                    XCTAssertLessThanOrEqual(used, position, "level \(level), \(odd) at \(position)")
+                }
+            }
+        }
+        // Through Base64.decode: bad characters past the vector blocks are still refused, and
+        // the URL-safe alphabet still decodes.
+        let long = S.randomBytes(3000, &rng)
+        let good = Data(long).base64EncodedString()
+        XCTAssertEqual(Base64.decode(good), long)
+        for position in [0, 17, 1000, 3990, good.utf8.count - 3] {
+            var bytes = Array(good.utf8)
+            bytes[position] = UInt8(ascii: "*")
+            XCTAssertNil(Base64.decode(String(decoding: bytes, as: UTF8.self)), "a bad character at \(position)")
+        }
+        let urlSafe = good.replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_")
+        XCTAssertEqual(Base64.decode(urlSafe), long)
+    }
+
     func testBase64EdgeBytes() {
         for bytes: [UInt8] in [[0], [0xFF], [0, 0], [0xFF, 0xFF], [0, 0, 0], [0xFF, 0xFF, 0xFF], Array(0...255)] {
             let text = Base64.encode(S.buffer(bytes))

@@ -107,12 +107,24 @@ int tcpgw_pipe_cloexec(int fds[2]);
 const void *tcpgw_memmem(const void *haystack, size_t haystack_len, const void *needle, size_t needle_len);
 const void *tcpgw_memrchr(const void *s, int c, size_t n);
 
+/* JSON text scans (scan.c). The length of the run of "plain" bytes at p (printable ASCII other
+   than '"' and '\\': what a JSON string may hold verbatim, as base64 and hex payloads do), and
+   the index of the first '"' or '\\' (n when there is none). */
+size_t tcpgw_plain_run(const unsigned char *p, size_t n);
+size_t tcpgw_quote_or_backslash(const unsigned char *p, size_t n);
+
 /* Base64 (standard alphabet, '=' padding) for the data path: writes 4 * ceil(n / 3) bytes to
    out and returns that count. Vectorised where the CPU allows (SSSE3, AVX2), chosen at run time. */
 size_t tcpgw_base64_encode(const void *in, size_t n, void *out);
 /* The same with the instruction set capped at level (0 scalar, 1 SSSE3, 2 AVX2): for tests,
    which check every level against the others. */
 size_t tcpgw_base64_encode_level(const void *in, size_t n, void *out, int level);
+/* Decodes the longest prefix of in[0..n) made of whole vector blocks of the standard alphabet
+   (no padding), writing at most cap bytes to out; returns how many characters it consumed (a
+   multiple of 16, possibly 0), having written 3/4 as many bytes. The caller decodes and checks
+   the rest. */
+size_t tcpgw_base64_decode_prefix(const void *in, size_t n, void *out, size_t cap);
+size_t tcpgw_base64_decode_prefix_level(const void *in, size_t n, void *out, size_t cap, int level);
 /* The best level this CPU runs (0, 1 or 2). */
 int tcpgw_base64_best_level(void);
 

@@ -57,8 +57,13 @@ enum Base64 {
                     t1.withUnsafeBufferPointer { t1 in
                         t2.withUnsafeBufferPointer { t2 in
                             t3.withUnsafeBufferPointer { t3 in
+                                // Whole blocks of the standard alphabet go vectorised (base64.c);
+                                // the rest, and any block it will not take, is checked here.
                                 var i = 0
-                                var o = 0
+                                if let source = utf8.baseAddress, let target = dest.baseAddress {
+                                    i = tcpgw_base64_decode_prefix(source, n, target, outCount)
+                                }
+                                var o = i / 4 * 3
                                 var bad: UInt32 = 0
                                 while i + 4 <= n {
                                     let v = t0[Int(utf8[i])] | t1[Int(utf8[i + 1])] | t2[Int(utf8[i + 2])] | t3[Int(utf8[i + 3])]
