@@ -869,6 +869,7 @@ def test_gateway_info(gw: Gateway) -> None:
         assert isinstance(lim[k], int) and lim[k] > 0, (k, lim)
     assert lim["maxMessageBytes"] == 16 * 1024 * 1024
     assert lim["maxRecvLength"] >= 16777216
+    assert lim["replayBytes"] == 8 * 1024 * 1024  # --replay-bytes' default (contract §12)
     wait_until(lambda: w1.call("gateway.info")["connections"] == 2, what="connections == 2")
     assert w1.call("gateway.info")["handles"] == 2
     time.sleep(0.05)

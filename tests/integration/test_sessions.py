@@ -23,7 +23,7 @@ import pytest
 
 from conftest import (TCPGW_BIN, accepted_pair, port_of, py_listener, recv_exact_py, short_tmpdir)
 from kept import Dropped, KeptClient, Relay, hard_close
-from wire import INVALID_PARAMS, INVALID_REQUEST, TIMED_OUT
+from wire import INVALID_PARAMS, INVALID_REQUEST, TIMED_OUT, Wire
 
 UNKNOWN_SESSION = -32007
 
@@ -490,6 +490,9 @@ def test_replay_bound_holds_the_peer_back_and_nothing_is_dropped(start_gateway) 
     replay_bytes = 8 * 1024 * 1024
     gw = start_gateway("--replay-bytes", str(replay_bytes))
     listener = py_listener("127.0.0.1")
+    w = Wire(gw.path)
+    assert w.call("gateway.info")["limits"]["replayBytes"] == replay_bytes  # the bound, as set
+    w.close()
     k = KeptClient(gw.path)
     k.keep(grace=30000)
     handle, peer = flowing_client(k, listener)

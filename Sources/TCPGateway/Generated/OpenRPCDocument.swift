@@ -2697,7 +2697,8 @@ enum OpenRPCDocument {
                 "maxConnectionsPerUid": 128,
                 "maxRecvLength": 16777216,
                 "outboundHighWatermark": 4194304,
-                "maxBufferBytes": 536870912
+                "maxBufferBytes": 536870912,
+                "replayBytes": 8388608
               },
               "connections": 1,
               "handles": 2,
@@ -4596,7 +4597,8 @@ enum OpenRPCDocument {
           "maxConnectionsPerUid",
           "maxRecvLength",
           "outboundHighWatermark",
-          "maxBufferBytes"
+          "maxBufferBytes",
+          "replayBytes"
         ],
         "properties": {
           "maxMessageBytes": {
@@ -4627,7 +4629,12 @@ enum OpenRPCDocument {
           "maxBufferBytes": {
             "type": "integer",
             "minimum": 0,
-            "description": "`--max-buffer-bytes`: what the gateway holds in memory for all its clients together (unfinished request lines, bytes accepted by `tcp.send` and not yet written, answers and events not yet written). While it is spent, the clients holding more than their share are not read from (nor their flowing handles), and `tcp.send` that would queue beyond it is -32004; nobody is disconnected."
+            "description": "`--max-buffer-bytes`: what the gateway holds in memory for all its clients together (unfinished request lines, bytes accepted by `tcp.send` and not yet written, answers and events not yet written, kept lines of sessions). While it is spent, the clients holding more than their share are not read from (nor their flowing handles), and `tcp.send` that would queue beyond it is -32004; nobody is disconnected."
+          },
+          "replayBytes": {
+            "type": "integer",
+            "minimum": 0,
+            "description": "`--replay-bytes`: how many bytes of written lines one kept session (`session.keep`, contract §12) holds until `session.ack` releases them; above it the session's flowing handles stop reading until acks bring it back under half."
           }
         }
       },

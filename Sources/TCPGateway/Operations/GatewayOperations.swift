@@ -74,6 +74,7 @@ enum GatewayOperations {
                 "maxRecvLength": .int(Int64(config.maxRecvLength)),
                 "outboundHighWatermark": .int(Int64(config.outboundHighWatermark)),
                 "maxBufferBytes": .int(Int64(config.maxBufferBytes)),
+                "replayBytes": .int(Int64(config.replayBytes)),
             ],
             "connections": .int(Int64(gateway.sessionCount)), "handles": .int(Int64(gateway.handleCount)),
             "policy": gateway.loadedPolicy.json,
