@@ -7,11 +7,28 @@ import random
 import socket
 import struct
 import threading
-from typing import Optional
+from typing import Iterator, Optional
 
+import pytest
+
+from conftest import GatewayFactory, py_listener
 from wire import Wire
 
 MiB = 1 << 20
+
+
+# Fixtures the relay modules import (pytest finds them by name in the importing module).
+@pytest.fixture(params=["splice", "copy"])
+def wire(request: pytest.FixtureRequest, start_gateway: GatewayFactory) -> Wire:
+    """A client of a gateway in each relay mode: splice, and the copy mode faults use."""
+    return start_gateway("--relay-mode", request.param).connect()
+
+
+@pytest.fixture
+def listener() -> Iterator[socket.socket]:
+    s = py_listener("127.0.0.1")
+    yield s
+    s.close()
 
 
 def connected_handle(wire: Wire, listener: socket.socket, flowing: bool = False) -> tuple[int, socket.socket]:

@@ -12,23 +12,12 @@ import time
 
 import pytest
 
-from conftest import GatewayFactory, py_listener, require_binary
+from conftest import GatewayFactory, require_binary
+from relay_peers import listener, wire  # noqa: F401 (fixtures, in both relay modes)
 from relay_peers import MiB, Pump, connected_handle, payload, read_to_end, reset, sha
 from wire import INVALID_REQUEST, UNKNOWN_HANDLE, WRONG_KIND, RPCError, Wire
 
 STREAM_TOKEN = -32008
-
-
-@pytest.fixture(params=["splice", "copy"])
-def wire(request: pytest.FixtureRequest, start_gateway: GatewayFactory) -> Wire:
-    return start_gateway("--relay-mode", request.param).connect()
-
-
-@pytest.fixture
-def listener() -> socket.socket:
-    s = py_listener("127.0.0.1")
-    yield s
-    s.close()
 
 
 def attach_line(token: str, id: object = 1) -> bytes:

@@ -8,21 +8,10 @@ import time
 
 import pytest
 
-from conftest import GatewayFactory, py_listener
+from conftest import GatewayFactory
+from relay_peers import listener, wire  # noqa: F401 (fixtures, in both relay modes)
 from relay_peers import MiB, Pump, connected_handle, payload, read_to_end, reset, sha
 from wire import INVALID_PARAMS, UNKNOWN_HANDLE, WRONG_KIND, RPCError, Wire
-
-
-@pytest.fixture(params=["splice", "copy"])
-def wire(request: pytest.FixtureRequest, start_gateway: GatewayFactory) -> Wire:
-    return start_gateway("--relay-mode", request.param).connect()
-
-
-@pytest.fixture
-def listener() -> socket.socket:
-    s = py_listener("127.0.0.1")
-    yield s
-    s.close()
 
 
 def piped(wire: Wire, listener: socket.socket, flowing: bool = False):
