@@ -162,6 +162,19 @@ recv_hex_exact() {
 	printf '%s\n' "$got"
 }
 
+# echoed HANDLE TEXT: tcp_send TEXT (answered with its length) to an echo peer, and the same
+# bytes come back through tcp_recv. Fails the test otherwise.
+# shellcheck disable=SC2154  # status and output are what bats' run sets
+echoed() {
+	local h=$1 text=$2
+	run tcp_send "$h" "$text"
+	[ "$status" -eq 0 ]
+	[ "$output" = "${#text}" ]
+	run recv_hex_exact "$h" "${#text}"
+	[ "$status" -eq 0 ]
+	[ "$output" = "$(hex_of "$text")" ]
+}
+
 # hex_of STRING: the bytes of STRING as lowercase hex (one line).
 hex_of() {
 	printf '%s' "$1" | xxd -p | tr -d '\n'

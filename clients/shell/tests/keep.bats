@@ -45,12 +45,7 @@ cut_link() {
 	[[ $h =~ ^[0-9]+$ ]]
 	for round in 1 2 3 4 5; do
 		cut_link
-		run tcp_send "$h" "round $round"
-		[ "$status" -eq 0 ]
-		[ "$output" = 7 ]
-		run recv_hex_exact "$h" 7
-		[ "$status" -eq 0 ]
-		[ "$output" = "$(hex_of "round $round")" ]
+		echoed "$h" "round $round"
 	done
 	# Still the one session: its handle list is unchanged, and the gateway has one client.
 	[ "$(tcp_list | jq -c '[.[].handle]')" = "[$h]" ]
