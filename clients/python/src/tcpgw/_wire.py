@@ -100,6 +100,8 @@ class _CryptoBase64:
         length = end - start
         if length % 4 or length == 0 or buf.find(b"=", start, end - 2) >= 0:
             return None
+        if buf[end - 2] == 0x3D and buf[end - 1] != 0x3D:
+            return None  # "x=" then a digit: not padding (EVP_DecodeBlock would take it)
         if length > len(self._scratch):
             self._scratch = self._ctypes.create_string_buffer(length)
             self._scratch_addr = self._ctypes.addressof(self._scratch)
@@ -1068,8 +1070,8 @@ class Session(Generic[H, T]):
         if key < 0 or data_end < key or not buf.startswith(_ON_DATA_TAIL, data_end):
             return False
         data_start = key + len(_DATA_KEY)
-        if buf.find(b'"', data_start, data_end) >= 0 or buf.find(b"\\", data_start, data_end) >= 0:
-            return False
+        # No scan for '"' or '\\' in the text: every decoder refuses any byte outside the
+        # base64 alphabet, so a line whose data is not one plain JSON string takes the JSON path.
         try:
             handle = int(buf[head:key])
             data = self._decode_at(buf, view, data_start, data_end)
@@ -1109,8 +1111,8 @@ class Session(Generic[H, T]):
             return False
         request_id = int(match.group(2))
         pending = self.pending.get(request_id)
-        if pending is None or pending.method != "tcp.recv" or buf.find(b"\\", data_start, data_end) >= 0:
-            return False
+        if pending is None or pending.method != "tcp.recv":
+            return False  # (a '\\' in the text: the decoder refuses it, then JSON decides)
         try:
             data = self._decode_at(buf, view, data_start, data_end)
         except (ValueError, binascii.Error):
