@@ -41,9 +41,16 @@ def _p99(samples: List[float]) -> float:
     return ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] if ordered else 0.0
 
 
+def _decoder() -> str:
+    """The base64 decoder the measured client's fast paths use (older clients: not told)."""
+    from tcpgw import _wire
+    which = getattr(_wire, "base64_decoder", None)
+    return str(which()) if callable(which) else "not told"
+
+
 def bench_client(run: Any, gw: Any, sz: Any, tmpdir: str) -> None:
     """All rows 9; `run` is bench/run.py's module (its peers, rows and `attempt`)."""
-    run.progress(f"bench 9: the Python client ({os.path.dirname(tcpgw.__file__)})")
+    run.progress(f"bench 9: the Python client ({os.path.dirname(tcpgw.__file__)}, base64 decoder: {_decoder()})")
     total = sz.bulk_mib * run.MiB
     cap = sz.phase_cap
     run.attempt("9a client data events", lambda: _data_events(run, gw, total, cap))
@@ -302,7 +309,7 @@ def main() -> int:
     finally:
         shutil.rmtree(tmpdir, ignore_errors=True)
     load1 = os.getloadavg()
-    run.print_table([f"tcpgw client rows — {args.bin} — client {tcpgw.__file__}",
+    run.print_table([f"tcpgw client rows — {args.bin} — client {tcpgw.__file__} (base64 decoder: {_decoder()})",
                      f"load average {load0[0]:.2f} at start, {load1[0]:.2f} at end", ""])
     return 0
 

@@ -17,6 +17,7 @@ from typing import Callable, Iterator
 import pytest
 
 import tcpgw
+from tcpgw import _wire
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 DEFAULT_BIN = str(REPO_ROOT / ".build" / "debug" / "tcpgw")
@@ -110,6 +111,21 @@ def gateway(gateway_bin: str, tmp_path: Path) -> Iterator[GatewayProcess]:
 def gw(gateway: GatewayProcess) -> Iterator[tcpgw.Gateway]:
     with tcpgw.connect(gateway.path) as connection:
         yield connection
+
+
+@pytest.fixture(params=_wire.BASE64_DECODERS)
+def b64_decoder(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Each fast-path base64 decoder in turn (skipped where it is not usable), so that the
+    fallbacks stay tested; the decoder in use before is restored afterwards."""
+    name = str(request.param)
+    if name not in _wire.available_base64_decoders():
+        pytest.skip(f"base64 decoder {name} is not usable here")
+    before = _wire.base64_decoder()
+    assert _wire.use_base64_decoder(name) == name
+    try:
+        yield name
+    finally:
+        _wire.use_base64_decoder(before)
 
 
 @pytest.fixture

@@ -1,7 +1,7 @@
 """What the speed work must not change, against the real gateway: read-ahead bytes are never
 lost or reordered (pending, flyAway, resume, recvfrom), big transfers through the fast paths
 arrive intact, and many threads sharing one connection (leader/follower reading) each get
-their own answers while events flow.
+their own answers while events flow. Each test runs under every usable base64 decoder.
 """
 from __future__ import annotations
 
@@ -11,9 +11,14 @@ import socket
 import threading
 from typing import List, Tuple
 
+import pytest
+
 import tcpgw
 import tcpgw.aio
 from conftest import recv_exactly, wait_until
+
+# Every test here runs once per usable base64 decoder (pybase64, libcrypto, binascii).
+pytestmark = pytest.mark.usefixtures("b64_decoder")
 
 
 def pair(gw: tcpgw.Gateway, py_server: socket.socket) -> Tuple[tcpgw.Tcp, socket.socket]:

@@ -11,6 +11,8 @@ import base64
 import json
 import os
 import random
+import subprocess
+import sys
 from typing import Any, List, Optional, Tuple
 
 import pytest
@@ -65,10 +67,11 @@ def feed_in_pieces(session: "Session[FakeTcp, str]", data: bytes, rng: random.Ra
 
 
 # -- framing and fast paths ------------------------------------------------------------------
+# Tests taking ``b64_decoder`` run once per usable base64 decoder (conftest.py).
 
 
 @pytest.mark.parametrize("size", [0, 1, 2, 3, 4, 100, 65536, 65537, 3 * 1024 * 1024 + 1])
-def test_on_data_fast_path_decodes_exactly(size: int) -> None:
+def test_on_data_fast_path_decodes_exactly(size: int, b64_decoder: str) -> None:
     rng = random.Random(size)
     payload = bytes(rng.getrandbits(8) for _ in range(min(size, 4096))) * (size // 4096 + 1)
     payload = payload[:size]
@@ -83,7 +86,7 @@ def test_on_data_fast_path_decodes_exactly(size: int) -> None:
     assert session.take_event(obj) is None
 
 
-def test_on_data_other_shapes_take_the_json_path() -> None:
+def test_on_data_other_shapes_take_the_json_path(b64_decoder: str) -> None:
     session = new_session()
     payload = b"\x00\xffabc"
     text = base64.b64encode(payload).decode()
@@ -105,7 +108,7 @@ def test_on_data_other_shapes_take_the_json_path() -> None:
     assert got == [payload] * 4
 
 
-def test_bad_base64_in_the_fast_shape_is_a_protocol_error() -> None:
+def test_bad_base64_in_the_fast_shape_is_a_protocol_error(b64_decoder: str) -> None:
     session = new_session()
     line = b'{"jsonrpc":"2.0","method":"tcp.onData","params":{"handle":3,"data":"%s","encoding":"base64"}}\n'
     for bad in (b"AAA", b"AA*A" * 20, b"AA=A" * 20, b"A" * 63 + b"!"):
@@ -114,7 +117,115 @@ def test_bad_base64_in_the_fast_shape_is_a_protocol_error() -> None:
         session.drop_input()
 
 
-def test_recv_answer_fast_path_needs_its_pending_request() -> None:
+# Texts around the decoders' size thresholds and padding rules: canonical base64, then what
+# binascii's strict mode and pybase64's validate disagree on (a lone "=" after a whole quantum,
+# which strict mode accepts and pybase64 refuses) and what every decoder must refuse.
+_ODD_TEXTS = [
+    base64.b64encode(os.urandom(n)) for n in (1, 2, 3, 47, 48, 49, 190, 191, 192, 193, 194, 1000, 70_000)
+] + [
+    b"AAAA=", b"QUJD" * 80 + b"=", b"QUJD" * 80 + b"==", b"QQ==" + b"QUJD" * 80, b"QUJD" * 80 + b"QQ=",
+    b"QUJD" * 80 + b"QQ", b"QUJD" * 80 + b"Q", b"QUJD" * 40 + b"=" + b"QUJD" * 40, b"QUJD" * 80 + b"Q===",
+    b"QUJD" * 80 + b"*AAA", b"QUJD" * 80 + b"\x80AAA", b"QUJD" * 80 + b"QUJ-", b"QUJD" * 80 + b"QUJ_",
+    b"QUJD" * 79 + b"QU\x00D", b"=" * 320, b"QUJD" * 80 + b"QR==", b"QUJD" * 80 + b"QUI=",
+    # JSON escapes and quotes inside the text (the fast paths do not scan for them: the decoders
+    # refuse them and the JSON path decides), and whitespace at either end
+    b"QUJD" * 40 + b"\\/" + b"QUJ" + b"QUJD" * 40, b"QUJD" * 80 + b"\\u0041AAA", b"QUJD" * 80 + b"QUJ\\n",
+    b"QUJD" * 40 + b'"' + b"QUJD" * 40, b"QUJD" * 40 + b'","x":"' + b"QUJD" * 40, b"\\\\" * 160,
+    b"  " + b"QUJD" * 80 + b"QQ", b"QUJD" * 80 + b"QQ  ", b"\t\tQUJD" + b"QUJD" * 80 + b"QQ", b" QUJD",
+    # "=" then a digit at the end: not padding (EVP_DecodeBlock alone would decode it)
+    b"QUJD" * 80 + b"QQ=4", b"QUJD" * 80 + b"QU=/", b"QUJD" * 20 + b"Q=A=",
+]
+
+
+def _expected(text: bytes) -> Optional[bytes]:
+    """What the JSON path makes of ``text`` as a JSON string's contents (``json.loads``, then
+    strict ``base64.b64decode``); None: refused (a ProtocolError)."""
+    try:
+        return base64.b64decode(json.loads(b'{"data":"%s"}' % text)["data"], validate=True)
+    except ValueError:
+        return None
+
+
+@pytest.mark.parametrize("text", _ODD_TEXTS, ids=range(len(_ODD_TEXTS)))
+def test_every_decoder_gives_what_the_json_path_gives(text: bytes, b64_decoder: str) -> None:
+    expected = _expected(text)
+    session = new_session()
+    line = b'{"jsonrpc":"2.0","method":"tcp.onData","params":{"handle":3,"data":"%s","encoding":"base64"}}\n' % text
+    if expected is None:
+        with pytest.raises(tcpgw.ProtocolError):
+            session.feed(line, ())
+    else:
+        session.feed(line, ())
+        event = session.take_event(session.handles[3])
+        assert event is not None and event.data == expected
+    session = new_session()
+    request_id, _ = session.request("tcp.recv", {"handle": 1, "length": 10}, "caller")
+    answer_line = b'{"jsonrpc":"2.0","result":{"data":"%s","encoding":"base64","eof":false},"id":%d}\n' % (
+        text, request_id)
+    if expected is None:  # a ProtocolError, from the line (not JSON) or from its data
+        with pytest.raises(tcpgw.ProtocolError):
+            answers, _ = session.feed(answer_line, ())
+            _wire.recv_answer(answers[0][1])
+    else:
+        answers, _ = session.feed(answer_line, ())
+        assert _wire.recv_answer(answers[0][1]) == (expected, False)
+
+
+def test_every_decoder_agrees_with_the_json_path_on_mutated_texts(b64_decoder: str) -> None:
+    rng = random.Random(5)
+    for _ in range(1500):
+        text = bytearray(base64.b64encode(bytes(rng.getrandbits(8) for _ in range(rng.randint(0, 400)))))
+        for _ in range(rng.randint(0, 2)):
+            if text:
+                text[rng.randrange(len(text))] = rng.choice(b'=\\"/ +A\x00')
+        expected = _expected(bytes(text))
+        session = new_session()
+        line = b'{"jsonrpc":"2.0","method":"tcp.onData","params":{"handle":3,"data":"%s","encoding":"base64"}}\n'
+        try:
+            session.feed(line % text, ())
+        except tcpgw.ProtocolError:
+            assert expected is None, bytes(text)
+            continue
+        event = session.take_event(session.handles[3])
+        assert event is not None and event.data == expected, bytes(text)
+
+
+def test_send_encoding_is_the_same_under_every_decoder(b64_decoder: str) -> None:
+    for data in (b"", b"a", bytearray(b"xyz1"), memoryview(b"hello world")[2:7], os.urandom(100_000)):
+        assert _wire.encode_send_data(data) == (base64.b64encode(data).decode("ascii"), "base64")
+    assert _wire.encode_send_data([b"ab", "cd"]) == (["YWI=", "Y2Q="], "base64")
+
+
+@pytest.mark.parametrize("forced", ["", *_wire.BASE64_DECODERS, "no-such-decoder"])
+def test_the_environment_forces_a_decoder(forced: str) -> None:
+    available = _wire.available_base64_decoders()
+    env = dict(os.environ, TCPGW_PY_BASE64=forced, PYTHONWARNINGS="default")
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [os.path.dirname(os.path.dirname(tcpgw.__file__)),
+                                                      env.get("PYTHONPATH")]))
+    result = subprocess.run([sys.executable, "-c", "from tcpgw import _wire; print(_wire.base64_decoder())"],
+                            env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    if forced in _wire.BASE64_DECODERS:
+        # the one named, or the next usable one after it
+        order = _wire.BASE64_DECODERS[_wire.BASE64_DECODERS.index(forced):]
+        assert result.stdout.strip() == next(name for name in order if name in available)
+    else:
+        assert result.stdout.strip() == available[0]
+    assert ("TCPGW_PY_BASE64" in result.stderr) == (forced == "no-such-decoder")
+
+
+def test_choosing_a_decoder() -> None:
+    before = _wire.base64_decoder()
+    try:
+        assert _wire.use_base64_decoder("binascii") == "binascii" == _wire.base64_decoder()
+        assert _wire.use_base64_decoder(None) == _wire.available_base64_decoders()[0]
+        with pytest.raises(ValueError):
+            _wire.use_base64_decoder("base64ish")
+    finally:
+        _wire.use_base64_decoder(before)
+
+
+def test_recv_answer_fast_path_needs_its_pending_request(b64_decoder: str) -> None:
     session = new_session()
     request_id, line = session.request("tcp.recv", {"handle": 1, "length": 10}, "caller")
     assert json.loads(line)["method"] == "tcp.recv"
@@ -134,7 +245,7 @@ def test_recv_answer_fast_path_needs_its_pending_request() -> None:
     assert session.feed(recv_answer_line(999, b"zz"), ()) == ([], [])
 
 
-def test_line_longer_than_the_buffer_grows_it_and_then_reads_go_on() -> None:
+def test_line_longer_than_the_buffer_grows_it_and_then_reads_go_on(b64_decoder: str) -> None:
     session = new_session()
     big = os.urandom(_wire.READ_SIZE * 2)
     first = on_data(5, big)
@@ -339,7 +450,7 @@ def test_scalar_answers_without_json_and_creations_with_it() -> None:
     assert isinstance(answers[0][1].error, tcpgw.UnknownHandleError)
 
 
-def test_lines_cut_into_tiny_reads() -> None:
+def test_lines_cut_into_tiny_reads(b64_decoder: str) -> None:
     rng = random.Random(7)
     session = new_session()
     payloads = [os.urandom(rng.randint(0, 3000)) for _ in range(30)]

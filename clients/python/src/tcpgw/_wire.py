@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import binascii
 import collections
+import importlib
 import inspect
 import itertools
 import json
@@ -24,6 +25,7 @@ import os
 import re
 import socket
 import sys
+import warnings
 from typing import (
     Any,
     TYPE_CHECKING,
@@ -78,7 +80,7 @@ _b64 = _make_b64()
 
 class _CryptoBase64:
     """OpenSSL's ``EVP_DecodeBlock`` through ctypes, when libcrypto is there: about four times
-    CPython's ``a2b_base64`` on the same machine, which is what bounds a data path here.
+    CPython's ``a2b_base64`` on the same machine.
 
     Only for the fast paths (text from the input buffer, by address); any doubt (a length
     not a multiple of 4, ``=`` before the end, a decoding error) answers ``None`` and the
@@ -98,6 +100,8 @@ class _CryptoBase64:
         length = end - start
         if length % 4 or length == 0 or buf.find(b"=", start, end - 2) >= 0:
             return None
+        if buf[end - 2] == 0x3D and buf[end - 1] != 0x3D:
+            return None  # "x=" then a digit: not padding (EVP_DecodeBlock would take it)
         if length > len(self._scratch):
             self._scratch = self._ctypes.create_string_buffer(length)
             self._scratch_addr = self._ctypes.addressof(self._scratch)
@@ -109,8 +113,6 @@ class _CryptoBase64:
 
 
 def _load_crypto_base64() -> Optional[_CryptoBase64]:
-    if os.environ.get("TCPGW_PY_BASE64") == "binascii":
-        return None
     try:
         import ctypes
     except ImportError:
@@ -130,7 +132,101 @@ def _load_crypto_base64() -> Optional[_CryptoBase64]:
     return None
 
 
-_crypto_b64 = _load_crypto_base64()
+def _load_pybase64() -> Any:
+    """The ``pybase64`` module (SIMD libbase64) if importable and behaving as expected, else None.
+
+    Imported by name so that the package type-checks without it installed.
+    """
+    try:
+        module = importlib.import_module("pybase64")
+    except ImportError:
+        return None
+    if not callable(getattr(module, "b64encode_as_string", None)):
+        return None
+    try:
+        # Positional arguments (s, altchars, validate): keywords cost more than the decoding of
+        # a short text. A bad digit must raise binascii.Error, as the fast paths expect.
+        if module.b64decode(memoryview(b"aGVsbG8hIQ=="), None, True) != b"hello!!":
+            return None
+        module.b64decode(b"aGVs*G8h", None, True)
+    except binascii.Error:
+        return module
+    except Exception:  # anything else: not the module this code was written for
+        return None
+    return None
+
+
+#: The decoders the fast paths can use, first choice first (``TCPGW_PY_BASE64`` names one).
+BASE64_DECODERS = ("pybase64", "libcrypto", "binascii")
+# Texts shorter than this go to binascii whatever the choice: below it a call into the faster
+# decoders costs more than the decoding.
+_PYBASE64_MIN = 256
+_CRYPTO_MIN = 64
+_pybase64: Any = None
+_crypto_b64: Optional[_CryptoBase64] = None
+_decoder = "binascii"  # the one in use (see use_base64_decoder)
+_tried: Dict[str, bool] = {"binascii": True}  # decoder name: usable (loaded on first ask)
+
+
+def _usable(name: str) -> bool:
+    """Whether decoder ``name`` works here (loading it the first time it is asked about)."""
+    global _pybase64, _crypto_b64
+    if name not in _tried:
+        if name == "pybase64":
+            _pybase64 = _load_pybase64()
+            _tried[name] = _pybase64 is not None
+        else:
+            _crypto_b64 = _load_crypto_base64()
+            _tried[name] = _crypto_b64 is not None
+    return _tried[name]
+
+
+def available_base64_decoders() -> List[str]:
+    """The names of the fast-path base64 decoders usable here, first choice first."""
+    return [name for name in BASE64_DECODERS if _usable(name)]
+
+
+def base64_decoder() -> str:
+    """The name of the base64 decoder the fast paths use now."""
+    return _decoder
+
+
+def use_base64_decoder(name: Optional[str] = None) -> str:
+    """Choose the fast paths' base64 decoder and return the name of the one now in use.
+
+    ``name`` is one of :data:`BASE64_DECODERS`; when that one is not usable here, the next
+    one in that order that is (``binascii`` always is). ``None`` (or ``""``): the first choice.
+    Every decoder accepts only strict base64; what one refuses takes the JSON path, whose
+    strict ``base64.b64decode`` decides (so the choice changes speed, never the result).
+    Sessions already open switch too. Not meant to be called while other threads read.
+    """
+    global _decoder
+    if name and name not in BASE64_DECODERS:
+        raise ValueError(f"unknown base64 decoder {name!r} (known: {', '.join(BASE64_DECODERS)})")
+    order = BASE64_DECODERS[BASE64_DECODERS.index(name):] if name else BASE64_DECODERS
+    _decoder = next(candidate for candidate in order if _usable(candidate))
+    return _decoder
+
+
+def _initial_decoder() -> str:
+    forced = os.environ.get("TCPGW_PY_BASE64", "")
+    if forced and forced not in BASE64_DECODERS:
+        warnings.warn(f"TCPGW_PY_BASE64={forced!r} is not one of {', '.join(BASE64_DECODERS)}; "
+                      "using the first choice", RuntimeWarning, stacklevel=2)
+        forced = ""
+    return use_base64_decoder(forced)
+
+
+_initial_decoder()
+
+
+def _encode_b64_text(data: Any) -> str:
+    """Base64 text of bytes-like ``data`` (pybase64 when it is loaded: many times binascii)."""
+    if _pybase64 is not None and _decoder == "pybase64":
+        return str(_pybase64.b64encode_as_string(data))
+    return base64.b64encode(data).decode("ascii")
+
+
 # The gateway's own shapes of the two big lines (contract §3/§4); anything else goes to json.
 _ON_DATA_HEAD = b'{"jsonrpc":"2.0","method":"tcp.onData","params":{"handle":'
 _DATA_KEY = b',"data":"'
@@ -223,12 +319,12 @@ def encode_send_data(data: SendData) -> Tuple[Union[str, List[str]], str]:
     if isinstance(data, str):
         return data, "utf8"
     if isinstance(data, (bytes, bytearray, memoryview)):
-        return base64.b64encode(data).decode("ascii"), "base64"
+        return _encode_b64_text(data), "base64"
     if isinstance(data, (list, tuple)):
         items = list(data)
         if items and all(isinstance(item, str) for item in items):
             return [str(item) for item in items], "utf8"
-        return [base64.b64encode(_as_bytes(item)).decode("ascii") for item in items], "base64"
+        return [_encode_b64_text(_as_bytes(item)) for item in items], "base64"
     raise TypeError(
         "send data must be str, bytes, bytearray, memoryview or a list of them, "
         f"not {type(data).__name__}"
@@ -584,8 +680,8 @@ class InBuffer:
         self.start = 0
         self.end = 0
         self.scan = 0  # no newline in buf[start:scan]: a long line's later reads are not rescanned
-        # The buffer's address, for the libcrypto decoder (0: not in use).
-        self.address = _crypto_b64.address(self.buf) if _crypto_b64 is not None else 0
+        # The buffer's address, for the libcrypto decoder (0: not taken yet).
+        self.address = 0
 
     def space(self) -> memoryview:
         """Where the next read goes (at least ``MIN_FREE`` bytes)."""
@@ -599,7 +695,7 @@ class InBuffer:
                 grown[:held] = self.view[self.start:self.end]
                 self.view.release()
                 self.buf, self.view = grown, memoryview(grown)
-                self.address = _crypto_b64.address(grown) if _crypto_b64 is not None else 0
+                self.address = 0
             else:
                 self.buf[:held] = self.view[self.start:self.end]
             self.scan -= self.start
@@ -950,9 +1046,18 @@ class Session(Generic[H, T]):
         return answers, touched
 
     def _decode_at(self, buf: bytearray, view: memoryview, start: int, end: int) -> bytes:
-        """Strict base64 decoding of ``buf[start:end]`` (libcrypto if loaded, else binascii)."""
-        if _crypto_b64 is not None and end - start >= 64:
-            data = _crypto_b64.decode(buf, self.inbuf.address, start, end)
+        """Strict base64 decoding of ``buf[start:end]`` with the decoder in use (see
+        :func:`use_base64_decoder`); raises ``binascii.Error`` (or ``ValueError``) if refused."""
+        decoder = _decoder
+        if decoder == "pybase64":
+            if end - start >= _PYBASE64_MIN:
+                decoded: bytes = _pybase64.b64decode(view[start:end], None, True)
+                return decoded
+        elif decoder == "libcrypto" and end - start >= _CRYPTO_MIN and _crypto_b64 is not None:
+            inbuf = self.inbuf
+            if not inbuf.address:
+                inbuf.address = _crypto_b64.address(buf)
+            data = _crypto_b64.decode(buf, inbuf.address, start, end)
             if data is not None:
                 return data
         return _b64(view[start:end])
@@ -965,8 +1070,8 @@ class Session(Generic[H, T]):
         if key < 0 or data_end < key or not buf.startswith(_ON_DATA_TAIL, data_end):
             return False
         data_start = key + len(_DATA_KEY)
-        if buf.find(b'"', data_start, data_end) >= 0 or buf.find(b"\\", data_start, data_end) >= 0:
-            return False
+        # No scan for '"' or '\\' in the text: every decoder refuses any byte outside the
+        # base64 alphabet, so a line whose data is not one plain JSON string takes the JSON path.
         try:
             handle = int(buf[head:key])
             data = self._decode_at(buf, view, data_start, data_end)
@@ -1006,8 +1111,8 @@ class Session(Generic[H, T]):
             return False
         request_id = int(match.group(2))
         pending = self.pending.get(request_id)
-        if pending is None or pending.method != "tcp.recv" or buf.find(b"\\", data_start, data_end) >= 0:
-            return False
+        if pending is None or pending.method != "tcp.recv":
+            return False  # (a '\\' in the text: the decoder refuses it, then JSON decides)
         try:
             data = self._decode_at(buf, view, data_start, data_end)
         except (ValueError, binascii.Error):
