@@ -66,6 +66,25 @@ def test_ssh_that_fails_is_a_clear_closed_connection(gateway: GatewayProcess, fa
     gw.close()
 
 
+@pytest.mark.parametrize("flavour", ["sync", "aio"])
+def test_ssh_that_fails_with_keep_says_why(gateway: GatewayProcess, tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch, flavour: str) -> None:
+    """keep= reads the session.keep answer while connecting: an ssh that fails then is a
+    ConnectionClosedError naming its exit status, in both flavours (not a bare EOFError)."""
+    failing = tmp_path / "failing-ssh"
+    failing.write_text("#!/bin/sh\necho 'Permission denied (publickey).' >&2\nexit 255\n")
+    failing.chmod(0o755)
+    monkeypatch.setenv("TCPGW_SSH", str(failing))
+    with pytest.raises(tcpgw.ConnectionClosedError, match="status 255"):
+        if flavour == "sync":
+            tcpgw.connect(ssh_url(gateway), keep=5000).close()
+        else:
+            async def attempt() -> None:
+                gw = await tcpgw.aio.connect(ssh_url(gateway), keep=5000)
+                await gw.close()
+            asyncio.run(attempt())
+
+
 def test_ssh_remote_socket_that_does_not_exist(gateway: GatewayProcess, fake_ssh: FakeSsh) -> None:
     gw = tcpgw.connect(f"ssh://gw.invalid{gateway.path}.missing")
     with pytest.raises(tcpgw.ConnectionClosedError):

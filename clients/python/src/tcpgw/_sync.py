@@ -491,10 +491,10 @@ class Gateway(gen._SyncGatewayMethods):
 
     # -- kept sessions (contract §12) -----------------------------------------------------
     def _start_keep(self, keep: int) -> None:
-        self._transport.sendall(keep_request_line(keep))
         try:
+            self._transport.sendall(keep_request_line(keep))
             line, rest = read_handshake_line(self._transport, time.monotonic() + _HANDSHAKE_S)
-        except EOFError as exc:
+        except (EOFError, BrokenPipeError, ConnectionResetError) as exc:
             # Over ssh the child's exit status says why (authentication, host key, no tcpgw).
             reason = self._transport.end_reason(1.0)
             raise ConnectionClosedError(f"{exc}" + (f"; {reason}" if reason is not None else "")) from exc

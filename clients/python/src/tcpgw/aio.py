@@ -827,8 +827,13 @@ async def connect(path: Optional[str] = None, *, keep: Optional[int] = None) -> 
     gateway = Gateway(transport, target, loop)
     try:
         if keep is not None:
-            await _write_all(loop, transport, keep_request_line(keep))
-            line, rest = await _read_handshake(loop, transport, loop.time() + _HANDSHAKE_S)
+            try:
+                await _write_all(loop, transport, keep_request_line(keep))
+                line, rest = await _read_handshake(loop, transport, loop.time() + _HANDSHAKE_S)
+            except (EOFError, BrokenPipeError, ConnectionResetError) as exc:
+                # As in the threaded client: over ssh the child's exit status says why.
+                reason = await loop.run_in_executor(None, transport.end_reason, 1.0)
+                raise ConnectionClosedError(f"{exc}" + (f"; {reason}" if reason is not None else "")) from exc
             result = handshake_result(line, "session.keep")
             if not isinstance(result, Mapping) or not isinstance(result.get("token"), str):
                 raise ProtocolError(f"session.keep answered {result!r}")
