@@ -756,7 +756,8 @@ tcpgw_attach() {
 	fi
 	local sock=$_TCPGW_SOCKET_PATH
 	[[ -n $sock ]] || sock=$(tcpgw_default_socket)
-	"${TCPGW_BIN:-tcpgw}" attach "$1" --socket "$sock"
+	# `--`: a token may begin with "-" (base64url), which would parse as an option.
+	"${TCPGW_BIN:-tcpgw}" attach --socket "$sock" -- "$1"
 }
 
 # tcpgw_help [FUNCTION]: usage of one generated function, or of all of them.

@@ -558,14 +558,32 @@ class BridgeProcess:
         self.messages: list[Any] = []
         self.next_id = 1
         os.set_blocking(self.proc.stdout.fileno(), False)
+        # Written with os.write, never through the file object's buffer (so finish()'s close
+        # flushes nothing), and without blocking: see send().
+        os.set_blocking(self.proc.stdin.fileno(), False)
 
-    def send(self, obj: Any) -> None:
-        assert self.proc.stdin is not None
-        try:
-            self.proc.stdin.write(json.dumps(obj).encode() + b"\n")
-            self.proc.stdin.flush()
-        except BrokenPipeError:
-            raise AssertionError(f"the bridge exited {self.proc.wait(5)}: {self.proc.stderr.read().decode()}")
+    def send(self, obj: Any, timeout: float = 20.0) -> None:
+        """Write one line to the bridge's stdin, reading its stdout meanwhile. A blocking write
+        deadlocks once both pipes are full: the bridge waits for us to read what it wrote
+        (tcp.onData lines) before it reads stdin again, while we wait for it to read."""
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        data = memoryview(json.dumps(obj).encode() + b"\n")
+        deadline = time.monotonic() + timeout
+        while data:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"the bridge read no stdin for {timeout}s")
+            readable, writable, _ = select.select([self.proc.stdout], [self.proc.stdin], [], min(left, 0.05))
+            if readable and not self.pump(0):
+                raise AssertionError(f"the bridge ended: {self.proc.stderr.read().decode()}")
+            if not writable:
+                continue
+            try:
+                data = data[os.write(self.proc.stdin.fileno(), data):]
+            except BlockingIOError:
+                continue
+            except BrokenPipeError:
+                raise AssertionError(f"the bridge exited {self.proc.wait(5)}: {self.proc.stderr.read().decode()}")
 
     def request(self, method: str, params: Any = None) -> int:
         rid = self.next_id
