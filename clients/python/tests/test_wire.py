@@ -412,7 +412,11 @@ def test_ssh_addresses(monkeypatch: pytest.MonkeyPatch) -> None:
                                 "--", "tcpgw", "bridge", "--socket", "/run/tcpgw.sock"]
     b = SshAddress("ssh://[::1]")
     assert (b.user, b.host, b.port, b.socket) == (None, "::1", None, None)
-    assert b.argv("attach", "TOK") == ["ssh", "-T", "-o", "BatchMode=yes", "::1", "--", "tcpgw", "attach", "TOK"]
+    assert b.argv("attach", operands=["TOK"]) == ["ssh", "-T", "-o", "BatchMode=yes", "::1", "--", "tcpgw", "attach",
+                                                  "--", "TOK"]
+    # A token may start with '-' (base64url): after the socket option and '--', never an option.
+    assert a.argv("attach", operands=["-x3Tok"])[-5:] == ["attach", "--socket", "/run/tcpgw.sock", "--", "-x3Tok"]
+    assert b.argv("attach", operands=["-x3Tok"])[-3:] == ["attach", "--", "-x3Tok"]
     monkeypatch.setenv("TCPGW_SSH", "/opt/ssh -F '/my config'")
     monkeypatch.setenv("TCPGW_REMOTE_BIN", "/usr/local/bin/tcpgw")
     assert SshAddress("ssh://h/x.sock").argv("bridge") == [

@@ -592,7 +592,10 @@ class Gateway(gen._SyncGatewayMethods):
         view = self._session.read_space()
         transport = self._transport
         poller = self._poller
-        descriptors = self._session.descriptors_due > 0
+        # Always read with room for descriptors (recvmsg, about 1 µs more than recv): a leader
+        # may already be blocked in its read when another thread sends tcp.flyAway, and a plain
+        # read of the answer would make the kernel close the descriptor it carries.
+        descriptors = transport.passes_fds
         self._lock.release()
         nbytes = -1
         fds: List[int] = []

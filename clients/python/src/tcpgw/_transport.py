@@ -47,11 +47,12 @@ class SshAddress:
         if self.host.startswith("-") or (self.user or "").startswith("-"):
             raise ValueError(f"host or user may not start with '-': {url!r}")
 
-    def argv(self, *remote: str) -> List[str]:
-        """``ssh -T -o BatchMode=yes [-p P] [-l U] HOST -- tcpgw REMOTE... [--socket PATH]`` (argv).
+    def argv(self, *remote: str, operands: Sequence[str] = ()) -> List[str]:
+        """``ssh -T -o BatchMode=yes [-p P] [-l U] HOST -- tcpgw REMOTE... [--socket PATH] [-- OPERANDS...]``.
 
         ``$TCPGW_SSH`` replaces ``ssh`` (a command with options, split like a shell would);
-        ``$TCPGW_REMOTE_BIN`` replaces the remote ``tcpgw``.
+        ``$TCPGW_REMOTE_BIN`` replaces the remote ``tcpgw``. ``operands`` go after ``--``, so
+        one that starts with ``-`` (a base64url token can) is never read as an option.
         """
         ssh = shlex.split(os.environ.get("TCPGW_SSH") or "ssh")
         argv = [*ssh, "-T", "-o", "BatchMode=yes"]
@@ -62,6 +63,8 @@ class SshAddress:
         command = [os.environ.get("TCPGW_REMOTE_BIN") or "tcpgw", *remote]
         if self.socket is not None:
             command += ["--socket", self.socket]
+        if operands:
+            command += ["--", *operands]
         # ssh joins the remote words with spaces for the remote shell: quote each (a no-op
         # for plain words and paths).
         return [*argv, self.host, "--", *(shlex.quote(word) for word in command)]
@@ -368,7 +371,7 @@ def open_stream(address: str, token: str, deadline: float) -> Tuple[StreamSocket
     if is_ssh(address):
         import threading
 
-        argv = SshAddress(address).argv("attach", token)
+        argv = SshAddress(address).argv("attach", operands=[token])
         proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0)
         assert proc.stdin is not None and proc.stdout is not None
         ours, theirs = socket.socketpair()

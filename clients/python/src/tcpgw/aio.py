@@ -369,6 +369,8 @@ class Gateway(gen._AsyncGatewayMethods):
     # -- input ----------------------------------------------------------------------------
     def _on_readable(self) -> None:
         try:
+            # A plain read is safe when no descriptor is due: on one thread, a tcp.flyAway is
+            # counted before it is sent, so before any read that could see its answer.
             nbytes, fds = self._transport.read_into(self._session.read_space(), self._session.descriptors_due > 0)
         except (BlockingIOError, InterruptedError):
             return
