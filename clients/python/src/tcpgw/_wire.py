@@ -416,7 +416,7 @@ def recv_result(result: Any) -> Tuple[bytes, bool]:
 #: did not ask for: the next reads take it without a round trip. Nothing is reordered or lost:
 #: ``pending()`` counts those bytes, ``flyAway()``/``stream()`` hand them over first, ``resume()``
 #: delivers them as the first ``"data"`` event. A bad length is sent as given (the gateway's error).
-RECV_AHEAD = 256 * 1024
+RECV_AHEAD = 1024 * 1024
 
 
 def recv_length(length: Any) -> Any:
