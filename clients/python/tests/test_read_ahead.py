@@ -72,7 +72,30 @@ def test_a_recv_that_got_bytes_leaves_one_read_ahead_in_flight(gw: tcpgw.Gateway
     peer.sendall(b"second")
     assert wait_until(lambda: not in_flight(gw, conn.handle) or conn._state.ahead_count() > 0)
     assert conn.recv(100, 5000) == b"second"
-    assert len(in_flight(gw, conn.handle)) == 1  # at most one, ever
+    assert len(in_flight(gw, conn.handle)) == 1  # one: the answer left nothing kept
+    peer.close()
+
+
+def test_a_bulk_recv_loop_keeps_at_most_two_read_aheads_in_flight(gw: tcpgw.Gateway, py_server: socket.socket) -> None:
+    """The threaded client keeps a second tcp.recv on its way while bytes are kept (so the
+    gateway fills the next answer while this process decodes), never more, and the bytes of
+    answers in flight together are filed in order."""
+    conn, peer = pair(gw, py_server)
+    data = payload_of(8 << 20, 11)
+    sender = threading.Thread(target=peer.sendall, args=(data,), daemon=True)
+    sender.start()
+    got = bytearray()
+    most = 0
+    for _ in range(10_000):
+        if len(got) == len(data):
+            break
+        got += conn.recv(65536, 5000)
+        flying = len(in_flight(gw, conn.handle))
+        assert flying <= 2
+        most = max(most, flying)
+    sender.join(5)
+    assert bytes(got) == data
+    assert most == 2  # the second one did go out
     peer.close()
 
 

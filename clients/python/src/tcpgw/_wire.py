@@ -585,9 +585,10 @@ class HandleState:
         self.ahead: Deque[bytes] = collections.deque()
         self.ahead_pos = 0
         self.ahead_bytes = 0
-        # The pipelined read-ahead (contract §4 lets tcp.recv requests queue on a handle):
-        # at most one of this client's tcp.recv requests feeding ``ahead`` is in flight.
-        self.recv_busy = False
+        # The pipelined read-ahead (contract §4 lets tcp.recv requests queue on a handle): how
+        # many of this client's tcp.recv requests feeding ``ahead`` are in flight (as many as
+        # the flavour's ``recv_prefetch`` allows), answered in the order they were sent.
+        self.recv_busy = 0
         self.recv_eof = False  # an answer said end of stream (consumed by the recv returning b"")
         self.recv_error: Optional[BaseException] = None  # a read-ahead's failure, for the next recv
         self.resuming = False  # tcp.resume sent: late recv bytes become "data" events
@@ -909,16 +910,17 @@ class Session(Generic[H, T]):
         if sink is not None:
             pending.sink = sink
             pending.prefetch = prefetch
-            sink._state.recv_busy = True
+            sink._state.recv_busy += 1
         self.pending[request_id] = pending
         if method in gen.DESCRIPTOR_METHODS:
             self.descriptors_due += 1
         return request_id, line
 
-    def recv_prefetch(self, obj: H) -> Optional[Tuple[int, bytes]]:
-        """A read-ahead ``tcp.recv`` for ``obj`` if one is due (none in flight, little kept)."""
+    def recv_prefetch(self, obj: H, in_flight: int = 1) -> Optional[Tuple[int, bytes]]:
+        """A read-ahead ``tcp.recv`` for ``obj`` if one is due (fewer than ``in_flight`` of them
+        on their way, little kept)."""
         state = obj._state
-        if (state.recv_busy or state.gone or state.resuming or state.recv_eof or state.recv_error is not None
+        if (state.recv_busy >= in_flight or state.gone or state.resuming or state.recv_eof or state.recv_error is not None
                 or state.ahead_bytes >= RECV_AHEAD):
             return None
         params = {"handle": obj.handle, "length": RECV_AHEAD, "encoding": "base64"}
@@ -929,7 +931,7 @@ class Session(Generic[H, T]):
         """A sink recv's answer: its bytes join ``ahead`` (or the event queue while resuming)."""
         obj = pending.sink
         state = obj._state
-        state.recv_busy = False
+        state.recv_busy -= 1
         if error is None:
             if state.resuming:
                 if data:  # answered before the gateway saw tcp.resume: these come first
