@@ -75,6 +75,9 @@ __all__ = ["connect", "Gateway", "Tcp", "FlyAwaySocket"]
 
 #: ``callback(tcp, remoteAddr)`` of ``createClient`` / ``callback(newTcp, remoteAddr)`` of
 #: ``accept``; may be a coroutine function (its coroutine runs as a task).
+# Read-ahead tcp.recv requests one handle may have in flight (the threaded client keeps two).
+_AIO_IN_FLIGHT = 1
+
 ConnectCallback = Callable[["Tcp", Optional[SockAddr]], object]
 AcceptCallback = Callable[["Tcp", Optional[SockAddr]], object]
 
@@ -613,7 +616,7 @@ class Gateway(gen._AsyncGatewayMethods):
         while True:
             chunk = state.take_ahead(length)
             if chunk is not None:
-                prefetch = None if self._dead else self._session.recv_prefetch(obj)
+                prefetch = None if self._dead else self._session.recv_prefetch(obj, _AIO_IN_FLIGHT)
                 if prefetch is not None:
                     request_id, line = prefetch
                     try:
