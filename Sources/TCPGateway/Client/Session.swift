@@ -226,7 +226,8 @@ final class Session {
         let outcome: Result<JSONValue, RPCError>
         let fd: Int32?
         /// The whole answer line, already written (a data answer: see `Call.succeed(received:)`);
-        /// `outcome` then holds the same result as a value, for a batch.
+        /// `outcome` is then only a placeholder. Calls in a batch never get one: their answers
+        /// are built as values.
         var line: ByteBuffer? = nil
 
         var json: JSONValue {
