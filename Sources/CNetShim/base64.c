@@ -225,37 +225,39 @@ static size_t decode_prefix(const uint8_t *in, size_t n, uint8_t *out, size_t ca
 }
 #endif
 
-size_t tcpgw_base64_decode_prefix(const void *in, size_t n, void *out, size_t cap) {
-    static int chosen = -1;
-    int level = __atomic_load_n(&chosen, __ATOMIC_RELAXED);
+/* The CPU's best level, found on the first call (two first calls at once store the same value). */
+static int cpu_level(void) {
+    static int cached = -1;
+    int level = __atomic_load_n(&cached, __ATOMIC_RELAXED);
     if (level < 0) {
         level = best_level();
-        __atomic_store_n(&chosen, level, __ATOMIC_RELAXED);
+        __atomic_store_n(&cached, level, __ATOMIC_RELAXED);
     }
-    return decode_prefix((const uint8_t *)in, n, (uint8_t *)out, cap, level);
+    return level;
 }
 
-size_t tcpgw_base64_decode_prefix_level(const void *in, size_t n, void *out, size_t cap, int level) {
-    int best = best_level();
-    return decode_prefix((const uint8_t *)in, n, (uint8_t *)out, cap, level < best ? level : best);
+/* A level a test asks for, never above what the CPU runs. */
+static int capped(int level) {
+    int best = cpu_level();
+    return level < best ? level : best;
 }
 
 int tcpgw_base64_best_level(void) {
-    return best_level();
+    return cpu_level();
 }
 
 size_t tcpgw_base64_encode(const void *in, size_t n, void *out) {
-    /* Chosen on the first call; two first calls at once store the same value. */
-    static encoder_fn chosen;
-    encoder_fn encoder = __atomic_load_n(&chosen, __ATOMIC_RELAXED);
-    if (!encoder) {
-        encoder = chosen_encoder(best_level());
-        __atomic_store_n(&chosen, encoder, __ATOMIC_RELAXED);
-    }
-    return encoder((const uint8_t *)in, n, (uint8_t *)out);
+    return chosen_encoder(cpu_level())((const uint8_t *)in, n, (uint8_t *)out);
 }
 
 size_t tcpgw_base64_encode_level(const void *in, size_t n, void *out, int level) {
-    int best = best_level();
-    return chosen_encoder(level < best ? level : best)((const uint8_t *)in, n, (uint8_t *)out);
+    return chosen_encoder(capped(level))((const uint8_t *)in, n, (uint8_t *)out);
+}
+
+size_t tcpgw_base64_decode_prefix(const void *in, size_t n, void *out, size_t cap) {
+    return decode_prefix((const uint8_t *)in, n, (uint8_t *)out, cap, cpu_level());
+}
+
+size_t tcpgw_base64_decode_prefix_level(const void *in, size_t n, void *out, size_t cap, int level) {
+    return decode_prefix((const uint8_t *)in, n, (uint8_t *)out, cap, capped(level));
 }

@@ -316,10 +316,7 @@ final class Session {
 
     /// An answer line; a result goes out without building its envelope object.
     private func send(_ reply: Reply) {
-        if let line = reply.line {
-            guard replay == nil else { return keep(line: line) }
-            return transport.write(line)
-        }
+        if let line = reply.line { return send(line: line) }
         guard reply.fd == nil, case .success(let result) = reply.outcome else {
             send(reply.json, passing: reply.fd)
             return
@@ -353,11 +350,13 @@ final class Session {
     /// `tcp.onData`, encoded directly: the data path skips building a JSON tree.
     func emitData(handle: Int64, _ data: UnsafeRawBufferPointer) {
         guard !isClosed else { return }
-        guard replay == nil else {
-            keep(line: DataFrameEncoder.onData(handle: handle, data))
-            return
-        }
-        transport.write(DataFrameEncoder.onData(handle: handle, data))
+        send(line: DataFrameEncoder.onData(handle: handle, data))
+    }
+
+    /// A line already written out (a data frame): counted and kept on a kept session.
+    private func send(line: ByteBuffer) {
+        guard replay == nil else { return keep(line: line) }
+        transport.write(line)
     }
 
     private func congestionChanged(_ congested: Bool) {
