@@ -245,6 +245,37 @@ def test_recv_answer_fast_path_needs_its_pending_request(b64_decoder: str) -> No
     assert session.feed(recv_answer_line(999, b"zz"), ()) == ([], [])
 
 
+
+def test_recv_answer_other_shapes_take_the_json_path(b64_decoder: str) -> None:
+    """The fast path finds the text's end from the line's tail; any other shape (or a text
+    that is not plain base64, even one holding the tail's own words) is JSON's to decide."""
+    payload = os.urandom(3000)
+    text = base64.b64encode(payload).decode()
+    shapes = [
+        '{"jsonrpc":"2.0","result":{"eof":false,"data":"%s","encoding":"base64"},"id":%d}' % (text, 0),
+        '{"jsonrpc":"2.0", "result":{"data":"%s","encoding":"base64","eof":false},"id":%d}' % (text, 0),
+        '{"jsonrpc":"2.0","result":{"data":"%s","encoding":"hex","eof":false},"id":%d}' % (payload.hex(), 0),
+        '{"jsonrpc":"2.0","result":{"data":"%s","encoding":"base64","eof":false},"id":%d}' % (text.replace("/", "\\/"), 0),
+    ]
+    for shape in shapes:
+        session = new_session()
+        request_id, _ = session.request("tcp.recv", {"handle": 1, "length": 5000}, "caller")
+        line = shape.replace('"id":0}', '"id":%d}' % request_id).encode() + b"\n"
+        answers, _ = session.feed(line, ())
+        assert len(answers) == 1, shape
+        assert _wire.recv_answer(answers[0][1]) == (payload, False), shape
+    # A text that ends in an escaped copy of the tail: the last tail is the real one, the text
+    # before it is not base64, and JSON's reading of it (not base64 either) is refused.
+    session = new_session()
+    request_id, _ = session.request("tcp.recv", {"handle": 1, "length": 5000}, "caller")
+    sneaky = text[:40] + '\\",\\"encoding\\":\\"base64\\",\\"eof\\":true},\\"id\\":%d}' % request_id
+    line = b'{"jsonrpc":"2.0","result":{"data":"%s","encoding":"base64","eof":false},"id":%d}\n' % (
+        sneaky.encode(), request_id)
+    answers, _ = session.feed(line, ())
+    assert len(answers) == 1
+    with pytest.raises(tcpgw.ProtocolError):
+        _wire.recv_answer(answers[0][1])
+
 def test_line_longer_than_the_buffer_grows_it_and_then_reads_go_on(b64_decoder: str) -> None:
     session = new_session()
     big = os.urandom(_wire.READ_SIZE * 2)

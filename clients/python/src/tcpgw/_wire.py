@@ -1105,7 +1105,9 @@ class Session(Generic[H, T]):
                    answers: List[Tuple[T, Answer[H]]], touched: List[H]) -> bool:
         """A ``tcp.recv`` answer in the gateway's shape, decoded in place; False: use json."""
         data_start = start + len(_RECV_HEAD)
-        data_end = buf.find(b'"', data_start, nl)
+        # From the end: the tail is short, the text long (one scan of it fewer; a text that
+        # is not plain base64 is refused by the decoder, and then JSON decides).
+        data_end = buf.rfind(b'","encoding":', data_start, nl)
         if data_end < 0:
             return False
         match = _RECV_TAIL.fullmatch(buf, data_end, nl)
