@@ -325,3 +325,115 @@ def test_aio_timeout_cancel_and_close_with_the_read_ahead_in_flight(gateway: Any
             peer.close()
 
     asyncio.run(main())
+
+
+def test_aio_bulk_recv_loop_reads_ahead_from_the_reader(gateway: Any, py_server: socket.socket) -> None:
+    """A bulk asyncio recv loop keeps at most two read-aheads in flight, and the reader sends
+    the next one itself when an answer comes for a waiting recv; every byte once, in order."""
+    data = payload_of(8 << 20, 13)
+
+    async def main() -> None:
+        async with await tcpgw.aio.connect(gateway.path) as client:
+            conn = await client.createClient(("127.0.0.1", py_server.getsockname()[1]), 5000)
+            peer, _ = py_server.accept()
+            from_reader: List[int] = []
+            original = client._write_from_reader
+
+            def counted(request_id: int, line: bytes) -> bool:
+                from_reader.append(request_id)
+                return original(request_id, line)
+
+            client._write_from_reader = counted  # type: ignore[method-assign]
+            loop = asyncio.get_running_loop()
+            sender = loop.run_in_executor(None, lambda: (peer.sendall(data), peer.shutdown(socket.SHUT_WR)))
+            got = bytearray()
+            most = 0
+            for _ in range(10_000):
+                chunk = await conn.recv(65536, 5000)
+                if not chunk:
+                    break
+                got += chunk
+                flying = len(in_flight(client, conn.handle))
+                assert flying <= 2
+                most = max(most, flying)
+            await sender
+            assert bytes(got) == data
+            assert most == 2
+            assert from_reader  # some read-aheads went out from the reader
+            assert client._recv_waiters == {}  # no waiter left registered
+            peer.close()
+
+    asyncio.run(main())
+
+
+def test_aio_a_read_ahead_the_socket_only_partly_took_is_finished_first(gateway: Any, py_server: socket.socket) -> None:
+    """A read-ahead the reader writes while the socket takes only part of it: its rest goes
+    out before any other line, so concurrent calls and every byte stay right."""
+    data = payload_of(4 << 20, 17)
+
+    async def main() -> None:
+        async with await tcpgw.aio.connect(gateway.path) as client:
+            conn = await client.createClient(("127.0.0.1", py_server.getsockname()[1]), 5000)
+            peer, _ = py_server.accept()
+            transport = client._transport
+            real_write = transport.write
+            cut = {"on": False, "cuts": 0}
+
+            def write(line: Any, fds: Any = ()) -> int:
+                if cut["on"] and len(line) > 9:
+                    cut["on"] = False
+                    cut["cuts"] += 1
+                    return real_write(line[:9], fds)  # the socket "took" 9 bytes
+                return int(real_write(line, fds))
+
+            transport.write = write  # type: ignore[method-assign]
+            original = client._wake_recv_waiters
+
+            def wake(touched: Any) -> None:
+                cut["on"] = True  # the reader's own write is cut short
+                try:
+                    original(touched)
+                finally:
+                    cut["on"] = False
+
+            client._wake_recv_waiters = wake  # type: ignore[method-assign]
+            flush = client._flush_tail
+
+            async def late_flush() -> None:
+                await asyncio.sleep(0.005)  # other lines come first: each must finish the cut one
+                await flush()
+
+            client._flush_tail = late_flush  # type: ignore[method-assign]
+
+            async def caller() -> int:
+                calls = 0
+                while not done.is_set():
+                    assert await conn.pending() >= 0  # a line that must not split the cut one
+                    calls += 1
+                    await asyncio.sleep(0)
+                return calls
+
+            done = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            sender = loop.run_in_executor(None, lambda: (peer.sendall(data), peer.shutdown(socket.SHUT_WR)))
+            other = asyncio.ensure_future(caller())
+            got = bytearray()
+            for _ in range(10_000):
+                chunk = await conn.recv(65536, 5000)
+                if not chunk:
+                    break
+                got += chunk
+            done.set()
+            calls = await asyncio.wait_for(other, 10)
+            await sender
+            assert bytes(got) == data
+            assert cut["cuts"] > 0 and calls > 0
+            for _ in range(200):  # the last cut line's (late) flush
+                if client._tail is None:
+                    break
+                await asyncio.sleep(0.01)
+            assert client._tail is None
+            assert await client.info() is not None  # the connection is still sound
+            peer.close()
+
+    asyncio.run(main())

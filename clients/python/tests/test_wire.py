@@ -225,6 +225,21 @@ def test_choosing_a_decoder() -> None:
         _wire.use_base64_decoder(before)
 
 
+@pytest.mark.parametrize("params", [
+    {"handle": 7}, {"handle": 7, "length": 1048576, "encoding": "base64"}, {"handle": 7, "encoding": "base64", "length": 5},
+    {"length": 5, "handle": 7, "encoding": "base64"}, {"handle": 7, "length": True, "encoding": "base64"},
+    {"handle": True, "length": 5, "encoding": "base64"}, {"handle": 7, "length": 5, "encoding": "hex"},
+    {"handle": 7, "length": 5, "timeout": 9}, {"handle": 7, "length": 5, "encoding": "base64", "timeout": 9},
+    {"handle": "7"}, {}, {"data": "caf\u00e9\n\"", "handle": 2},
+])
+def test_request_lines_are_what_the_encoder_writes(params: dict) -> None:
+    """The request line's shortcuts (a handle alone, a recv's three members) write what the
+    JSON encoder writes for the whole message; any other shape goes through the encoder."""
+    line = _wire.request_line(41, "tcp.recv", params)
+    assert line == _wire.encode_line({"jsonrpc": "2.0", "id": 41, "method": "tcp.recv", "params": params})
+    assert json.loads(line) == {"jsonrpc": "2.0", "id": 41, "method": "tcp.recv", "params": params}
+
+
 def test_recv_answer_fast_path_needs_its_pending_request(b64_decoder: str) -> None:
     session = new_session()
     request_id, line = session.request("tcp.recv", {"handle": 1, "length": 10}, "caller")

@@ -81,8 +81,7 @@ AcceptCallback = Callable[["Tcp", Optional[SockAddr]], object]
 
 # Read-ahead tcp.recv requests one handle may have in flight here: with two, the gateway fills
 # the next answer while this process decodes the one before, whichever core each runs on
-# (threaded recv loop: 402-718 -> 637-827 MiB/s). The asyncio client keeps one: there a second
-# answer, small since the first took what the socket held, cost more than it overlapped.
+# (threaded recv loop: 402-718 -> 637-827 MiB/s). The asyncio client keeps two as well.
 _RECV_IN_FLIGHT = 2
 _IDLE_S = 0.01  # the background reader leaves input to callers who wanted it this recently
 _HANDSHAKE_S = 10.0  # bound on a handshake answer (session.keep, session.resume, tcp.attach)

@@ -288,6 +288,7 @@ def encode_line(message: Mapping[str, Any]) -> bytes:
 
 
 _METHOD_TEXT: Dict[str, bytes] = {}  # a method name's JSON text, encoded once per name
+_RECV_KEYS = ("handle", "length", "encoding")
 
 
 def request_line(request_id: int, method: str, params: Mapping[str, Any]) -> bytes:
@@ -295,9 +296,16 @@ def request_line(request_id: int, method: str, params: Mapping[str, Any]) -> byt
     name = _METHOD_TEXT.get(method)
     if name is None:
         name = _METHOD_TEXT[method] = _encode(method).encode("ascii")
-    handle = params.get("handle") if len(params) == 1 else None
-    if type(handle) is int:  # most calls: {"handle": N} alone, without the encoder
-        return b'{"jsonrpc":"2.0","id":%d,"method":%s,"params":{"handle":%d}}\n' % (request_id, name, handle)
+    count = len(params)
+    handle = params.get("handle") if count <= 3 else None
+    if type(handle) is int:
+        if count == 1:  # most calls: {"handle": N} alone, without the encoder
+            return b'{"jsonrpc":"2.0","id":%d,"method":%s,"params":{"handle":%d}}\n' % (request_id, name, handle)
+        if count == 3:  # a read-ahead's (or a plain recv's) {"handle", "length", "encoding"}, in that order
+            length = params.get("length")
+            if type(length) is int and params.get("encoding") == "base64" and tuple(params) == _RECV_KEYS:
+                return b'{"jsonrpc":"2.0","id":%d,"method":%s,"params":{"handle":%d,"length":%d,"encoding":"base64"}}\n' % (
+                    request_id, name, handle, length)
     return b'{"jsonrpc":"2.0","id":%d,"method":%s,"params":%s}\n' % (request_id, name, _encode(params).encode("ascii"))
 
 
