@@ -22,13 +22,14 @@ import os
 import socket
 import sys
 import time
-from typing import Any, Callable, List
+from typing import Any, Callable, List, Optional
 
 import tcpgw
 import tcpgw.aio
 
 CHUNK = 64 * 1024
 RECV = 65536
+SMALL_RCVBUF = 96 * 1024  # set as SO_RCVBUF; Linux reports (and uses) double
 
 
 def _median(samples: List[float]) -> float:
@@ -56,6 +57,11 @@ def bench_client(run: Any, gw: Any, sz: Any, tmpdir: str) -> None:
     run.attempt("9a client data events", lambda: _data_events(run, gw, total, cap))
     run.attempt("9b client recv(65536) loop", lambda: _recv_loop(run, gw, total, cap, aio=False))
     run.attempt("9b client aio recv(65536) loop", lambda: _recv_loop(run, gw, total, cap, aio=True))
+    # The same with the gateway's socket held to a small receive buffer: the window a paused
+    # socket's autotuning sometimes stays at (see bench/README.md), so each answer is ~90 KiB.
+    for aio in (False, True):
+        run.attempt("9b client recv(65536) loop, small window",
+                    lambda aio=aio: _recv_loop(run, gw, total, cap, aio=aio, rcvbuf=SMALL_RCVBUF))
     iters = sz.latency_iters * 2
     run.attempt("9c client one sync call", lambda: _one_call(run, gw, iters, cap, tmpdir, aio=False))
     run.attempt("9d client one aio call", lambda: _one_call(run, gw, iters, cap, tmpdir, aio=True))
@@ -65,12 +71,15 @@ def bench_client(run: Any, gw: Any, sz: Any, tmpdir: str) -> None:
 # 9a / 9b: bytes in
 
 
-def _raw_receive(run: Any, total: int, cap: float) -> tuple:
-    """Baseline: a raw socket reading `total` bytes from a forked `_source` peer."""
+def _raw_receive(run: Any, total: int, cap: float, rcvbuf: Optional[int] = None) -> tuple:
+    """Baseline: a raw socket reading `total` bytes from a forked `_source` peer (with that
+    SO_RCVBUF, if given, as the measured row's socket has)."""
     lst = run.loopback_listener()
     src = run.peer(run._source, lst.getsockname(), total, CHUNK, cap=cap)
     conn, _ = lst.accept()
     lst.close()
+    if rcvbuf is not None:
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
     conn.settimeout(run.IO_TIMEOUT)
     buf = bytearray(1 << 20)
     got = 0
@@ -121,13 +130,16 @@ def _data_events(run: Any, gw: Any, total: int, cap: float) -> None:
     run.rate_row(f"9a client data events {total // run.MiB} MiB", got, t1 - t0, base_bytes, base_s, note)
 
 
-async def _aio_recv(path: str, port_box: List[int], started: Callable[[int], Any], io_ms: int) -> tuple:
+async def _aio_recv(path: str, port_box: List[int], started: Callable[[int], Any], io_ms: int,
+                    rcvbuf: Optional[int]) -> tuple:
     async with await tcpgw.aio.connect(path) as client:
         srv = await client.createServer(("127.0.0.1", 0))
         port = (await srv.sockName())["port"]
         src = started(port)
         port_box.append(port)
         conn = await srv.accept(None, io_ms)
+        if rcvbuf is not None:
+            await conn.setRecvBufferSize(rcvbuf)
         got = 0
         t0 = time.perf_counter()
         while True:
@@ -136,22 +148,25 @@ async def _aio_recv(path: str, port_box: List[int], started: Callable[[int], Any
                 break
             got += len(data)
         t1 = time.perf_counter()
+        held = await conn.getRecvBufferSize()
         await conn.close()
         await srv.close()
-    return src, got, t1 - t0
+    return src, got, t1 - t0, held
 
 
-def _recv_loop(run: Any, gw: Any, total: int, cap: float, aio: bool) -> None:
+def _recv_loop(run: Any, gw: Any, total: int, cap: float, aio: bool, rcvbuf: Optional[int] = None) -> None:
     io_ms = int(run.IO_TIMEOUT * 1000)
     meter = run.CpuMeter(gw)
     if aio:
-        src, got, took = asyncio.run(
-            _aio_recv(gw.path, [], lambda port: _gateway_source(run, port, total, cap), io_ms))
+        src, got, took, held = asyncio.run(
+            _aio_recv(gw.path, [], lambda port: _gateway_source(run, port, total, cap), io_ms, rcvbuf))
     else:
         with tcpgw.connect(gw.path) as client:
             srv = client.createServer(("127.0.0.1", 0))
             src = _gateway_source(run, srv.sockName()["port"], total, cap)
             conn = srv.accept(None, io_ms)
+            if rcvbuf is not None:
+                conn.setRecvBufferSize(rcvbuf)
             got = 0
             t0 = time.perf_counter()
             while True:
@@ -160,16 +175,20 @@ def _recv_loop(run: Any, gw: Any, total: int, cap: float, aio: bool) -> None:
                     break
                 got += len(data)
             took = time.perf_counter() - t0
+            held = conn.getRecvBufferSize()
             conn.close()
             srv.close()
-    note = meter.note()
+    # The receive buffer the socket ended with: autotuning's (or the one set) is what bounds
+    # the answers, so it tells which kind of run this was.
+    note = f"{meter.note()}, SO_RCVBUF {held // 1024} KiB"
     sent, _s, _e = src.result(run.IO_TIMEOUT + cap)
     src.join()
     if got != sent:
         raise run.RPCFailure(f"client got {got} bytes, the peer sent {sent}")
-    base_bytes, base_s = _raw_receive(run, total, cap)
+    base_bytes, base_s = _raw_receive(run, total, cap, rcvbuf)
     name = "aio " if aio else ""
-    run.rate_row(f"9b client {name}recv(65536) loop {total // run.MiB} MiB", got, took, base_bytes, base_s, note)
+    window = f", SO_RCVBUF set to {rcvbuf // 1024} KiB" if rcvbuf is not None else ""
+    run.rate_row(f"9b client {name}recv(65536) loop {total // run.MiB} MiB{window}", got, took, base_bytes, base_s, note)
 
 
 # ----------------------------------------------------------------------------------------
