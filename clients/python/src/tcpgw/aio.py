@@ -416,8 +416,9 @@ class Gateway(gen._AsyncGatewayMethods):
             else:
                 future.set_result(answer)
         if touched:
-            self._notify()
-            self._schedule_pump()
+            self._notify(recv_waiters=False)  # theirs were woken above, per handle
+            if self._session.ready:  # events queued: some may have listeners
+                self._schedule_pump()
 
     def _wake_recv_waiters(self, touched: List[Tcp]) -> None:
         """Bytes (or an end) came for handles whose ``recv`` callers wait: send each one's next
@@ -474,10 +475,18 @@ class Gateway(gen._AsyncGatewayMethods):
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _notify(self) -> None:
+    def _notify(self, recv_waiters: bool = True) -> None:
+        """Something changed: wake whoever waits on ``_changed`` (and every ``recv`` waiter,
+        unless the caller woke those of the handles concerned)."""
         if not self._changed.done():
             self._changed.set_result(None)
         self._changed = self._loop.create_future()
+        if recv_waiters and self._recv_waiters:
+            waiting, self._recv_waiters = self._recv_waiters, {}
+            for waiters in waiting.values():
+                for waiter in waiters:
+                    if not waiter.done():
+                        waiter.set_result(True)
 
     def _input_ended(self, failure: Optional[BaseException]) -> None:
         """End of input: resume a kept session in the background, else shut down."""
@@ -597,7 +606,8 @@ class Gateway(gen._AsyncGatewayMethods):
         ``recv_of``: a ``recv`` waiting for that handle's bytes (see ``_recv_waiters``).
 
         Cheaper than ``wait_for(shield(...))``: one future and one timer, and the waiting task
-        wakes two loop turns after the delivery instead of three (a ``recv``: one).
+        wakes two loop turns after the delivery instead of three. A ``recv`` waits on its own
+        future alone, which ``_deliver`` (or ``_notify``) resolves: it wakes one loop turn after.
         """
         changed = self._changed
         if deadline is None and recv_of is None:
@@ -609,17 +619,19 @@ class Gateway(gen._AsyncGatewayMethods):
             if not mine.done():
                 mine.set_result(_changed is not None)
 
-        changed.add_done_callback(wake)
-        timer = None if deadline is None else self._loop.call_at(deadline, wake)
-        if recv_of is not None:
+        if recv_of is None:
+            changed.add_done_callback(wake)
+        else:
             self._recv_waiters.setdefault(recv_of, []).append(mine)
+        timer = None if deadline is None else self._loop.call_at(deadline, wake)
         try:
             return await mine
         finally:
             if timer is not None:
                 timer.cancel()
-            changed.remove_done_callback(wake)
-            if recv_of is not None:
+            if recv_of is None:
+                changed.remove_done_callback(wake)
+            else:
                 waiters = self._recv_waiters.get(recv_of)
                 if waiters is not None and mine in waiters:
                     waiters.remove(mine)
