@@ -22,6 +22,8 @@ sys.path.insert(0, os.path.dirname(__file__))
 from wire import Wire  # noqa: E402
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.join(REPO_ROOT, "tests", "support"))
+import ports  # noqa: E402
 TCPGW_BIN = os.environ.get("TCPGW_BIN", os.path.join(REPO_ROOT, ".build", "debug", "tcpgw"))
 READY_TIMEOUT = 10.0
 LOOPBACKS = ["127.0.0.1", "::1"]
@@ -231,12 +233,9 @@ def port_of(s: socket.socket) -> int:
 
 
 def closed_port(addr: str) -> int:
-    """A port on which nothing listens right now (bound then released)."""
-    s = socket.socket(family(addr), socket.SOCK_STREAM)
-    s.bind((addr, 0))
-    p = port_of(s)
-    s.close()
-    return p
+    """A port on which nothing listens right now, from below the ephemeral range, where no
+    other test's listener on port 0 lands (tests/support/ports.py)."""
+    return ports.free_port([addr])
 
 
 def recv_exact_py(s: socket.socket, n: int, timeout: float = 5.0) -> bytes:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
 import subprocess
 import time
@@ -16,6 +15,7 @@ from conftest import GatewayFactory, require_binary
 from relay_peers import listener, wire  # noqa: F401 (fixtures, in both relay modes)
 from relay_peers import MiB, Pump, connected_handle, payload, read_to_end, reset, sha
 from wire import INVALID_REQUEST, UNKNOWN_HANDLE, WRONG_KIND, RPCError, Wire
+import sshd  # tests/support (conftest puts it on the path)
 
 STREAM_TOKEN = -32008
 
@@ -331,68 +331,34 @@ def test_attaching_a_handle_whose_peer_had_finished(wire: Wire, listener: socket
     peer.close()
 
 
-def _free_tcp_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 @pytest.fixture
 def ssh_forwarded(start_gateway: GatewayFactory):
-    """A private sshd on 127.0.0.1 and `ssh -L` forwarding a local Unix socket to the gateway's:
-    the path a remote rig uses, where descriptors cannot travel. Yields (gateway, forwarded path)."""
-    if os.geteuid() != 0 or not os.path.exists("/usr/sbin/sshd") or shutil.which("ssh") is None:
-        pytest.skip("needs root, sshd and ssh (scripts/setup installs them)")
+    """A private sshd on 127.0.0.1 (tests/support/sshd.py) and `ssh -L` forwarding a local Unix
+    socket to the gateway's: the path a remote rig uses, where descriptors cannot travel.
+    Yields (gateway, forwarded path)."""
+    sshd.skip_unless_available()
     gw = start_gateway()
-    d = start_gateway.tmpdir()
-    for name in ("host", "user"):
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", f"{d}/{name}"], check=True, timeout=30)
-    shutil.copy(f"{d}/user.pub", f"{d}/authorized_keys")
-    port = _free_tcp_port()
-    with open(f"{d}/sshd_config", "w") as f:
-        f.write(f"ListenAddress 127.0.0.1:{port}\nHostKey {d}/host\nAuthorizedKeysFile {d}/authorized_keys\n"
-                "PasswordAuthentication no\nKbdInteractiveAuthentication no\nPermitRootLogin prohibit-password\n"
-                f"AllowStreamLocalForwarding yes\nUsePAM no\nStrictModes no\nPidFile {d}/sshd.pid\n")
-    os.makedirs("/run/sshd", exist_ok=True)
-    sshd = subprocess.Popen(["/usr/sbin/sshd", "-D", "-f", f"{d}/sshd_config", "-E", f"{d}/sshd.log"])
-    forwarded = f"{d}/fwd.sock"
-    ssh = None
-    try:
-        deadline = time.monotonic() + 10
-        while not _listening(port) and time.monotonic() < deadline:
-            time.sleep(0.02)
+    forwarded = os.path.join(start_gateway.tmpdir(), "fwd.sock")
+    with sshd.SSHD(socket_forwarding=True) as server:
         ssh = subprocess.Popen(
-            ["ssh", "-n", "-N", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
-             "-o", "ExitOnForwardFailure=yes", "-o", "LogLevel=ERROR", "-i", f"{d}/user", "-p", str(port),
-             "-L", f"{forwarded}:{gw.path}", "root@127.0.0.1"], stderr=subprocess.PIPE)
-        deadline = time.monotonic() + 10
-        while not os.path.exists(forwarded) and time.monotonic() < deadline and ssh.poll() is None:
-            time.sleep(0.02)
-        if not os.path.exists(forwarded):
-            pytest.fail(f"ssh did not forward the socket: {ssh.stderr.read() if ssh.poll() is not None else ''}")
-        yield gw, forwarded
-    finally:
-        for proc in (ssh, sshd):
-            if proc is not None and proc.poll() is None:
-                proc.terminate()
+            [*server.ssh_argv(), "-n", "-N", "-o", "ExitOnForwardFailure=yes", "-p", str(server.port),
+             "-L", f"{forwarded}:{gw.path}", server.host], stderr=subprocess.PIPE)
+        try:
+            deadline = time.monotonic() + 10
+            while not os.path.exists(forwarded) and time.monotonic() < deadline and ssh.poll() is None:
+                time.sleep(0.02)
+            if not os.path.exists(forwarded):
+                error = ssh.stderr.read() if ssh.poll() is not None and ssh.stderr else b""
+                pytest.fail(f"ssh did not forward the socket: {error!r}\n{server.log()}")
+            yield gw, forwarded
+        finally:
+            if ssh.poll() is None:
+                ssh.terminate()
                 try:
-                    proc.wait(5)
+                    ssh.wait(5)
                 except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(5)
-
-
-def _listening(port: int) -> bool:
-    s = socket.socket()
-    try:
-        s.bind(("127.0.0.1", port))
-        return False
-    except OSError:
-        return True
-    finally:
-        s.close()
+                    ssh.kill()
+                    ssh.wait(5)
 
 
 def test_attach_through_an_ssh_forwarded_socket(ssh_forwarded, listener: socket.socket) -> None:

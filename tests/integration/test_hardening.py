@@ -16,6 +16,7 @@ import pytest
 
 from conftest import (Gateway, GatewayFactory, can_connect_unix, closed_port, port_of, py_connect, py_listener,
                       require_binary, short_tmpdir)
+from ports import free_port_run  # tests/support (conftest puts it on the path)
 from wire import DENIED, INVALID_PARAMS, LIMIT, RPCError, Wire
 
 
@@ -48,31 +49,6 @@ def serve_expecting_failure(args: list[str], timeout: float = 10.0,
         pytest.fail(f"tcpgw serve {args} still running after {timeout}s")
     assert r.returncode != 0, f"tcpgw serve {args} started: {r.stderr}"
     return r
-
-
-def free_port_run(addr: str, count: int) -> int:
-    """A port P such that P..P+count-1 can all be listened on right now on `addr` (bounded
-    search). Below the ephemeral range, and checked with SO_REUSEADDR as the gateway binds:
-    other tests' connections use ephemeral ports as their local ports."""
-    import random
-    fam = socket.AF_INET6 if ":" in addr else socket.AF_INET
-    for _ in range(50):
-        base = random.randrange(20000, 30000)
-        held = []
-        try:
-            for p in range(base, base + count):
-                s = socket.socket(fam, socket.SOCK_STREAM)
-                held.append(s)
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                s.bind((addr, p))
-                s.listen(1)
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in held:
-                s.close()
-    raise AssertionError("no run of free ports found")
 
 
 # ------------------------------------------------------------------ the socket file (§1, §9, §13)

@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import time
 
 import pytest
 
 from conftest import py_connect, short_tmpdir
+import ports  # tests/support (conftest puts it on the path)
 from wire import Wire, decode
 
 
@@ -52,12 +52,30 @@ def test_curl_fetches_page_served_by_gateway(wire: Wire, host: str) -> None:
         assert out == body
 
 
-def _free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
+REDIS_START_ATTEMPTS = 5  # a port free at the probe can be taken before redis binds it
+
+
+def _start_redis(exe: str, d: str) -> tuple[subprocess.Popen, int]:
+    """redis-server on a free loopback port, answering; a start that loses its port to someone
+    else (redis exits) is retried on another."""
+    for _ in range(REDIS_START_ATTEMPTS):
+        port = ports.free_port()
+        proc = subprocess.Popen([exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                                 "--appendonly", "no", "--dir", d, "--daemonize", "no"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while proc.poll() is None:
+            try:
+                py_connect("127.0.0.1", port, timeout=1).close()
+                return proc, port
+            except OSError:
+                if time.monotonic() >= deadline:
+                    proc.kill()
+                    proc.wait(5)
+                    raise AssertionError("redis-server not ready within 10s")
+                time.sleep(0.05)
+        proc.wait(5)
+    raise AssertionError(f"redis-server did not start in {REDIS_START_ATTEMPTS} attempts")
 
 
 @pytest.fixture
@@ -65,29 +83,19 @@ def redis_port():
     exe = shutil.which("redis-server")
     if not exe:
         pytest.fail("redis-server is required")
-    port = _free_port()
     d = short_tmpdir()
-    proc = subprocess.Popen([exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                             "--appendonly", "no", "--dir", d, "--daemonize", "no"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = None
     try:
-        deadline = time.monotonic() + 10
-        while True:
-            assert proc.poll() is None, "redis-server exited at startup"
-            try:
-                py_connect("127.0.0.1", port, timeout=1).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "redis-server not ready within 10s"
-                time.sleep(0.05)
+        proc, port = _start_redis(exe, d)
         yield port
     finally:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        if proc is not None:
+            proc.terminate()
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
         shutil.rmtree(d, ignore_errors=True)
 
 

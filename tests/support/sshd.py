@@ -38,6 +38,9 @@ import tempfile
 import time
 from typing import Optional, Sequence
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import ports  # noqa: E402  (beside this file)
+
 SSHD_BIN = os.environ.get("TCPGW_TEST_SSHD", "/usr/sbin/sshd")
 READY_TIMEOUT = 10.0   # seconds for sshd to greet on its port
 START_ATTEMPTS = 5     # a free port can be taken by someone else between the probe and sshd's bind
@@ -72,20 +75,8 @@ def _ipv6_loopback() -> bool:
 
 
 def _free_port(ipv6: bool) -> int:
-    """A port free on 127.0.0.1 (and on ::1 when ipv6) right now."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if not ipv6:
-            return port
-        try:
-            with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s6:
-                s6.bind(("::1", port))
-            return port
-        except OSError:
-            continue
-    raise RuntimeError("no port free on both 127.0.0.1 and ::1")
+    """A port free on 127.0.0.1 (and on ::1 when ipv6) right now, below the ephemeral range."""
+    return ports.free_port(["127.0.0.1", *(["::1"] if ipv6 else [])])
 
 
 def _keygen(path: str, comment: str) -> None:
@@ -105,11 +96,12 @@ class SSHD:
     """One sshd on 127.0.0.1 (and ::1 when the machine has it) on a free port.
 
     remote_path: directories put in front of PATH for commands run over ssh (so `tcpgw` is
-    found); remote_env: more variables for those commands (sshd's SetEnv).
+    found); remote_env: more variables for those commands (sshd's SetEnv); socket_forwarding:
+    allow `ssh -L LOCAL:REMOTE_SOCKET` (Unix socket forwarding), off otherwise.
     """
 
     def __init__(self, workdir: Optional[str] = None, remote_path: Sequence[str] = (),
-                 remote_env: Optional[dict[str, str]] = None) -> None:
+                 remote_env: Optional[dict[str, str]] = None, socket_forwarding: bool = False) -> None:
         self._own_dir = workdir is None
         # Short: sun_path is 108 bytes and tests put gateway sockets next to it.
         self.dir = workdir or tempfile.mkdtemp(prefix="tgw-sshd-", dir="/tmp")
@@ -121,6 +113,7 @@ class SSHD:
         self.port = 0
         self.remote_path = list(remote_path)
         self.remote_env = dict(remote_env or {})
+        self.socket_forwarding = socket_forwarding
         self.proc: Optional[subprocess.Popen] = None
         self.pid: Optional[int] = None
         self.host_key = os.path.join(self.dir, "host_ed25519")
@@ -236,7 +229,9 @@ class SSHD:
             "StrictModes no",
             "PermitRootLogin prohibit-password",
             f"AllowUsers {self.user}",
-            "AllowTcpForwarding no",
+            # sshd also refuses socket forwarding while TCP forwarding is "no".
+            f"AllowTcpForwarding {'local' if self.socket_forwarding else 'no'}",
+            f"AllowStreamLocalForwarding {'local' if self.socket_forwarding else 'no'}",
             "AllowAgentForwarding no",
             "X11Forwarding no",
             "PermitTTY no",

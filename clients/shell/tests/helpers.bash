@@ -79,9 +79,10 @@ common_teardown() {
 	fi
 }
 
-# free_port: a loopback TCP port that was free a moment ago.
+# free_port: a loopback TCP port that was free a moment ago, from below the ephemeral range
+# (tests/support/ports.py), where no connection's local port and no port-0 listener lands.
 free_port() {
-	python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+	python3 "$REPO_ROOT/tests/support/ports.py"
 }
 
 # start_peer NAME SCRIPT [ARGS...]: run a Python peer (bounded by `timeout`); it must

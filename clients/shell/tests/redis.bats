@@ -5,19 +5,28 @@ load helpers
 
 setup() {
 	common_setup
-	REDIS_PORT=$(free_port)
-	timeout 60 redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
-		--dir "$T_DIR" --daemonize no >"$T_DIR/redis.log" 2>&1 3>&- &
-	PEER_PIDS+=("$!")
-	# Wait for redis through the gateway itself (bounded: 200 x 25 ms).
+	local attempt pid i
 	R=""
-	for (( i = 0; i < 200; i++ )); do
-		if R=$(tcp_createClient 127.0.0.1 "$REDIS_PORT" 1000 2>/dev/null); then
-			break
-		fi
-		sleep 0.025
+	# A port free at the probe can be taken before redis binds it: then redis exits, and
+	# another port is tried (5 attempts).
+	for (( attempt = 0; attempt < 5; attempt++ )); do
+		REDIS_PORT=$(free_port)
+		timeout 60 redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
+			--dir "$T_DIR" --daemonize no >>"$T_DIR/redis.log" 2>&1 3>&- &
+		pid=$!
+		PEER_PIDS+=("$pid")
+		# Wait for redis through the gateway itself (bounded: 200 x 25 ms).
+		for (( i = 0; i < 200; i++ )); do
+			if R=$(tcp_createClient 127.0.0.1 "$REDIS_PORT" 1000 2>/dev/null); then
+				return 0
+			fi
+			kill -0 "$pid" 2>/dev/null || break
+			sleep 0.025
+		done
+		R=""
 	done
-	[[ -n $R ]] || { cat "$T_DIR/redis.log" >&2; return 1; }
+	cat "$T_DIR/redis.log" >&2
+	return 1
 }
 
 teardown() {
