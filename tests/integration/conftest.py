@@ -232,6 +232,17 @@ def port_of(s: socket.socket) -> int:
     return s.getsockname()[1]
 
 
+def stop_process(proc: subprocess.Popen) -> None:
+    """SIGTERM, then SIGKILL after 5 s: a test never leaves a server (or an ssh) behind."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
 def closed_port(addr: str) -> int:
     """A port on which nothing listens right now, from below the ephemeral range, where no
     other test's listener on port 0 lands (tests/support/ports.py)."""

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from conftest import GatewayFactory, require_binary
+from conftest import GatewayFactory, require_binary, stop_process
 from relay_peers import listener, wire  # noqa: F401 (fixtures, in both relay modes)
 from relay_peers import MiB, Pump, connected_handle, payload, read_to_end, reset, sha
 from wire import INVALID_REQUEST, UNKNOWN_HANDLE, WRONG_KIND, RPCError, Wire
@@ -352,13 +352,7 @@ def ssh_forwarded(start_gateway: GatewayFactory):
                 pytest.fail(f"ssh did not forward the socket: {error!r}\n{server.log()}")
             yield gw, forwarded
         finally:
-            if ssh.poll() is None:
-                ssh.terminate()
-                try:
-                    ssh.wait(5)
-                except subprocess.TimeoutExpired:
-                    ssh.kill()
-                    ssh.wait(5)
+            stop_process(ssh)
 
 
 def test_attach_through_an_ssh_forwarded_socket(ssh_forwarded, listener: socket.socket) -> None:

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from conftest import py_connect, short_tmpdir
+from conftest import py_connect, short_tmpdir, stop_process
 import ports  # tests/support (conftest puts it on the path)
 from wire import Wire, decode
 
@@ -90,12 +90,7 @@ def redis_port():
         yield port
     finally:
         if proc is not None:
-            proc.terminate()
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+            stop_process(proc)
         shutil.rmtree(d, ignore_errors=True)
 
 
