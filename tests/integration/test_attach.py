@@ -14,7 +14,7 @@ import pytest
 from conftest import GatewayFactory, require_binary, stop_process
 from relay_peers import listener, wire  # noqa: F401 (fixtures, in both relay modes)
 from relay_peers import MiB, Pump, connected_handle, payload, read_to_end, reset, sha
-from wire import INVALID_REQUEST, UNKNOWN_HANDLE, WRONG_KIND, RPCError, Wire
+from wire import INVALID_REQUEST, LIMIT, UNKNOWN_HANDLE, WRONG_KIND, RPCError, Wire
 import sshd  # tests/support (conftest puts it on the path)
 
 STREAM_TOKEN = -32008
@@ -51,6 +51,18 @@ def streamed(wire: Wire, listener: socket.socket, early: bytes = b"", flowing: b
     s, answer, rest = attach(wire.path, token, early)
     assert answer == {"jsonrpc": "2.0", "result": {"handle": h, "buffered": 0}, "id": 1}
     return h, peer, s, rest
+
+
+def test_tokens_never_begin_with_a_dash(wire: Wire, listener: socket.socket) -> None:
+    """So `tcpgw attach TOKEN` never reads one as options (as it did 1 time in 64). 1,500
+    tokens: without the rule, all of them missing a leading "-" has a chance of 1e-10."""
+    h, peer = connected_handle(wire, listener)
+    ids = [wire.request("tcp.stream", {"handle": h}) for _ in range(1500)]  # pipelined
+    tokens = [wire.reply(i).obj["result"]["token"] for i in ids]
+    assert len(set(tokens)) == 1500
+    assert not [t for t in tokens if t.startswith("-")]
+    assert sum(t.startswith("_") for t in tokens) > 0  # the rest of the alphabet still starts them
+    peer.close()
 
 
 def test_token_shape_and_exact_answer_line(wire: Wire, listener: socket.socket) -> None:
@@ -375,3 +387,81 @@ def test_attach_through_an_ssh_forwarded_socket(ssh_forwarded, listener: socket.
         peer.close()
     finally:
         owner.close()
+
+
+RELAY_SHARE = 512 * 1024  # what a relay counts against --max-buffer-bytes (Relay.budgetShare)
+
+
+@pytest.mark.parametrize("mode", ["splice", "copy"])
+def test_relays_count_against_the_buffer_budget(start_gateway: GatewayFactory, listener: socket.socket, mode: str) -> None:
+    """Each running pipe or attached stream holds 512 KiB of --max-buffer-bytes (contract §13);
+    one more than fits is -32004 and changes nothing (the handles stay plain, the token stays
+    good), and a relay that ends gives its share back."""
+    gw = start_gateway("--relay-mode", mode, "--max-message-bytes", "4096",
+                       "--max-buffer-bytes", str(3 * RELAY_SHARE + 64 * 1024))
+    wire = gw.connect()
+    pairs = []
+    for _ in range(3):
+        a, pa = connected_handle(wire, listener)
+        b, pb = connected_handle(wire, listener)
+        assert wire.call("tcp.pipe", {"handle": a, "peer": b}) is True
+        pairs.append((a, pa, b, pb))
+    # A fourth pipe does not fit.
+    c, pc = connected_handle(wire, listener)
+    d, pd = connected_handle(wire, listener)
+    with pytest.raises(RPCError) as e:
+        wire.call("tcp.pipe", {"handle": c, "peer": d})
+    assert e.value.code == LIMIT and "--max-buffer-bytes" in e.value.message
+    # Nor does an attach; its token is not used up by the refusal.
+    token = wire.call("tcp.stream", {"handle": c})["token"]
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.connect(gw.path)
+    s.sendall(attach_line(token))
+    answer, _ = read_line(s)
+    assert answer["error"]["code"] == LIMIT, answer
+    s.close()
+    # Nothing changed for the refused handles: plain handles still.
+    assert wire.call("tcp.send", {"handle": d, "data": "still plain"}) == 11
+    assert recv_exact(pd, 11) == b"still plain"
+    # The pipes that run still carry bytes both ways.
+    a, pa, b, pb = pairs[0]
+    pa.sendall(b"ping")
+    assert recv_exact(pb, 4) == b"ping"
+    # One relay ends (its owner closes a handle): its share comes back, and the refused attach
+    # now succeeds with the same token, then the refused pipe on another pair.
+    wire.call("tcp.close", {"handle": pairs[1][0]})
+    stream, answer, _ = attach(gw.path, token)
+    assert answer["result"]["handle"] == c, answer
+    pc.sendall(b"to the stream")
+    stream.settimeout(10)
+    assert recv_exact(stream, 13) == b"to the stream"
+    f, pf = connected_handle(wire, listener)
+    with pytest.raises(RPCError) as e:
+        wire.call("tcp.pipe", {"handle": d, "peer": f})
+    assert e.value.code == LIMIT  # the attach took the share the closed pipe gave back
+    # The stream finishes (both ways: the client's end, then the peer's): its share comes back.
+    stream.shutdown(socket.SHUT_WR)
+    pc.settimeout(10)
+    assert pc.recv(1) == b""  # the client's end reached the peer
+    pc.close()
+    wire.wait_event("tcp.onClose", c, timeout=10)
+    stream.close()
+    assert wire.call("tcp.pipe", {"handle": d, "peer": f}) is True
+    pd.sendall(b"last")
+    assert recv_exact(pf, 4) == b"last"
+    for sock in (pd, pf):
+        sock.close()
+    for _, pa, _, pb in pairs:
+        pa.close()
+        pb.close()
+    wire.close()
+
+
+def recv_exact(sock: socket.socket, count: int) -> bytes:
+    sock.settimeout(10)
+    out = b""
+    while len(out) < count:
+        chunk = sock.recv(count - len(out))
+        assert chunk, out
+        out += chunk
+    return out

@@ -3137,7 +3137,7 @@ enum OpenRPCDocument {
     {
       "name": "tcp.pipe",
       "summary": "Join two connection handles inside the gateway: what either reads is written to the other.",
-      "description": "Relays bytes between the connections `handle` and `peer` of the calling client, both connected, without passing them through the client: with splice(2) through a kernel pipe per direction (bytes never enter user space), or through a bounded user-space buffer when a fault needs to see them. Bytes either handle had already read and not delivered go first. An end of stream on one side becomes a `shutdown(\"w\")` on the other once everything before it is written, so half-closes pass through. While piped, neither handle has `tcp.onData`, and `tcp.recv`, `tcp.send`, `tcp.shutdown`, `tcp.flyAway` are -32001; options, faults, `tcp.getState`, counters (`bytesIn`/`bytesOut` count what the relay moves) and `tcp.list` (`pipedTo`) still work. `tcp.close` of either closes both, with no event. Faults (fault.add, inherited server templates) work inside the pipe as on a plain handle: a direction runs through the source handle's \"in\" faults and then the destination handle's \"out\" faults while either is active, spliced otherwise (`tcp.list`'s `relayMode`); bytes already in the kernel pipe when a fault is added pass before it takes effect, unfaulted; an end of stream stays behind the bytes a fault holds; a stall on \"in\" stops reading the source (a zero window). When both directions have ended, each handle is gone with `tcp.onClose {handle}`; when one side is reset or fails, the other is reset too and each handle is gone with `tcp.onClose {handle, error}` (and `fault` on the handle whose fault reset it). Piping a handle that is already piped or attached, still connecting, closed, shut down, or still sending queued bytes, is -32001; a server handle is -32001; `peer` equal to `handle` is -32602. Synchronous: answers once the relay runs.",
+      "description": "Relays bytes between the connections `handle` and `peer` of the calling client, both connected, without passing them through the client: with splice(2) through a kernel pipe per direction (bytes never enter user space), or through a bounded user-space buffer when a fault needs to see them. Bytes either handle had already read and not delivered go first. An end of stream on one side becomes a `shutdown(\"w\")` on the other once everything before it is written, so half-closes pass through. While piped, neither handle has `tcp.onData`, and `tcp.recv`, `tcp.send`, `tcp.shutdown`, `tcp.flyAway` are -32001; options, faults, `tcp.getState`, counters (`bytesIn`/`bytesOut` count what the relay moves) and `tcp.list` (`pipedTo`) still work. `tcp.close` of either closes both, with no event. Faults (fault.add, inherited server templates) work inside the pipe as on a plain handle: a direction runs through the source handle's \"in\" faults and then the destination handle's \"out\" faults while either is active, spliced otherwise (`tcp.list`'s `relayMode`); bytes already in the kernel pipe when a fault is added pass before it takes effect, unfaulted; an end of stream stays behind the bytes a fault holds; a stall on \"in\" stops reading the source (a zero window). When both directions have ended, each handle is gone with `tcp.onClose {handle}`; when one side is reset or fails, the other is reset too and each handle is gone with `tcp.onClose {handle, error}` (and `fault` on the handle whose fault reset it). Piping a handle that is already piped or attached, still connecting, closed, shut down, or still sending queued bytes, is -32001; a server handle is -32001; `peer` equal to `handle` is -32602. A relay counts 512 KiB (its buffers at their largest) against `--max-buffer-bytes` while it runs: -32004 when the budget has no room for them, changing nothing. Synchronous: answers once the relay runs.",
       "tags": [
         {
           "name": "connection"
@@ -3176,6 +3176,9 @@ enum OpenRPCDocument {
           "$ref": "#/components/errors/WrongHandleState"
         },
         {
+          "$ref": "#/components/errors/LimitReached"
+        },
+        {
           "$ref": "#/components/errors/OsFailure"
         }
       ],
@@ -3202,7 +3205,7 @@ enum OpenRPCDocument {
     {
       "name": "tcp.stream",
       "summary": "A single-use token that turns a new gateway connection into this handle's raw byte stream.",
-      "description": "Answers a token of 128 random bits (base64url, no padding) valid for 10 seconds and for one use: a new connection to the gateway whose first line is the `tcp.attach` request with this token becomes the connection's byte stream, both ways, with no JSON (see `tcp.attach`). Only a client with the same uid may use it. Issuing a token changes nothing about the handle until the attach. -32001 when the handle cannot be attached now (already piped or attached, still connecting, closed, shut down, or still sending queued bytes); -32004 when too many tokens wait. Synchronous.",
+      "description": "Answers a token of 128 random bits (base64url, no padding; never beginning with `-`, so a command such as `tcpgw attach TOKEN` takes it as an argument) valid for 10 seconds and for one use: a new connection to the gateway whose first line is the `tcp.attach` request with this token becomes the connection's byte stream, both ways, with no JSON (see `tcp.attach`). Only a client with the same uid may use it. Issuing a token changes nothing about the handle until the attach. -32001 when the handle cannot be attached now (already piped or attached, still connecting, closed, shut down, or still sending queued bytes); -32004 when too many tokens wait. Synchronous.",
       "tags": [
         {
           "name": "connection"
@@ -3256,7 +3259,7 @@ enum OpenRPCDocument {
     {
       "name": "tcp.attach",
       "summary": "As the first line of a new connection: become the byte stream of the handle a tcp.stream token names.",
-      "description": "Valid only as the first line of a new connection to the gateway, on its own (a failed attempt may be retried; any other line ends the chance): `{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tcp.attach\",\"params\":{\"token\":TOKEN}}`. The gateway answers one line, `{\"jsonrpc\":\"2.0\",\"result\":{\"handle\":N,\"buffered\":COUNT},\"id\":1}`, and from then on the connection is the TCP connection's byte stream, both ways, raw: first the COUNT bytes the gateway had already read, then everything else. Bytes the client sent after its attach line go to the TCP peer first. The client's `shutdown(SHUT_WR)` becomes `shutdown(\"w\")` on the TCP socket; the peer's end of stream shuts the stream's writing side. The owning connection keeps the handle (`tcp.list`: `attached: true`); its `tcp.recv`, `tcp.send`, `tcp.shutdown`, `tcp.flyAway` are -32001, options, faults and `tcp.close` work (closing ends the stream too), and when the stream has finished the owner gets `tcp.onClose {handle}` (with `error` when it ended by an error or reset). A wrong, used or expired token, or a client of another uid, is -32008 and the connection stays a JSON-RPC connection; a handle closed meanwhile is -32000, one that can no longer be attached -32001. Anywhere but the first line (or in a batch) it is -32600.",
+      "description": "Valid only as the first line of a new connection to the gateway, on its own (a failed attempt may be retried; any other line ends the chance): `{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tcp.attach\",\"params\":{\"token\":TOKEN}}`. The gateway answers one line, `{\"jsonrpc\":\"2.0\",\"result\":{\"handle\":N,\"buffered\":COUNT},\"id\":1}`, and from then on the connection is the TCP connection's byte stream, both ways, raw: first the COUNT bytes the gateway had already read, then everything else. Bytes the client sent after its attach line go to the TCP peer first. The client's `shutdown(SHUT_WR)` becomes `shutdown(\"w\")` on the TCP socket; the peer's end of stream shuts the stream's writing side. The owning connection keeps the handle (`tcp.list`: `attached: true`); its `tcp.recv`, `tcp.send`, `tcp.shutdown`, `tcp.flyAway` are -32001, options, faults and `tcp.close` work (closing ends the stream too), and when the stream has finished the owner gets `tcp.onClose {handle}` (with `error` when it ended by an error or reset). A wrong, used or expired token, or a client of another uid, is -32008 and the connection stays a JSON-RPC connection; a handle closed meanwhile is -32000, one that can no longer be attached -32001. The stream counts 512 KiB against `--max-buffer-bytes` while it runs (as `tcp.pipe`): -32004 when the budget has no room for it, and the token stays valid. Anywhere but the first line (or in a batch) it is -32600.",
       "tags": [
         {
           "name": "connection"
@@ -3297,6 +3300,9 @@ enum OpenRPCDocument {
         },
         {
           "$ref": "#/components/errors/WrongHandleState"
+        },
+        {
+          "$ref": "#/components/errors/LimitReached"
         }
       ],
       "examples": [

@@ -1,5 +1,6 @@
 import CNetShim
 import Glibc
+import JSONRPC
 import NIOCore
 
 /// Joins two byte streams inside the gateway (contract §11): two connection handles
@@ -33,6 +34,10 @@ final class Relay {
     static let streamBufferSize: Int32 = 4 << 20
     /// A copying direction's buffer.
     static let copyCapacity = 256 * 1024
+    /// What a relay counts against `--max-buffer-bytes` (contract §13) while it runs: both
+    /// directions' user-space buffers at their largest, whether a direction splices or copies
+    /// now (a fault can make it copy at any time, and a reservation cannot be refused then).
+    static let budgetShare = 2 * copyCapacity
     /// Reads and writes per wake-up and direction: enough to move bulk data, few enough that
     /// one relay cannot starve the loop.
     private static let movesPerWakeup = 16
@@ -69,6 +74,8 @@ final class Relay {
     private var stream: OwnedFD?
     private(set) var isFinished = false
     private var started = false
+    /// The part of the buffer budget this relay holds (`budgetShare` until it stops).
+    private var reserved = 0
 
     /// How a direction moves its bytes. Splice, unless a fault needs to see them (contract
     /// §10): the source's `in` chain or the destination's `out` chain is active. The one place
@@ -85,6 +92,7 @@ final class Relay {
         let gateway = first.session.gateway
         try first.checkRelayable()
         try second.checkRelayable()
+        try checkBudget(gateway)
         let modes = [mode(from: first, to: second, gateway: gateway), mode(from: second, to: first, gateway: gateway)]
         let relay = try Relay(gateway: gateway, modes: modes)
         let a = first.beginRelay(relay)
@@ -103,6 +111,7 @@ final class Relay {
     static func attach(_ handle: ConnectionHandle, early: ByteBuffer) throws -> (Relay, buffered: Int) {
         let gateway = handle.session.gateway
         try handle.checkRelayable()
+        try checkBudget(gateway)
         let modes = [mode(from: handle, to: nil, gateway: gateway), mode(from: nil, to: handle, gateway: gateway)]
         let relay = try Relay(gateway: gateway, modes: modes)
         let taken = handle.beginRelay(relay)
@@ -111,6 +120,16 @@ final class Relay {
         relay.prepare(0, prefix: taken.buffered, sourceEnded: taken.eof)
         relay.prepare(1, prefix: early, sourceEnded: false)
         return (relay, buffered)
+    }
+
+    /// -32004 unless the buffer budget has room for one more relay's buffers; checked before a
+    /// relay takes anything over (and, for `tcp.attach`, before its token is used up).
+    static func checkBudget(_ gateway: Gateway) throws {
+        guard gateway.budget.hasRoom(for: budgetShare) else {
+            throw RPCError.limit(
+                "the gateway's buffer budget (--max-buffer-bytes \(gateway.budget.limit)) has no room for a relay's "
+                    + "buffers (\(budgetShare) bytes)")
+        }
     }
 
     private init(gateway: Gateway, modes: [RelayDirection.Mode]) throws {
@@ -138,6 +157,8 @@ final class Relay {
             }
         }
         directions = modes.enumerated().map { direction(mode: $1, index: $0, prefix: 0, sourceEnded: false) }
+        reserved = Relay.budgetShare
+        gateway.budget.adjust(reserved)
     }
 
     private func direction(mode: RelayDirection.Mode, index: Int, prefix: Int, sourceEnded: Bool) -> RelayDirection {
@@ -551,6 +572,8 @@ final class Relay {
     /// are returned, for the caller to tell): no descriptor of the relay stays open.
     private func stop() -> [ConnectionHandle] {
         isFinished = true
+        gateway.budget.adjust(-reserved)
+        reserved = 0
         for index in watchers.indices { watchers[index].cancel(reactor: reactor) }
         watchers = []
         closePipes()

@@ -28,6 +28,7 @@ extension Session {
                 throw RPCError.internalError("tcp.attach is not in the schema")
             }
             let params = try TCPAttachParams(try gateway.catalog.bind(method, request.params))
+            try Relay.checkBudget(gateway)  // before the token is used up: a refusal may be retried
             handle = try gateway.streamTokens.redeem(params.token, uid: peerUID)
             var bytes = ByteBufferAllocator().buffer(capacity: early.count)
             bytes.writeBytes(early)

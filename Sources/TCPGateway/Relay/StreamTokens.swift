@@ -29,14 +29,24 @@ final class StreamTokens {
         guard entries.count < StreamTokens.limit else {
             throw RPCError.limit("\(StreamTokens.limit) stream tokens are waiting to be used")
         }
-        var generator = SystemRandomNumberGenerator()  // getrandom(2)
-        var bytes: [UInt8] = []
-        for _ in 0..<2 { withUnsafeBytes(of: generator.next() as UInt64) { bytes += $0 } }
-        let token = StreamTokens.base64url(bytes)
+        let token = StreamTokens.fresh()
         entries[token] = Entry(
             handle: handle, handleID: handle.id, uid: handle.session.peerUID,
             expires: now + UInt64(lifetimeMS) * 1_000_000)
         return token
+    }
+
+    /// 128 random bits, base64url; never beginning with "-", so that `tcpgw attach TOKEN` (and
+    /// any other command) reads it as an argument, not as options: tokens that would are drawn
+    /// again (1 in 64), which keeps the rest uniform.
+    static func fresh() -> String {
+        var generator = SystemRandomNumberGenerator()  // getrandom(2)
+        while true {
+            var bytes: [UInt8] = []
+            for _ in 0..<2 { withUnsafeBytes(of: generator.next() as UInt64) { bytes += $0 } }
+            let token = base64url(bytes)
+            if token.first != "-" { return token }
+        }
     }
 
     /// The handle a token stands for; the token is used up, whatever the outcome. -32008 for a
