@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from conftest import GatewayFactory, require_binary, stop_process
+from conftest import GatewayFactory, recv_exact_py, require_binary, stop_process
 from relay_peers import listener, wire  # noqa: F401 (fixtures, in both relay modes)
 from relay_peers import MiB, Pump, connected_handle, payload, read_to_end, reset, sha
 from wire import INVALID_REQUEST, LIMIT, UNKNOWN_HANDLE, WRONG_KIND, RPCError, Wire
@@ -422,11 +422,11 @@ def test_relays_count_against_the_buffer_budget(start_gateway: GatewayFactory, l
     s.close()
     # Nothing changed for the refused handles: plain handles still.
     assert wire.call("tcp.send", {"handle": d, "data": "still plain"}) == 11
-    assert recv_exact(pd, 11) == b"still plain"
+    assert recv_exact_py(pd, 11) == b"still plain"
     # The pipes that run still carry bytes both ways.
     a, pa, b, pb = pairs[0]
     pa.sendall(b"ping")
-    assert recv_exact(pb, 4) == b"ping"
+    assert recv_exact_py(pb, 4) == b"ping"
     # One relay ends (its owner closes a handle): its share comes back, and the refused attach
     # now succeeds with the same token, then the refused pipe on another pair.
     wire.call("tcp.close", {"handle": pairs[1][0]})
@@ -434,7 +434,7 @@ def test_relays_count_against_the_buffer_budget(start_gateway: GatewayFactory, l
     assert answer["result"]["handle"] == c, answer
     pc.sendall(b"to the stream")
     stream.settimeout(10)
-    assert recv_exact(stream, 13) == b"to the stream"
+    assert recv_exact_py(stream, 13) == b"to the stream"
     f, pf = connected_handle(wire, listener)
     with pytest.raises(RPCError) as e:
         wire.call("tcp.pipe", {"handle": d, "peer": f})
@@ -448,7 +448,7 @@ def test_relays_count_against_the_buffer_budget(start_gateway: GatewayFactory, l
     stream.close()
     assert wire.call("tcp.pipe", {"handle": d, "peer": f}) is True
     pd.sendall(b"last")
-    assert recv_exact(pf, 4) == b"last"
+    assert recv_exact_py(pf, 4) == b"last"
     for sock in (pd, pf):
         sock.close()
     for _, pa, _, pb in pairs:
@@ -456,12 +456,3 @@ def test_relays_count_against_the_buffer_budget(start_gateway: GatewayFactory, l
         pb.close()
     wire.close()
 
-
-def recv_exact(sock: socket.socket, count: int) -> bytes:
-    sock.settimeout(10)
-    out = b""
-    while len(out) < count:
-        chunk = sock.recv(count - len(out))
-        assert chunk, out
-        out += chunk
-    return out
