@@ -77,7 +77,7 @@ __all__ = ["connect", "Gateway", "Tcp", "FlyAwaySocket"]
 #: ``accept``; may be a coroutine function (its coroutine runs as a task).
 # Read-ahead tcp.recv requests one handle may have in flight, as in the threaded client. Two
 # pay here since the reader sends the next one itself (``_wake_recv_waiters``): asyncio recv
-# loop 644 -> 836 MiB/s median, and 369 -> 566 when the peer's receive window stays small.
+# loop 644 -> 836 MiB/s median, and 369 -> 566 when the socket's receive window stays small.
 _AIO_IN_FLIGHT = 2
 
 ConnectCallback = Callable[["Tcp", Optional[SockAddr]], object]
@@ -424,8 +424,8 @@ class Gateway(gen._AsyncGatewayMethods):
         """Bytes (or an end) came for handles whose ``recv`` callers wait: send each one's next
         read-ahead now, then wake the callers directly.
 
-        The caller would send that read-ahead itself when it takes the bytes, two loop turns
-        later; sent from here, the gateway reads the socket while this client delivers.
+        The caller would send that read-ahead itself when it takes the bytes, a loop turn later;
+        sent from here, the gateway reads the socket while this client delivers.
         """
         session = self._session
         direct = session.keep is None and not self._dead and self._tail is None and not self._write_lock.locked()
