@@ -218,6 +218,58 @@ final class LineFramerTests: XCTestCase {
         }
     }
 
+    func testSeededRandomStreamsInRandomReads() {
+        // Lines of every length around the limit (bytes other than "\n", a CR now and then, some
+        // blank), cut into reads of random sizes: the frames are what the generator meant,
+        // whether a line came whole in one read or in many.
+        struct Lcg {  // seeded, so a failing round can be replayed
+            var state: UInt64 = 0x5EED
+            mutating func next() -> UInt64 {
+                state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
+                return state >> 17
+            }
+        }
+        var rng = Lcg()
+        for round in 0..<40 {
+            let max = 8 + Int(rng.next() % 64)
+            var stream: [UInt8] = []
+            var expected: [LineFramer.Frame] = []
+            for _ in 0..<(20 + Int(rng.next() % 40)) {
+                let start = UInt64(stream.count)
+                let length = Int(rng.next() % UInt64(max + 4))
+                var raw = (0..<length).map { _ -> UInt8 in
+                    switch rng.next() % 8 {
+                    case 0: return 0x20
+                    case 1: return 0x0D
+                    default: return UInt8(truncatingIfNeeded: 0x0B + rng.next() % 240)
+                    }
+                }
+                if rng.next() % 4 == 0 { raw = raw.map { $0 == 0x0D ? 0x0D : 0x20 } }  // blank
+                stream += raw + [0x0A]
+                let end = UInt64(stream.count)
+                if raw.count > max {
+                    expected.append(.oversized(start: start, end: end))
+                } else {
+                    let content = raw.last == 0x0D ? Array(raw.dropLast()) : raw
+                    if !content.allSatisfy({ $0 == 0x20 || $0 == 0x09 || $0 == 0x0D }) {
+                        expected.append(.line(content, start: start, end: end))
+                    }
+                }
+            }
+            var framer = LineFramer(maxLineBytes: max)
+            var frames: [LineFramer.Frame] = []
+            var at = 0
+            while at < stream.count {
+                let size = 1 + Int(rng.next() % UInt64(3 * max))
+                let piece = Array(stream[at..<min(at + size, stream.count)])
+                piece.withUnsafeBytes { framer.append($0, into: &frames) }
+                at += piece.count
+            }
+            XCTAssertEqual(frames, expected, "round \(round)")
+            XCTAssertEqual(framer.bufferedBytes, 0, "round \(round)")
+        }
+    }
+
     func testFramesFeedTheDecoder() {
         // End to end inside the module: framed bytes decode to the request they carried.
         var framer = LineFramer(maxLineBytes: 1024)

@@ -214,18 +214,38 @@ final class DataCodecTests: XCTestCase {
 
     // MARK: - DataEncoding
 
-    func testDataEncodingDecode() throws {
-        XCTAssertEqual(try DataEncoding.utf8.decode("héllo €", param: "data"), Array("héllo €".utf8))
-        XCTAssertEqual(try DataEncoding.utf8.decode("", param: "data"), [])
-        XCTAssertEqual(try DataEncoding.base64.decode("aGk=", param: "data"), Array("hi".utf8))
-        XCTAssertEqual(try DataEncoding.hex.decode("6869", param: "data"), Array("hi".utf8))
+    /// What `encoding` appends for `text` after a prefix already in the buffer (the prefix must stay).
+    private func appended(_ encoding: DataEncoding, _ text: String, param: String = "data") throws -> [UInt8] {
+        var out = S.buffer([0xEE])
+        defer { XCTAssertEqual(out.getInteger(at: out.readerIndex, as: UInt8.self), 0xEE) }
+        try encoding.decode(text, param: param, appendingTo: &out)
+        return Array(out.readableBytesView.dropFirst())
+    }
 
-        let base64Error = S.rpcError { _ = try DataEncoding.base64.decode("a*", param: "data[2]") }
+    func testDataEncodingDecode() throws {
+        XCTAssertEqual(try appended(.utf8, "héllo €"), Array("héllo €".utf8))
+        XCTAssertEqual(try appended(.utf8, ""), [])
+        XCTAssertEqual(try appended(.base64, "aGk="), Array("hi".utf8))
+        XCTAssertEqual(try appended(.hex, "6869"), Array("hi".utf8))
+        for encoding in [DataEncoding.utf8, .base64, .hex] {
+            for length in [0, 1, 2, 3, 64, 1000] {  // the room asked for holds what is decoded
+                let bytes = (0..<length).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ 3) }
+                let text = encoding.encode(S.buffer(bytes))
+                let got = try appended(encoding, text)
+                XCTAssertLessThanOrEqual(got.count, encoding.decodedCapacity(text), "\(encoding) \(length)")
+                if encoding != .utf8 { XCTAssertEqual(got, bytes, "\(encoding) \(length)") }
+            }
+        }
+
+        var out = S.buffer([1, 2])
+        let base64Error = S.rpcError { try DataEncoding.base64.decode("a*", param: "data[2]", appendingTo: &out) }
         XCTAssertEqual(base64Error?.code, -32602)
         XCTAssertEqual(base64Error?.message, "invalid params: 'data[2]' is not valid base64")
-        let hexError = S.rpcError { _ = try DataEncoding.hex.decode("abc", param: "data") }
+        XCTAssertEqual(Array(out.readableBytesView), [1, 2])  // a refused text appends nothing
+        let hexError = S.rpcError { try DataEncoding.hex.decode("abc", param: "data", appendingTo: &out) }
         XCTAssertEqual(hexError?.code, -32602)
         XCTAssertEqual(hexError?.message, "invalid params: 'data' is not valid hex")
+        XCTAssertEqual(Array(out.readableBytesView), [1, 2])
     }
 
     func testDataEncodingEncode() {

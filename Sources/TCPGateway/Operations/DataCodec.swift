@@ -44,15 +44,23 @@ enum Base64 {
 
     /// Decodes base64 (padding optional, whitespace not allowed); nil if it is not base64.
     static func decode(_ text: String) -> [UInt8]? {
+        var buffer = ByteBufferAllocator().buffer(capacity: 0)
+        return decode(text, appendingTo: &buffer) ? Array(buffer.readableBytesView) : nil
+    }
+
+    /// Decodes base64 straight onto the end of `out` (no intermediate array); false, with `out`
+    /// unchanged, if it is not base64.
+    static func decode(_ text: String, appendingTo out: inout ByteBuffer) -> Bool {
         var text = text
-        return text.withUTF8 { utf8 -> [UInt8]? in
+        return text.withUTF8 { utf8 -> Bool in
             var n = utf8.count
             while n > 0 && utf8[n - 1] == UInt8(ascii: "=") { n -= 1 }
-            if utf8.count - n > 2 || n % 4 == 1 { return nil }
-            if utf8.count % 4 != 0 && utf8.count != n { return nil }  // padded, but not to a multiple of 4
+            if utf8.count - n > 2 || n % 4 == 1 { return false }
+            if utf8.count % 4 != 0 && utf8.count != n { return false }  // padded, but not to a multiple of 4
             let outCount = n / 4 * 3 + max(0, n % 4 - 1)
             var failed = false
-            let out = [UInt8](unsafeUninitializedCapacity: outCount) { dest, initialized in
+            out.writeWithUnsafeMutableBytes(minimumWritableBytes: outCount) { raw in
+                let dest = raw.bindMemory(to: UInt8.self)
                 t0.withUnsafeBufferPointer { t0 in
                     t1.withUnsafeBufferPointer { t1 in
                         t2.withUnsafeBufferPointer { t2 in
@@ -87,9 +95,9 @@ enum Base64 {
                         }
                     }
                 }
-                initialized = outCount
+                return failed ? 0 : outCount
             }
-            return failed ? nil : out
+            return !failed
         }
     }
 }
@@ -136,15 +144,24 @@ enum Hex {
 enum DataEncoding: String {
     case utf8, base64, hex
 
-    func decode(_ text: String, param: String) throws -> [UInt8] {
+    /// Room enough for the bytes `text` stands for (exact for utf8; base64 and hex: at most that).
+    func decodedCapacity(_ text: String) -> Int {
         switch self {
-        case .utf8: return Array(text.utf8)
+        case .utf8: return text.utf8.count
+        case .base64: return text.utf8.count / 4 * 3 + 2
+        case .hex: return text.utf8.count / 2
+        }
+    }
+
+    /// Appends the bytes `text` stands for to `out`; -32602 naming `param` if it is not that.
+    func decode(_ text: String, param: String, appendingTo out: inout ByteBuffer) throws {
+        switch self {
+        case .utf8: out.writeString(text)
         case .base64:
-            guard let bytes = Base64.decode(text) else { throw RPCError.invalidParams("'\(param)' is not valid base64") }
-            return bytes
+            guard Base64.decode(text, appendingTo: &out) else { throw RPCError.invalidParams("'\(param)' is not valid base64") }
         case .hex:
             guard let bytes = Hex.decode(text) else { throw RPCError.invalidParams("'\(param)' is not valid hex") }
-            return bytes
+            out.writeBytes(bytes)
         }
     }
 

@@ -18,32 +18,41 @@ enum DataOperations {
     }
 
     /// The bytes of `data` (a string or an array of strings, gathered), cut by offset/length.
+    /// Decoded straight into the buffer that is queued for the socket.
     static func payload(_ p: some SendParameters) throws -> ByteBuffer {
         let encoding = DataEncoding(p.encoding)
-        var bytes: [UInt8]
+        // Sized for the decoded bytes up front: growing would round the storage up to a power of 2.
+        let texts: Int
+        switch p.data {
+        case .string(let text): texts = encoding.decodedCapacity(text)
+        case .array(let parts): texts = parts.reduce(0) { $0 + encoding.decodedCapacity($1) }
+        }
+        var bytes = ByteBufferAllocator().buffer(capacity: texts)
         switch p.data {
         case .string(let text):
-            bytes = try encoding.decode(text, param: "data")
+            try encoding.decode(text, param: "data", appendingTo: &bytes)
         case .array(let parts):
-            bytes = []
             for (index, text) in parts.enumerated() {
-                bytes += try encoding.decode(text, param: "data[\(index)]")
+                try encoding.decode(text, param: "data[\(index)]", appendingTo: &bytes)
             }
         }
+        let total = bytes.readableBytes
         let offset = p.offset
-        guard offset <= bytes.count else {
-            throw RPCError.invalidParams("'offset' \(offset) is past the end of the data (\(bytes.count) bytes)")
+        guard offset <= total else {
+            throw RPCError.invalidParams("'offset' \(offset) is past the end of the data (\(total) bytes)")
         }
-        var length = bytes.count - offset
+        var length = total - offset
         if let asked = p.length {
             guard asked <= length else {
                 throw RPCError.invalidParams("'length' \(asked) goes past the end of the data (\(length) bytes after offset)")
             }
             length = asked
         }
-        var buffer = ByteBufferAllocator().buffer(capacity: length)
-        buffer.writeBytes(bytes[offset..<(offset + length)])
-        return buffer
+        if length == total { return bytes }
+        // A part of it: copied out, so the queue (and the budget) holds only what is sent.
+        var part = ByteBufferAllocator().buffer(capacity: length)
+        part.writeImmutableBuffer(bytes.getSlice(at: bytes.readerIndex + offset, length: length) ?? ByteBuffer())
+        return part
     }
 
     static func send(_ call: Call, _ p: some SendParameters) throws -> JSONValue? {
