@@ -74,8 +74,6 @@ final class Relay {
     private var stream: OwnedFD?
     private(set) var isFinished = false
     private var started = false
-    /// The part of the buffer budget this relay holds (`budgetShare` until it stops).
-    private var reserved = 0
 
     /// How a direction moves its bytes. Splice, unless a fault needs to see them (contract
     /// §10): the source's `in` chain or the destination's `out` chain is active. The one place
@@ -157,8 +155,7 @@ final class Relay {
             }
         }
         directions = modes.enumerated().map { direction(mode: $1, index: $0, prefix: 0, sourceEnded: false) }
-        reserved = Relay.budgetShare
-        gateway.budget.adjust(reserved)
+        gateway.budget.adjust(Relay.budgetShare)  // given back when it stops
     }
 
     private func direction(mode: RelayDirection.Mode, index: Int, prefix: Int, sourceEnded: Bool) -> RelayDirection {
@@ -571,9 +568,8 @@ final class Relay {
     /// Stops watching, closes the pipes and the stream, and lets go of the handles (which
     /// are returned, for the caller to tell): no descriptor of the relay stays open.
     private func stop() -> [ConnectionHandle] {
+        if !isFinished { gateway.budget.adjust(-Relay.budgetShare) }
         isFinished = true
-        gateway.budget.adjust(-reserved)
-        reserved = 0
         for index in watchers.indices { watchers[index].cancel(reactor: reactor) }
         watchers = []
         closePipes()
