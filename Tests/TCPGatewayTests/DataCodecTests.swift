@@ -6,6 +6,14 @@ import XCTest
 
 @testable import TCPGateway
 
+extension Base64 {
+    /// The decoded bytes as an array (what the tests compare); nil if it is not base64.
+    static func decode(_ text: String) -> [UInt8]? {
+        var buffer = ByteBufferAllocator().buffer(capacity: 0)
+        return decode(text, appendingTo: &buffer) ? Array(buffer.readableBytesView) : nil
+    }
+}
+
 /// Base64, Hex, DataEncoding and the hand-written tcp.onData frame.
 final class DataCodecTests: XCTestCase {
     typealias S = GatewayTestSupport

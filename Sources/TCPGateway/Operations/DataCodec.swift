@@ -42,14 +42,8 @@ enum Base64 {
     }
     private static let t0 = shiftedTables[0], t1 = shiftedTables[1], t2 = shiftedTables[2], t3 = shiftedTables[3]
 
-    /// Decodes base64 (padding optional, whitespace not allowed); nil if it is not base64.
-    static func decode(_ text: String) -> [UInt8]? {
-        var buffer = ByteBufferAllocator().buffer(capacity: 0)
-        return decode(text, appendingTo: &buffer) ? Array(buffer.readableBytesView) : nil
-    }
-
-    /// Decodes base64 straight onto the end of `out` (no intermediate array); false, with `out`
-    /// unchanged, if it is not base64.
+    /// Decodes base64 (padding optional, whitespace not allowed) straight onto the end of `out`
+    /// (no intermediate array); false, with `out` unchanged, if it is not base64.
     static func decode(_ text: String, appendingTo out: inout ByteBuffer) -> Bool {
         var text = text
         return text.withUTF8 { utf8 -> Bool in
